@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Make sure a local PostgreSQL is running with the role the integration tests use
+# (shop/shop, allowed to create databases). Installs Debian's package when missing.
+set -euo pipefail
+
+ROLE=${TEST_POSTGRES_ROLE:-shop}
+PASSWORD=${TEST_POSTGRES_PASSWORD:-shop}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v pg_lsclusters >/dev/null 2>&1; then
+  echo "PostgreSQL is not installed: installing Debian's package" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+fi
+
+read -r version cluster port status _ < <(pg_lsclusters --no-header | head -n 1)
+if [ "$status" != "online" ]; then
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start
+fi
+
+psql_as_postgres() { as_root su postgres -c "psql -p $port -v ON_ERROR_STOP=1 -qtA $*"; }
+for _ in $(seq 1 30); do
+  psql_as_postgres "-c 'select 1'" >/dev/null 2>&1 && break
+  sleep 0.5
+done
+if [ "$(psql_as_postgres "-c \"select 1 from pg_roles where rolname = '$ROLE'\"")" != "1" ]; then
+  psql_as_postgres "-c \"create role $ROLE login createdb password '$PASSWORD'\""
+fi
+echo "PostgreSQL $version/$cluster is up on port $port (role $ROLE)" >&2

@@ -1,0 +1,85 @@
+"""Settings every service shares; each service subclasses `ServiceSettings`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Secrets that only exist so a fresh clone runs; production refuses them.
+DEVELOPMENT_SECRETS = frozenset({"changeme", "change-me", "admin12345", "dev-secret", ""})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration read from the environment and an optional `.env` file."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    service_name: str = "service"
+    environment: Environment = Environment.DEVELOPMENT
+    log_level: str = "INFO"
+    data_dir: str = ".data"
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
+    database_echo: bool = False
+
+    # Token verification (every service checks access tokens against the JWKS).
+    user_service_url: str = "http://127.0.0.1:8001"
+    jwt_issuer: str = "ecommerce-user-service"
+    jwt_audience: str = "ecommerce"
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    user_status_cache_seconds: float = Field(default=5.0, ge=0)
+
+    # Outgoing HTTP calls to other services.
+    http_connect_timeout: float = Field(default=1.0, gt=0)
+    http_read_timeout: float = Field(default=5.0, gt=0)
+    http_pool_timeout: float = Field(default=1.0, gt=0)
+    http_max_connections: int = Field(default=200, ge=1)
+    http_max_keepalive: int = Field(default=100, ge=1)
+    http_retries: int = Field(default=2, ge=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=10.0, gt=0)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.user_service_url.rstrip('/')}/v1/auth/jwks"
+
+    def effective_database_url(self) -> str:
+        """`DATABASE_URL`, or a SQLite file named after the service in the data directory."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir}/{self.service_name}.db"
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Self:
+        if self.is_production:
+            for name in self.production_secrets():
+                value = getattr(self, name)
+                if value is None or str(value).strip().lower() in DEVELOPMENT_SECRETS:
+                    raise ValueError(
+                        f"{name.upper()} must be set to a real secret when ENVIRONMENT=production"
+                    )
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                raise ValueError(
+                    "DATABASE_URL must point at PostgreSQL when ENVIRONMENT=production"
+                )
+        return self
+
+    def production_secrets(self) -> tuple[str, ...]:
+        """Names of fields that must not keep a development default in production."""
+        return ()

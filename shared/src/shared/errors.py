@@ -1,0 +1,160 @@
+"""RFC 9457 problem documents: one error base class, one set of handlers for every service."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.logging import request_id_var
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Base of every error a service raises on purpose; rendered as a problem document."""
+
+    status_code: int = 500
+    title: str | None = None
+    type_slug: str | None = None
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        status_code: int | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if status_code is not None:
+            self.status_code = status_code
+        if title is not None:
+            self.title = title
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra or {}
+        super().__init__(detail or self.title or HTTPStatus(self.status_code).phrase)
+
+
+class BadRequest(ProblemError):
+    status_code = 400
+
+
+class Unauthorized(ProblemError):
+    status_code = 401
+    title = "Not authenticated"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(ProblemError):
+    status_code = 403
+
+
+class NotFound(ProblemError):
+    status_code = 404
+
+
+class Conflict(ProblemError):
+    status_code = 409
+
+
+class PayloadTooLarge(ProblemError):
+    status_code = 413
+
+
+class UnprocessableEntity(ProblemError):
+    status_code = 422
+
+
+class TooManyRequests(ProblemError):
+    status_code = 429
+
+
+class ServiceUnavailable(ProblemError):
+    status_code = 503
+
+
+class GatewayTimeout(ProblemError):
+    status_code = 504
+
+
+def problem_response(
+    status_code: int,
+    *,
+    title: str | None = None,
+    detail: str | None = None,
+    type_slug: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    """Build an `application/problem+json` response."""
+    phrase = HTTPStatus(status_code).phrase
+    slug = type_slug or phrase.lower().replace(" ", "-").replace("'", "")
+    body: dict[str, Any] = {
+        "type": f"https://errors.ecommerce.example/{slug}",
+        "title": title or phrase,
+        "status": status_code,
+        "detail": detail or title or phrase,
+        "request_id": request_id_var.get(),
+    }
+    if extra:
+        body.update(extra)
+    return JSONResponse(
+        jsonable_encoder(body), status_code=status_code, headers=headers, media_type=PROBLEM_JSON
+    )
+
+
+async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        exc.status_code,
+        title=exc.title,
+        detail=exc.detail,
+        type_slug=exc.type_slug,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+
+
+def _clean_error(error: dict[str, Any]) -> dict[str, Any]:
+    # Echoing the whole input back can leak passwords; keep where and what, not the value.
+    return {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+
+
+async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [_clean_error(e) for e in exc.errors()]
+    if any(e["type"] == "json_invalid" for e in errors):
+        detail = "The request body is not valid JSON."
+    else:
+        detail = "The request did not pass validation; see `errors`."
+    return problem_response(
+        422,
+        title="Validation failed",
+        detail=detail,
+        type_slug="validation-failed",
+        extra={"errors": errors},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _handle_problem)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    # Anything else is caught by RequestContextMiddleware, which can still add the
+    # request id to the 500 it sends (Starlette's own last-resort handler cannot).

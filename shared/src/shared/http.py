@@ -1,0 +1,267 @@
+"""The one HTTP client a process uses to call other services.
+
+Explicit timeouts and pool limits, retries only for idempotent requests, and a circuit
+breaker per upstream with half-open recovery. Failures come out as problem errors (503,
+or 504 on a timeout), so a route that calls another service needs no error handling of
+its own. The breaker is written here rather than taken from a library because the async
+ones on PyPI are unmaintained and none shares state with a streaming proxy's calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any, Literal
+
+import httpx
+
+from shared.errors import GatewayTimeout, ServiceUnavailable
+from shared.metrics import CIRCUIT_STATE, UPSTREAM_REQUEST_SECONDS, UPSTREAM_REQUESTS
+
+logger = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRYABLE_STATUSES = frozenset({502, 503})
+#: Statuses that say the upstream itself is unwell (as opposed to the request being wrong).
+FAILURE_STATUSES = frozenset({502, 503, 504})
+
+TransportName = Literal["httpx", "aiohttp"]
+
+
+class CircuitState(IntEnum):
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    title = "Upstream service unavailable"
+    type_slug = "upstream-unavailable"
+
+
+class CircuitOpen(UpstreamUnavailable):
+    title = "Upstream circuit open"
+    type_slug = "circuit-open"
+
+
+class UpstreamTimeout(GatewayTimeout):
+    title = "Upstream service timed out"
+    type_slug = "upstream-timeout"
+
+
+class CircuitBreaker:
+    """Opens after `failure_threshold` consecutive failures; after `reset_seconds` lets
+    one probe through (half-open), which closes it on success or opens it again."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 5,
+        reset_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.reset_seconds = reset_seconds
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probe_in_flight = False
+        self._publish()
+
+    @property
+    def state(self) -> CircuitState:
+        if self._opened_at is None:
+            return CircuitState.CLOSED
+        if self._clock() - self._opened_at >= self.reset_seconds:
+            return CircuitState.HALF_OPEN
+        return CircuitState.OPEN
+
+    def retry_after(self) -> int:
+        if self._opened_at is None:
+            return 0
+        remaining = self.reset_seconds - (self._clock() - self._opened_at)
+        return max(1, math.ceil(remaining))
+
+    def acquire(self) -> None:
+        """Raise `CircuitOpen` unless a call may go through now."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return
+        if state is CircuitState.HALF_OPEN and not self._probe_in_flight:
+            self._probe_in_flight = True
+            self._publish()
+            return
+        raise CircuitOpen(
+            f"{self.name} is failing; calls are paused for a moment.",
+            headers={"Retry-After": str(self.retry_after())},
+        )
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._probe_in_flight = False
+        self._publish()
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._probe_in_flight or self._failures >= self.failure_threshold:
+            if self._opened_at is None or self._probe_in_flight:
+                logger.warning("circuit opened", extra={"upstream": self.name})
+            self._opened_at = self._clock()
+        self._probe_in_flight = False
+        self._publish()
+
+    def release(self) -> None:
+        """Forget a probe whose outcome says nothing about the upstream's health."""
+        self._probe_in_flight = False
+
+    def _publish(self) -> None:
+        CIRCUIT_STATE.labels(self.name).set(int(self.state))
+
+
+def build_transport(name: TransportName, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    if name == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return AiohttpTransport(limits=limits)
+    return httpx.AsyncHTTPTransport(limits=limits)
+
+
+class ServiceClient:
+    """One per process, made in the lifespan; `upstreams` maps a name to its base URL."""
+
+    def __init__(
+        self,
+        upstreams: dict[str, str],
+        *,
+        connect_timeout: float = 1.0,
+        read_timeout: float = 5.0,
+        pool_timeout: float = 1.0,
+        max_connections: int = 200,
+        max_keepalive: int = 100,
+        retries: int = 2,
+        failure_threshold: int = 5,
+        reset_seconds: float = 10.0,
+        transport: TransportName = "httpx",
+        custom_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
+        self.retries = retries
+        self.timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout
+        )
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive,
+            keepalive_expiry=30.0,
+        )
+        self.http = httpx.AsyncClient(
+            timeout=self.timeout,
+            transport=custom_transport or build_transport(transport, limits),
+            follow_redirects=False,
+        )
+        self.breakers = {
+            name: CircuitBreaker(
+                name, failure_threshold=failure_threshold, reset_seconds=reset_seconds
+            )
+            for name in self.upstreams
+        }
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, upstreams: dict[str, str], **overrides: Any
+    ) -> ServiceClient:
+        options: dict[str, Any] = {
+            "connect_timeout": settings.http_connect_timeout,
+            "read_timeout": settings.http_read_timeout,
+            "pool_timeout": settings.http_pool_timeout,
+            "max_connections": settings.http_max_connections,
+            "max_keepalive": settings.http_max_keepalive,
+            "retries": settings.http_retries,
+            "failure_threshold": settings.breaker_failure_threshold,
+            "reset_seconds": settings.breaker_reset_seconds,
+        }
+        options.update(overrides)
+        return cls(upstreams, **options)
+
+    def url(self, upstream: str, path: str) -> str:
+        return f"{self.upstreams[upstream]}{path}"
+
+    async def request(
+        self,
+        upstream: str,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Call `upstream` and read the whole answer; retry only what may be repeated."""
+        method = method.upper()
+        may_retry = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        attempts = 1 + (self.retries if may_retry else 0)
+        for attempt in range(1, attempts + 1):
+            request = self.http.build_request(method, self.url(upstream, path), **kwargs)
+            try:
+                response = await self.send(upstream, request)
+                await response.aread()
+            except UpstreamUnavailable as error:
+                if attempt == attempts or isinstance(error, CircuitOpen):
+                    raise
+            else:
+                if response.status_code not in RETRYABLE_STATUSES or attempt == attempts:
+                    return response
+                await response.aclose()
+            await asyncio.sleep(_backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send(self, upstream: str, request: httpx.Request) -> httpx.Response:
+        """Send one request once, streaming the response; the caller must close it.
+
+        Connection failures become `UpstreamUnavailable` (503), timeouts
+        `UpstreamTimeout` (504), and both count against the upstream's breaker.
+        """
+        breaker = self.breakers[upstream]
+        try:
+            breaker.acquire()
+        except CircuitOpen:
+            UPSTREAM_REQUESTS.labels(upstream, "circuit_open").inc()
+            raise
+        started = time.perf_counter()
+        try:
+            response = await self.http.send(request, stream=True)
+        except httpx.TimeoutException as error:
+            breaker.record_failure()
+            UPSTREAM_REQUESTS.labels(upstream, "timeout").inc()
+            if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
+                raise UpstreamUnavailable(f"{upstream} could not be reached in time.") from error
+            raise UpstreamTimeout(f"{upstream} did not answer in time.") from error
+        except httpx.TransportError as error:
+            breaker.record_failure()
+            UPSTREAM_REQUESTS.labels(upstream, "error").inc()
+            raise UpstreamUnavailable(f"{upstream} is unavailable.") from error
+        except BaseException:
+            breaker.release()
+            raise
+        UPSTREAM_REQUEST_SECONDS.labels(upstream).observe(time.perf_counter() - started)
+        UPSTREAM_REQUESTS.labels(upstream, str(response.status_code)).inc()
+        if response.status_code in FAILURE_STATUSES:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        return response
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: 0..50 ms, 0..100 ms, ..."""
+    return random.uniform(0, 0.05 * 2 ** (attempt - 1))  # noqa: S311 - jitter, not crypto

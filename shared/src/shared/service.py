@@ -1,0 +1,155 @@
+"""Service defaults: one call wires logging, errors, request ids, body limits, the
+database, the HTTP client, token verification, health and metrics into an app."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
+from shared.config import ServiceSettings
+from shared.db import Database
+from shared.errors import ServiceUnavailable, install_error_handlers
+from shared.http import ServiceClient
+from shared.logging import configure_logging
+from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+HEALTH_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+def create_service_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    upstreams: dict[str, str] | None = None,
+    lifespan: Lifespan | None = None,
+    use_database: bool = True,
+    version: str = "1.0.0",
+) -> FastAPI:
+    """Build a service's FastAPI app with everything every service has.
+
+    Made in the lifespan and put on `app.state`: `settings`, `database` (unless
+    `use_database` is false), `http_client` (a `ServiceClient` for the user service and
+    `upstreams`) and `token_verifier`. `lifespan` runs inside, after all of those exist.
+    """
+    configure_logging(settings.service_name, settings.log_level)
+    all_upstreams = {"user": settings.user_service_url, **(upstreams or {})}
+
+    @asynccontextmanager
+    async def service_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = (
+            Database(
+                settings.effective_database_url(),
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
+                echo=settings.database_echo,
+            )
+            if use_database
+            else None
+        )
+        client = ServiceClient.from_settings(settings, all_upstreams)
+        app.state.database = database
+        app.state.http_client = client
+        app.state.token_verifier = TokenVerifier(
+            RemoteJWKS(client, cache_seconds=settings.jwks_cache_seconds),
+            RemoteUserStatus(client, cache_seconds=settings.user_status_cache_seconds),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            await client.aclose()
+            if database is not None:
+                await database.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=service_lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, quiet_paths=HEALTH_PATHS)
+    app.include_router(
+        health_router(ready_checks={"database": _ping_database} if use_database else {})
+    )
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def _ping_database(app: FastAPI) -> None:
+    await app.state.database.ping()
+
+
+ReadyCheck = Callable[[FastAPI], Any]
+
+
+def health_router(ready_checks: dict[str, ReadyCheck]) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/health/live")
+    async def live() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @router.get("/health/ready")
+    async def ready(request: Request) -> dict[str, Any]:
+        """The process can do its work: its dependencies answer."""
+        checks: dict[str, str] = {}
+        for name, check in ready_checks.items():
+            try:
+                async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                    await check(request.app)
+            except Exception:
+                checks[name] = "unavailable"
+            else:
+                checks[name] = "ok"
+        if any(state != "ok" for state in checks.values()):
+            raise ServiceUnavailable(
+                "A dependency is not ready: "
+                + ", ".join(name for name, state in checks.items() if state != "ok"),
+                extra={"checks": checks},
+            )
+        return {"status": "ok", "checks": checks}
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.database.sessionmaker() as session:
+        yield session
+
+
+def get_http_client(request: Request) -> ServiceClient:
+    client: ServiceClient = request.app.state.http_client
+    return client
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+HttpClientDep = Annotated[ServiceClient, Depends(get_http_client)]

@@ -1,0 +1,134 @@
+"""Helpers for the services' test suites: throw-away databases and locally signed tokens.
+
+Only tests import this module (it needs the dev dependencies)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import TokenVerifier, UserStatus
+from shared.migrations import upgrade
+
+#: Where the integration suite finds PostgreSQL (scripts/ensure-postgres.sh makes this role).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://shop:shop@127.0.0.1:5432/postgres"
+)
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@asynccontextmanager
+async def postgres_database(prefix: str) -> AsyncIterator[str]:
+    """Create a fresh PostgreSQL database and drop it afterwards; yields its SQLAlchemy URL."""
+    name = f"test_{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
+async def migrated_database(
+    backend: str, service: str, alembic_ini: Path, tmp_dir: Path
+) -> AsyncIterator[str]:
+    """A database of `backend` ("sqlite" or "postgresql") migrated with the service's Alembic."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_dir / f'{service}.db'}"
+        await asyncio.to_thread(upgrade, alembic_ini, url)
+        yield url
+        return
+    async with postgres_database(service) as url:
+        await asyncio.to_thread(upgrade, alembic_ini, url)
+        yield url
+
+
+async def truncate_all(engine: AsyncEngine, metadata: MetaData) -> None:
+    """Empty every table between tests (far cheaper than migrating a database per test)."""
+    tables = [table.name for table in reversed(metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our own names
+
+
+class LocalTokens:
+    """Signs tokens the way the user service does, for testing one service on its own.
+
+    Stands in for the user service's JWKS and account status; the end-to-end suite
+    covers the real thing."""
+
+    def __init__(
+        self, *, issuer: str = "ecommerce-user-service", audience: str = "ecommerce"
+    ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "test-key"
+        public_jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key(), as_dict=True)
+        self.jwk = jwt.PyJWK.from_dict(
+            {**public_jwk, "kid": self.kid, "alg": "RS256", "use": "sig"}
+        )
+        self.statuses: dict[uuid.UUID, UserStatus] = {}
+
+    async def get_key(self, kid: str, *, refresh: bool = False) -> jwt.PyJWK | None:
+        return self.jwk if kid == self.kid else None
+
+    async def get_status(self, user_id: uuid.UUID) -> UserStatus | None:
+        return self.statuses.get(user_id)
+
+    def verifier(self) -> TokenVerifier:
+        return TokenVerifier(self, self, issuer=self.issuer, audience=self.audience)
+
+    def token(
+        self,
+        user_id: uuid.UUID | None = None,
+        *,
+        role: str = "customer",
+        active: bool = True,
+        expires_in: int = 900,
+        **claims: Any,
+    ) -> str:
+        user_id = user_id or uuid.uuid4()
+        self.statuses[user_id] = UserStatus(is_active=active, role=role)
+        now = int(time.time())
+        payload = {
+            "sub": str(user_id),
+            "role": role,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + expires_in,
+            "jti": uuid.uuid4().hex,
+            **claims,
+        }
+        return jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid})
+
+    def headers(self, user_id: uuid.UUID | None = None, **kwargs: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id, **kwargs)}"}
