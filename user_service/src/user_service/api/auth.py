@@ -1,0 +1,41 @@
+"""Registration, tokens and the JWKS."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from user_service.deps import AccountServiceDep, TokenServiceDep
+from user_service.schemas import RefreshRequest, TokenPair, UserRead, UserRegister
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+@router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register_user(data: UserRegister, accounts: AccountServiceDep) -> UserRead:
+    """Create a customer account."""
+    return UserRead.model_validate(await accounts.register(data))
+
+
+@router.post("/token")
+async def issue_token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], tokens: TokenServiceDep
+) -> TokenPair:
+    """Exchange e-mail (`username`) and password for an access and a refresh token."""
+    return await tokens.login(form.username, form.password)
+
+
+@router.post("/refresh")
+async def refresh_token(data: RefreshRequest, tokens: TokenServiceDep) -> TokenPair:
+    """Spend a refresh token for a new pair; a reused one ends its whole session."""
+    return await tokens.refresh(data.refresh_token)
+
+
+@router.get("/jwks")
+async def get_jwks(request: Request, response: Response) -> dict[str, Any]:
+    """Public keys that verify access tokens (RFC 7517)."""
+    response.headers["Cache-Control"] = "public, max-age=300"
+    jwks: dict[str, Any] = request.app.state.key_ring.jwks
+    return jwks

@@ -1,0 +1,18 @@
+"""Service-to-service routes; the gateway never routes /internal."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from user_service.deps import AccountServiceDep
+from user_service.schemas import UserStatusRead
+
+router = APIRouter(prefix="/internal/v1", tags=["internal"])
+
+
+@router.get("/users/{user_id}/status")
+async def read_user_status(user_id: uuid.UUID, accounts: AccountServiceDep) -> UserStatusRead:
+    """Whether the account may still act, and its current role (used by token checks)."""
+    return UserStatusRead.model_validate(await accounts.get(user_id))

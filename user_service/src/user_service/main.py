@@ -1,0 +1,65 @@
+"""The user service's app: create_app() and its lifespan, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.auth import TokenVerifier, UserStatus
+from shared.db import Database
+from shared.service import create_service_app
+from user_service.api import auth, internal, users
+from user_service.config import Settings, get_settings
+from user_service.keys import load_key_ring
+from user_service.models import User
+from user_service.passwords import PasswordHasher
+from user_service.service import AccountService
+
+
+class DatabaseUserStatus:
+    """`shared.auth.UserStatusSource` read straight from this service's own database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def get_status(self, user_id: uuid.UUID) -> UserStatus | None:
+        async with self.database.sessionmaker() as session:
+            user = await session.get(User, user_id)
+        return None if user is None else UserStatus(is_active=user.is_active, role=user.role)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        key_ring = await asyncio.to_thread(load_key_ring, settings)
+        hasher = await asyncio.to_thread(PasswordHasher)
+        database: Database = app.state.database
+        app.state.key_ring = key_ring
+        app.state.password_hasher = hasher
+        # Tokens are verified locally here: no JWKS round trip to ourselves.
+        app.state.token_verifier = TokenVerifier(
+            key_ring,
+            DatabaseUserStatus(database),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        if settings.admin_email and settings.admin_password:
+            async with database.sessionmaker() as session:
+                await AccountService(session, hasher).ensure_admin(
+                    settings.admin_email, settings.admin_password.get_secret_value()
+                )
+        yield
+
+    return create_service_app(
+        settings,
+        title="User service",
+        description="Accounts, argon2 passwords, access and refresh tokens, and the JWKS.",
+        routers=[auth.router, users.router, internal.router],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from shared.testing import migrated_database, truncate_all
+from user_service.config import Settings
+from user_service.main import create_app
+from user_service.models import Base
+from user_service.service import AccountService
+
+ALEMBIC_INI = Path(__file__).parents[1] / "alembic.ini"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-1"
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    tmp = tmp_path_factory.mktemp("user-db")
+    async with migrated_database(request.param, "user_service", ALEMBIC_INI, tmp) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=database_url,
+        data_dir=str(tmp_path_factory.mktemp("user-data")),
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,
+        environment="test",
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        yield application
+
+
+@pytest.fixture(autouse=True)
+async def clean_database(app: FastAPI) -> None:
+    """Every test starts with only the bootstrap administrator."""
+    database = app.state.database
+    await truncate_all(database.engine, Base.metadata)
+    async with database.sessionmaker() as session:
+        await AccountService(session, app.state.password_hasher).ensure_admin(
+            ADMIN_EMAIL, ADMIN_PASSWORD
+        )
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://user-service") as c:
+        yield c
+
+
+class UserApi:
+    """Shortcuts for the calls most tests start with."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def register(
+        self,
+        email: str = "ada@example.com",
+        password: str = "correct-horse",
+        full_name: str = "Ada Lovelace",
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/v1/auth/register",
+            json={"email": email, "password": password, "full_name": full_name},
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def login(
+        self, email: str = "ada@example.com", password: str = "correct-horse"
+    ) -> dict[str, Any]:
+        response = await self.client.post(
+            "/v1/auth/token", data={"username": email, "password": password}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def headers(
+        self, email: str = "ada@example.com", password: str = "correct-horse"
+    ) -> dict[str, str]:
+        tokens = await self.login(email, password)
+        return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    async def admin_headers(self) -> dict[str, str]:
+        return await self.headers(ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient) -> UserApi:
+    return UserApi(client)
