@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Secrets that only exist so a fresh clone runs; production refuses them.
@@ -20,6 +20,10 @@ class Environment(StrEnum):
 
 class ServiceSettings(BaseSettings):
     """Configuration read from the environment and an optional `.env` file."""
+
+    #: False for a process without a database (the gateway): production then needs no
+    #: PostgreSQL URL.
+    requires_database: ClassVar[bool] = True
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -48,6 +52,7 @@ class ServiceSettings(BaseSettings):
     http_max_connections: int = Field(default=200, ge=1)
     http_max_keepalive: int = Field(default=100, ge=1)
     http_retries: int = Field(default=2, ge=0)
+    http_transport: Literal["httpx", "aiohttp"] = "httpx"
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
 
@@ -70,11 +75,15 @@ class ServiceSettings(BaseSettings):
         if self.is_production:
             for name in self.production_secrets():
                 value = getattr(self, name)
+                if isinstance(value, SecretStr):
+                    value = value.get_secret_value()
                 if value is None or str(value).strip().lower() in DEVELOPMENT_SECRETS:
                     raise ValueError(
                         f"{name.upper()} must be set to a real secret when ENVIRONMENT=production"
                     )
-            if not self.database_url or self.database_url.startswith("sqlite"):
+            if self.requires_database and (
+                not self.database_url or self.database_url.startswith("sqlite")
+            ):
                 raise ValueError(
                     "DATABASE_URL must point at PostgreSQL when ENVIRONMENT=production"
                 )

@@ -85,7 +85,10 @@ class IdMixin:
 
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # A new row's updated_at is its created_at, not a second reading of the clock.
+    updated_at: Mapped[datetime] = mapped_column(
+        default=lambda context: context.get_current_parameters()["created_at"], onupdate=utcnow
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

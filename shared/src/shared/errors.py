@@ -128,7 +128,9 @@ async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+    return problem_response(
+        exc.status_code, detail=detail, headers=dict(exc.headers) if exc.headers else None
+    )
 
 
 def _clean_error(error: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from enum import IntEnum
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, Literal
 
 import httpx
@@ -166,6 +167,9 @@ class ServiceClient:
             timeout=self.timeout,
             transport=custom_transport or build_transport(transport, limits),
             follow_redirects=False,
+            # A client shared by every request must not keep one response's cookies and
+            # send them with the next (the gateway relays every user's responses).
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
         self.breakers = {
             name: CircuitBreaker(
@@ -187,6 +191,7 @@ class ServiceClient:
             "retries": settings.http_retries,
             "failure_threshold": settings.breaker_failure_threshold,
             "reset_seconds": settings.breaker_reset_seconds,
+            "transport": getattr(settings, "http_transport", "httpx"),
         }
         options.update(overrides)
         return cls(upstreams, **options)
@@ -226,9 +231,15 @@ class ServiceClient:
         """Send one request once, streaming the response; the caller must close it.
 
         Connection failures become `UpstreamUnavailable` (503), timeouts
-        `UpstreamTimeout` (504), and both count against the upstream's breaker.
+        `UpstreamTimeout` (504), and both count against the upstream's breaker. An error
+        raised by the request's own streamed body (the caller's client went away, or sent
+        too much) comes out as itself and says nothing about the upstream.
         """
         breaker = self.breakers[upstream]
+        body = None
+        stream = request.stream
+        if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
+            body = request.stream = _WatchedBody(stream)
         try:
             breaker.acquire()
         except CircuitOpen:
@@ -237,16 +248,19 @@ class ServiceClient:
         started = time.perf_counter()
         try:
             response = await self.http.send(request, stream=True)
-        except httpx.TimeoutException as error:
+        except httpx.TransportError as error:
+            # Some transports (aiohttp) wrap the body's own error in a connection error.
+            if body is not None and body.error is not None:
+                breaker.release()
+                raise body.error from None
             breaker.record_failure()
+            if not isinstance(error, httpx.TimeoutException):
+                UPSTREAM_REQUESTS.labels(upstream, "error").inc()
+                raise UpstreamUnavailable(f"{upstream} is unavailable.") from error
             UPSTREAM_REQUESTS.labels(upstream, "timeout").inc()
             if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
                 raise UpstreamUnavailable(f"{upstream} could not be reached in time.") from error
             raise UpstreamTimeout(f"{upstream} did not answer in time.") from error
-        except httpx.TransportError as error:
-            breaker.record_failure()
-            UPSTREAM_REQUESTS.labels(upstream, "error").inc()
-            raise UpstreamUnavailable(f"{upstream} is unavailable.") from error
         except BaseException:
             breaker.release()
             raise
@@ -260,6 +274,25 @@ class ServiceClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+class _WatchedBody(httpx.AsyncByteStream):
+    """A streamed request body that remembers the error its source raised, if any."""
+
+    def __init__(self, source: httpx.AsyncByteStream) -> None:
+        self.source = source
+        self.error: BaseException | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.source:
+                yield chunk
+        except Exception as error:
+            self.error = error
+            raise
+
+    async def aclose(self) -> None:
+        await self.source.aclose()
 
 
 def _backoff(attempt: int) -> float:

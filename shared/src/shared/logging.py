@@ -58,3 +58,5 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         uvicorn_logger.propagate = True
     # The gateway's access lines come from our own middleware, with the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request it sends at INFO: a second access log, and a slow one.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

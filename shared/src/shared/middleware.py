@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import problem_response
+from shared.errors import PayloadTooLarge, problem_response
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 
@@ -25,7 +25,7 @@ def incoming_request_id(scope: Scope) -> str:
     """The client's `X-Request-ID` when it is sane, otherwise a new one."""
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if _SANE_REQUEST_ID.match(candidate):
                 return candidate
             break
@@ -101,13 +101,23 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
+class BodyTooLarge(PayloadTooLarge):
+    title = "Request body too large"
+    type_slug = "body-too-large"
+
+
 class BodySizeLimitMiddleware:
     """Refuse bodies over `max_bytes` with 413 before they are read whole: at once from
-    `Content-Length`, otherwise as soon as the streamed body goes past the limit."""
+    `Content-Length`, otherwise as soon as the streamed body goes past the limit.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    A body without a length is read (up to the limit) before the app runs, unless
+    `stream_chunked` is set (a proxy that forwards bodies as they come): then the app's
+    `receive` raises `PayloadTooLarge` once the body goes past the limit."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, stream_chunked: bool = False) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.stream_chunked = stream_chunked
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,6 +126,12 @@ class BodySizeLimitMiddleware:
         declared = declared_content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, receive, send)
+            return
+        if self.stream_chunked:
+            # h11 and httptools hold a body with a Content-Length to that length.
+            if declared is None and header(scope, b"transfer-encoding") is not None:
+                receive = self._counting(receive)
+            await self.app(scope, receive, send)
             return
         if declared is not None or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
@@ -139,6 +155,23 @@ class BodySizeLimitMiddleware:
             return chunks.pop(0) if chunks else await receive()
 
         await self.app(scope, replay, send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        size = 0
+
+        async def counting_receive() -> Message:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise BodyTooLarge(
+                        f"The request body is larger than {self.max_bytes} bytes.",
+                        headers={"Connection": "close"},
+                    )
+            return message
+
+        return counting_receive
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
@@ -164,5 +197,6 @@ def declared_content_length(scope: Scope) -> int | None:
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            decoded: str = value.decode("latin-1")
+            return decoded
     return None

@@ -2,10 +2,49 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+# PostgreSQL cannot store NUL in text, and other control characters have no place in
+# names; line breaks and tabs are fine in multi-line text only.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARACTERS_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def single_line(value: str) -> str:
+    if _CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+def multi_line(value: str) -> str:
+    if _CONTROL_CHARACTERS_BUT_WHITESPACE.search(value):
+        raise ValueError("must not contain control characters other than tabs and line breaks")
+    return value
+
+
+#: Text on one line (names, categories): no control characters.
+SingleLineText = Annotated[str, AfterValidator(single_line)]
+#: Text that may span lines (descriptions): no control characters but tabs and newlines.
+MultiLineText = Annotated[str, AfterValidator(multi_line)]
+
+
+def _format_money(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+#: An exact amount with at most two decimal places, written as a string ("12.99").
+#: A JSON number is accepted too: the body parser makes it a float, whose shortest repr
+#: gives back the digits sent (up to 15 significant ones).
+Money = Annotated[
+    Decimal,
+    Field(decimal_places=2, examples=["12.99"]),
+    PlainSerializer(_format_money, return_type=str, when_used="json"),
+]
 
 
 class RequestModel(BaseModel):

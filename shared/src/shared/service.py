@@ -35,6 +35,7 @@ def create_service_app(
     upstreams: dict[str, str] | None = None,
     lifespan: Lifespan | None = None,
     use_database: bool = True,
+    stream_request_bodies: bool = False,
     version: str = "1.0.0",
 ) -> FastAPI:
     """Build a service's FastAPI app with everything every service has.
@@ -42,6 +43,8 @@ def create_service_app(
     Made in the lifespan and put on `app.state`: `settings`, `database` (unless
     `use_database` is false), `http_client` (a `ServiceClient` for the user service and
     `upstreams`) and `token_verifier`. `lifespan` runs inside, after all of those exist.
+    `stream_request_bodies` hands a body without a length to the app as it arrives
+    instead of reading it first (see `BodySizeLimitMiddleware`).
     """
     configure_logging(settings.service_name, settings.log_level)
     all_upstreams = {"user": settings.user_service_url, **(upstreams or {})}
@@ -88,7 +91,11 @@ def create_service_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        stream_chunked=stream_request_bodies,
+    )
     app.add_middleware(RequestContextMiddleware, quiet_paths=HEALTH_PATHS)
     app.include_router(
         health_router(ready_checks={"database": _ping_database} if use_database else {})

@@ -132,3 +132,16 @@ class LocalTokens:
 
     def headers(self, user_id: uuid.UUID | None = None, **kwargs: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user_id, **kwargs)}"}
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    """Assert `response` (an httpx.Response) is an RFC 9457 problem document with `status`."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"], body
+    assert body["type"], body
+    assert body["detail"], body
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body

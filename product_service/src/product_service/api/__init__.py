@@ -1,0 +1,1 @@
+"""HTTP routers of the product service, one module per resource."""

@@ -1,0 +1,24 @@
+"""Service-to-service routes; the gateway never routes /internal."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from product_service.deps import ProductServiceDep
+from product_service.schemas import ProductBatch, ProductRead
+from product_service.service import MAX_BATCH_IDS
+
+router = APIRouter(prefix="/internal/v1", tags=["internal"])
+
+
+@router.get("/products")
+async def read_products_by_id(
+    ids: Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_BATCH_IDS)],
+    products: ProductServiceDep,
+) -> ProductBatch:
+    """Products by id, active or not, in the order asked (unknown ids are left out)."""
+    items = await products.get_many(ids)
+    return ProductBatch(items=[ProductRead.model_validate(item) for item in items])

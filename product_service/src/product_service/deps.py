@@ -1,0 +1,36 @@
+"""Annotated dependency aliases of the product service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from product_service.schemas import ProductFilters
+from product_service.service import ProductService
+from shared.auth import TokenClaims, current_claims
+from shared.service import SessionDep
+
+_optional_bearer = HTTPBearer(
+    auto_error=False, description="Optional access token; administrators see more."
+)
+
+
+def get_product_service(session: SessionDep) -> ProductService:
+    return ProductService(session)
+
+
+async def optional_claims(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
+) -> TokenClaims | None:
+    """The caller's claims when a token was sent (a bad one is still a 401), else None."""
+    if credentials is None:
+        return None
+    return await current_claims(request, credentials)
+
+
+ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
+OptionalClaims = Annotated[TokenClaims | None, Depends(optional_claims)]
+ProductFiltersDep = Annotated[ProductFilters, Query()]
