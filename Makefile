@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+UV = $(shell ./scripts/bootstrap.sh)
+
+.PHONY: help run test test-fast lint format bench migrate clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+run: ## Migrate, seed and run every service and the gateway locally (SQLite) until Ctrl-C
+	$(UV) run python -m shared.devstack run
+
+test: ## Every test: unit, integration (real PostgreSQL) and end-to-end through the gateway
+	./scripts/ensure-postgres.sh
+	$(UV) run pytest
+
+test-fast: ## The tests that need no PostgreSQL
+	$(UV) run pytest -m "not postgres"
+
+lint: ## ruff and mypy (strict)
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy shared/src user_service/src product_service/src api_gateway/src
+
+format: ## Format and autofix
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: ## Gateway vs direct throughput with wrk (installs wrk if missing)
+	./scripts/ensure-wrk.sh
+	$(UV) run python bench/gateway.py
+
+migrate: ## Apply every service's migrations and seed the demo catalog
+	$(UV) run python -m shared.devstack migrate
+
+clean: ## Remove local databases, keys and caches
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

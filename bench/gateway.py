@@ -1,0 +1,118 @@
+"""Gateway overhead: GET /products/{id} straight at product_service and through the
+gateway, in one run, with wrk. Prints both rates and their ratio.
+
+    make bench                                   # 32 and 256 connections, aiohttp and httpx
+    uv run python bench/gateway.py --duration 20 --transports aiohttp
+
+Targets: through the gateway >= 0.7x direct, p99 < 30 ms, no errors at 32 connections,
+and no collapse at 256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from wrk import WrkResult, run_wrk
+
+from shared.devstack import SERVICES, running_stack, start_process, stop, wait_ready
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def first_product_id(gateway_url: str) -> str:
+    with urllib.request.urlopen(f"{gateway_url}/api/v1/products?limit=1") as response:  # noqa: S310
+        product_id: str = json.load(response)["items"][0]["id"]
+        return product_id
+
+
+def line(label: str, result: WrkResult) -> str:
+    return (
+        f"  {label:<28} {result.requests_per_second:>9.0f} req/s   p50 {result.p50_ms:6.2f} ms"
+        f"   p99 {result.p99_ms:7.2f} ms   errors {result.errors}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 256])
+    parser.add_argument(
+        "--transports", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"]
+    )
+    args = parser.parse_args()
+
+    ports = {spec.name: free_port() for spec in SERVICES}
+    gateway_spec = next(spec for spec in SERVICES if spec.name == "api_gateway")
+    env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "WARNING"}
+    report: dict[str, object] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": [],
+    }
+    ok = True
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        running_stack(ports, Path(data_dir), env) as stack,
+    ):
+        product_id = first_product_id(stack.gateway_url)
+        direct_url = f"{stack.url('product_service')}/v1/products/{product_id}"
+        gateway_url = f"{stack.gateway_url}/api/v1/products/{product_id}"
+        run_wrk(direct_url, connections=8, duration=2)  # warm up caches and pools
+        for transport in args.transports:
+            # Restart the gateway with this transport.
+            stack.processes["api_gateway"].terminate()
+            stack.processes["api_gateway"].wait()
+            stack.env["HTTP_TRANSPORT"] = transport
+            stack.processes["api_gateway"] = start_process(
+                gateway_spec, ports["api_gateway"], stack.env
+            )
+            wait_ready(stack.gateway_url)
+            run_wrk(gateway_url, connections=8, duration=2)
+            print(f"\ngateway transport: {transport}")
+            for connections in args.connections:
+                direct = run_wrk(direct_url, connections=connections, duration=args.duration)
+                via = run_wrk(gateway_url, connections=connections, duration=args.duration)
+                ratio = via.requests_per_second / direct.requests_per_second
+                print(f" {connections} connections")
+                print(line("direct product_service", direct))
+                print(line("through the gateway", via))
+                print(f"  ratio gateway/direct        {ratio:9.2f}")
+                report["runs"].append(  # type: ignore[attr-defined]
+                    {
+                        "transport": transport,
+                        "connections": connections,
+                        "direct": direct.as_dict(),
+                        "gateway": via.as_dict(),
+                        "ratio": round(ratio, 3),
+                    }
+                )
+                if connections == 32 and (ratio < 0.7 or via.p99_ms >= 30 or via.errors):
+                    ok = False
+        stop(stack)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    verdict = "targets met" if ok else "TARGETS MISSED"
+    print(f"\nresults: {out}\n{verdict} (>= 0.7x, p99 < 30 ms, no errors at 32 connections)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
