@@ -44,6 +44,10 @@ class TestRegister:
             ({"email": "a@example.com", "password": "short", "full_name": "A"}, "password"),
             ({"email": "a@example.com", "password": "x" * 129, "full_name": "A"}, "password"),
             ({"email": "a@example.com", "password": "correct-horse", "full_name": ""}, "full_name"),
+            (
+                {"email": "a@example.com", "password": "correct-horse", "full_name": "A\x00B"},
+                "full_name",
+            ),
             ({"email": "a@example.com", "password": 12345678, "full_name": "A"}, "password"),
             ({"email": "a@example.com", "password": "correct-horse"}, "full_name"),
             (

@@ -8,11 +8,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from shared.schemas import RequestModel, ResponseModel
+from shared.schemas import RequestModel, ResponseModel, SingleLineText
 
 Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+FullName = Annotated[
+    SingleLineText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+]
 
 
 class UserRegister(RequestModel):
