@@ -1,0 +1,1 @@
+"""HTTP routers of the inventory service, one module per resource."""

@@ -1,0 +1,66 @@
+"""Service-to-service routes for order_service's checkout saga; the gateway never
+routes /internal (they are protected by the network, like every /internal route)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response, status
+
+from inventory_service.deps import ReservationServiceDep, SettingsDep
+from inventory_service.schemas import ReservationCreate, ReservationRead, ReservationRelease
+
+router = APIRouter(prefix="/internal/v1/reservations", tags=["internal"])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={status.HTTP_200_OK: {"model": ReservationRead, "description": "A repeat"}},
+)
+async def reserve_stock(
+    data: ReservationCreate,
+    reservations: ReservationServiceDep,
+    settings: SettingsDep,
+    response: Response,
+) -> ReservationRead:
+    """Hold every line's quantity for the order, or nothing (409 `insufficient-stock`).
+
+    Idempotent per `order_id`: a repeat answers 200 with the reservation as it is now
+    and holds nothing more; a repeat with other lines is a 409."""
+    reservation, created = await reservations.reserve(
+        data, default_ttl_seconds=settings.reservation_ttl_seconds
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return ReservationRead.model_validate(reservation)
+
+
+@router.get("/{order_id}")
+async def get_reservation(
+    order_id: uuid.UUID, reservations: ReservationServiceDep
+) -> ReservationRead:
+    """The order's reservation."""
+    return ReservationRead.model_validate(await reservations.get(order_id))
+
+
+@router.post("/{order_id}/commit")
+async def commit_reservation(
+    order_id: uuid.UUID, reservations: ReservationServiceDep
+) -> ReservationRead:
+    """The order is confirmed: its held units become sold. Idempotent; a released
+    (or expired) reservation is a 409 `reservation-released`."""
+    return ReservationRead.model_validate(await reservations.commit(order_id))
+
+
+@router.post("/{order_id}/release")
+async def release_reservation(
+    order_id: uuid.UUID,
+    reservations: ReservationServiceDep,
+    data: ReservationRelease | None = None,
+) -> ReservationRead:
+    """Give the order's units back, held or already sold (an order cancelled after
+    confirmation). Idempotent: the first reason stays. 404 when the order never
+    reserved anything, which a caller undoing a checkout may treat as done."""
+    reason = (data or ReservationRelease()).reason
+    return ReservationRead.model_validate(await reservations.release(order_id, reason))

@@ -1,0 +1,187 @@
+"""SQL of stock and reservations.
+
+Every change of stock is one conditional UPDATE, so concurrent requests are settled by
+the database (the row lock on PostgreSQL, the write lock on SQLite), never by a read in
+Python followed by a write."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from sqlalchemy import CursorResult, insert, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from inventory_service.models import Reservation, ReservationLine, ReservationStatus, Stock
+
+
+def _changed_one(result: object) -> bool:
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
+class StockRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, product_id: uuid.UUID) -> Stock | None:
+        return await self.session.get(Stock, product_id, populate_existing=True)
+
+    async def set_available(
+        self, product_id: uuid.UUID, available: int, now: datetime
+    ) -> Stock | None:
+        """Set the units on hand of an existing record; None when there is none."""
+        statement = (
+            update(Stock)
+            .where(Stock.product_id == product_id)
+            .values(available=available, updated_at=now)
+            .returning(Stock)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def upsert_available(self, product_id: uuid.UUID, available: int, now: datetime) -> Stock:
+        """Create the record with `available` units, or set them if it appeared meanwhile."""
+        dialect = self.session.get_bind().dialect.name
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert_(Stock).values(
+            product_id=product_id, available=available, reserved=0, sold=0, updated_at=now
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[Stock.product_id],
+            set_={"available": statement.excluded.available, "updated_at": now},
+        )
+        returning = statement.returning(Stock).execution_options(populate_existing=True)
+        return (await self.session.scalars(returning)).one()
+
+    async def reserve(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
+        """Move `quantity` units from available to reserved; False when fewer are available."""
+        result = await self.session.execute(
+            update(Stock)
+            .where(Stock.product_id == product_id, Stock.available >= quantity)
+            .values(
+                available=Stock.available - quantity,
+                reserved=Stock.reserved + quantity,
+                updated_at=now,
+            )
+        )
+        return _changed_one(result)
+
+    async def sell_reserved(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
+        """Move `quantity` units from reserved to sold."""
+        result = await self.session.execute(
+            update(Stock)
+            .where(Stock.product_id == product_id, Stock.reserved >= quantity)
+            .values(reserved=Stock.reserved - quantity, sold=Stock.sold + quantity, updated_at=now)
+        )
+        return _changed_one(result)
+
+    async def return_reserved(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
+        """Move `quantity` units from reserved back to available."""
+        result = await self.session.execute(
+            update(Stock)
+            .where(Stock.product_id == product_id, Stock.reserved >= quantity)
+            .values(
+                reserved=Stock.reserved - quantity,
+                available=Stock.available + quantity,
+                updated_at=now,
+            )
+        )
+        return _changed_one(result)
+
+    async def return_sold(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
+        """Move `quantity` units from sold back to available."""
+        result = await self.session.execute(
+            update(Stock)
+            .where(Stock.product_id == product_id, Stock.sold >= quantity)
+            .values(
+                sold=Stock.sold - quantity, available=Stock.available + quantity, updated_at=now
+            )
+        )
+        return _changed_one(result)
+
+
+class ReservationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, order_id: uuid.UUID) -> Reservation | None:
+        return await self.session.get(
+            Reservation,
+            order_id,
+            options=[selectinload(Reservation.lines)],
+            populate_existing=True,
+        )
+
+    async def add(self, order_id: uuid.UUID, expires_at: datetime, now: datetime) -> None:
+        """Insert the reservation row; a second one for the order breaks the primary key."""
+        await self.session.execute(
+            insert(Reservation).values(
+                order_id=order_id,
+                status=ReservationStatus.RESERVED,
+                reason=None,
+                expires_at=expires_at,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def add_lines(self, order_id: uuid.UUID, quantities: Mapping[uuid.UUID, int]) -> None:
+        await self.session.execute(
+            insert(ReservationLine),
+            [
+                {"order_id": order_id, "product_id": product_id, "quantity": quantity}
+                for product_id, quantity in quantities.items()
+            ],
+        )
+
+    async def lines(self, order_id: uuid.UUID) -> Sequence[ReservationLine]:
+        statement = (
+            select(ReservationLine)
+            .where(ReservationLine.order_id == order_id)
+            .order_by(ReservationLine.product_id)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def change_status(
+        self,
+        order_id: uuid.UUID,
+        *,
+        expected: ReservationStatus,
+        new: ReservationStatus,
+        now: datetime,
+        reason: str | None = None,
+        expired_by: datetime | None = None,
+    ) -> bool:
+        """Move the reservation from `expected` to `new`; False when it was not `expected`
+        (or, with `expired_by`, had not expired by then).
+
+        Only one of two concurrent transitions from the same status can succeed: the
+        second waits for the first's row lock and then finds the status changed."""
+        statement = update(Reservation).where(
+            Reservation.order_id == order_id, Reservation.status == expected
+        )
+        if expired_by is not None:
+            statement = statement.where(Reservation.expires_at <= expired_by)
+        result = await self.session.execute(
+            statement.values(status=new, reason=reason, updated_at=now)
+        )
+        return _changed_one(result)
+
+    async def expired_order_ids(self, now: datetime, limit: int) -> Sequence[uuid.UUID]:
+        """Orders whose reservation still holds stock past its expiry, soonest first."""
+        statement = (
+            select(Reservation.order_id)
+            # A literal, not a parameter: only then can the partial index on
+            # `status = 'reserved'` serve the query (SQLite and generic PostgreSQL plans).
+            .where(
+                Reservation.status == literal_column(f"'{ReservationStatus.RESERVED.value}'"),
+                Reservation.expires_at <= now,
+            )
+            .order_by(Reservation.expires_at)
+            .limit(limit)
+        )
+        return (await self.session.scalars(statement)).all()

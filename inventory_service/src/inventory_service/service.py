@@ -1,0 +1,269 @@
+"""The inventory's domain logic: what the routes and the expiry sweep call.
+
+Every change of stock happens in one transaction with the status change that causes
+it, and each status change is a conditional UPDATE (`WHERE status = :expected`), so a
+reservation is committed or given back at most once however many requests race.
+Stock rows are always touched in product id order, so two reservations over the same
+products cannot deadlock on PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventory_service.catalog import Catalog
+from inventory_service.metrics import count_reservation
+from inventory_service.models import Reservation, ReservationStatus, Stock
+from inventory_service.repository import ReservationRepository, StockRepository
+from inventory_service.schemas import ReservationCreate
+from shared.db import is_unique_violation, utcnow
+from shared.errors import Conflict, NotFound
+
+logger = logging.getLogger(__name__)
+
+EXPIRED = "expired"
+
+
+class StockNotFound(NotFound):
+    title = "No stock record"
+    type_slug = "stock-not-found"
+
+    def __init__(self, product_id: uuid.UUID) -> None:
+        super().__init__(
+            f"There is no stock record for product {product_id}.",
+            extra={"product_id": str(product_id)},
+        )
+
+
+class ProductNotFound(NotFound):
+    title = "Product not found"
+    type_slug = "product-not-found"
+
+    def __init__(self, product_id: uuid.UUID) -> None:
+        super().__init__(
+            f"The catalog has no product with id {product_id}.",
+            extra={"product_id": str(product_id)},
+        )
+
+
+class InsufficientStock(Conflict):
+    title = "Insufficient stock"
+    type_slug = "insufficient-stock"
+
+    def __init__(self, product_id: uuid.UUID) -> None:
+        super().__init__(
+            f"Product {product_id} does not have the quantity asked for available; "
+            "nothing was reserved.",
+            extra={"product_id": str(product_id)},
+        )
+
+
+class ReservationNotFound(NotFound):
+    title = "Reservation not found"
+    type_slug = "reservation-not-found"
+
+    def __init__(self, order_id: uuid.UUID) -> None:
+        super().__init__(
+            f"There is no reservation for order {order_id}.", extra={"order_id": str(order_id)}
+        )
+
+
+class ReservationMismatch(Conflict):
+    title = "Reservation exists with other lines"
+    type_slug = "reservation-mismatch"
+
+    def __init__(self, order_id: uuid.UUID) -> None:
+        super().__init__(
+            f"Order {order_id} already has a reservation with other products or quantities.",
+            extra={"order_id": str(order_id)},
+        )
+
+
+class ReservationReleased(Conflict):
+    title = "Reservation released"
+    type_slug = "reservation-released"
+
+    def __init__(self, reservation: Reservation) -> None:
+        super().__init__(
+            f"The reservation for order {reservation.order_id} was released "
+            f"({reservation.reason}); its stock is no longer held.",
+            extra={"order_id": str(reservation.order_id), "reason": reservation.reason},
+        )
+
+
+class StockInconsistent(RuntimeError):
+    """A reservation's units were not where its status says they are (a bug, or someone
+    edited the tables by hand); the transaction is rolled back."""
+
+
+class StockService:
+    def __init__(self, session: AsyncSession, catalog: Catalog) -> None:
+        self.session = session
+        self.catalog = catalog
+        self.stock = StockRepository(session)
+
+    async def get(self, product_id: uuid.UUID) -> Stock:
+        stock = await self.stock.get(product_id)
+        if stock is None:
+            raise StockNotFound(product_id)
+        return stock
+
+    async def set_available(self, product_id: uuid.UUID, available: int) -> tuple[Stock, bool]:
+        """Set the units on hand; returns the record and whether it was created.
+
+        An existing record is updated without asking the catalog (so stock can be
+        corrected while product_service is down); a new one needs a catalog product."""
+        stock = await self.stock.set_available(product_id, available, utcnow())
+        if stock is not None:
+            await self.session.commit()
+            return stock, False
+        # No lock is held while the catalog is asked (SQLite would block every writer).
+        await self.session.rollback()
+        if not await self.catalog.has_product(product_id):
+            raise ProductNotFound(product_id)
+        # A concurrent PUT may have created it meanwhile: the upsert settles that.
+        stock = await self.stock.upsert_available(product_id, available, utcnow())
+        await self.session.commit()
+        return stock, True
+
+
+class ReservationService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.stock = StockRepository(session)
+        self.reservations = ReservationRepository(session)
+
+    async def get(self, order_id: uuid.UUID) -> Reservation:
+        reservation = await self.reservations.get(order_id)
+        if reservation is None:
+            raise ReservationNotFound(order_id)
+        return reservation
+
+    async def reserve(
+        self, data: ReservationCreate, *, default_ttl_seconds: int
+    ) -> tuple[Reservation, bool]:
+        """Hold every line's quantity for the order, or nothing; returns the reservation
+        and whether this call made it (False: the order already had one).
+
+        The reservation row goes in first: a repeated or concurrent request for the same
+        order breaks its primary key instead of reserving twice."""
+        quantities = dict(sorted(data.quantities().items()))
+        ttl = data.ttl_seconds if data.ttl_seconds is not None else default_ttl_seconds
+        now = utcnow()
+        try:
+            await self.reservations.add(data.order_id, now + timedelta(seconds=ttl), now)
+            for product_id, quantity in quantities.items():
+                if not await self.stock.reserve(product_id, quantity, now):
+                    await self.session.rollback()
+                    count_reservation("insufficient")
+                    raise InsufficientStock(product_id)
+            await self.reservations.add_lines(data.order_id, quantities)
+            await self.session.commit()
+        except IntegrityError as error:
+            await self.session.rollback()
+            if not is_unique_violation(error):
+                raise
+            existing = await self.get(data.order_id)
+            if {line.product_id: line.quantity for line in existing.lines} != quantities:
+                raise ReservationMismatch(data.order_id) from error
+            count_reservation("replayed")
+            return existing, False
+        count_reservation("reserved")
+        return await self.get(data.order_id), True
+
+    async def commit(self, order_id: uuid.UUID) -> Reservation:
+        """Turn the held units into sold ones; committing again changes nothing."""
+        now = utcnow()
+        if await self.reservations.change_status(
+            order_id, expected=ReservationStatus.RESERVED, new=ReservationStatus.COMMITTED, now=now
+        ):
+            for product_id, quantity in await self._lines(order_id):
+                if not await self.stock.sell_reserved(product_id, quantity, now):
+                    await self._inconsistent(order_id, product_id, "reserved")
+            await self.session.commit()
+            count_reservation("committed")
+            return await self.get(order_id)
+        await self.session.rollback()
+        reservation = await self.get(order_id)
+        if reservation.status is ReservationStatus.RELEASED:
+            raise ReservationReleased(reservation)
+        return reservation
+
+    async def release(self, order_id: uuid.UUID, reason: str) -> Reservation:
+        """Give the order's units back to available, whether they were held or already
+        sold (an order cancelled after confirmation); releasing again changes nothing."""
+        now = utcnow()
+        if await self.reservations.change_status(
+            order_id,
+            expected=ReservationStatus.RESERVED,
+            new=ReservationStatus.RELEASED,
+            reason=reason,
+            now=now,
+        ):
+            await self._give_back(order_id, now, held=True)
+        elif await self.reservations.change_status(
+            order_id,
+            expected=ReservationStatus.COMMITTED,
+            new=ReservationStatus.RELEASED,
+            reason=reason,
+            now=now,
+        ):
+            await self._give_back(order_id, now, held=False)
+        else:
+            await self.session.rollback()
+            return await self.get(order_id)
+        await self.session.commit()
+        count_reservation("released", reason)
+        return await self.get(order_id)
+
+    async def release_expired(self, now: datetime, limit: int) -> tuple[int, int]:
+        """Release up to `limit` reservations that expired by `now`, one transaction each;
+        returns how many were found and how many this call released (a commit or release
+        that got there first wins)."""
+        order_ids = await self.reservations.expired_order_ids(now, limit)
+        await self.session.rollback()
+        released = 0
+        for order_id in order_ids:
+            changed_at = utcnow()
+            if await self.reservations.change_status(
+                order_id,
+                expected=ReservationStatus.RESERVED,
+                new=ReservationStatus.RELEASED,
+                reason=EXPIRED,
+                now=changed_at,
+                expired_by=now,
+            ):
+                await self._give_back(order_id, changed_at, held=True)
+                await self.session.commit()
+                count_reservation("expired", EXPIRED)
+                released += 1
+            else:
+                await self.session.rollback()
+        return len(order_ids), released
+
+    async def _lines(self, order_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
+        # Already stored in product id order; sorted again so the lock order never
+        # depends on how a query happens to return rows.
+        return sorted(
+            (line.product_id, line.quantity) for line in await self.reservations.lines(order_id)
+        )
+
+    async def _give_back(self, order_id: uuid.UUID, now: datetime, *, held: bool) -> None:
+        give_back = self.stock.return_reserved if held else self.stock.return_sold
+        for product_id, quantity in await self._lines(order_id):
+            if not await give_back(product_id, quantity, now):
+                await self._inconsistent(order_id, product_id, "reserved" if held else "sold")
+
+    async def _inconsistent(self, order_id: uuid.UUID, product_id: uuid.UUID, column: str) -> None:
+        await self.session.rollback()
+        logger.error(
+            "stock does not match the reservation",
+            extra={"order_id": str(order_id), "product_id": str(product_id), "column": column},
+        )
+        raise StockInconsistent(
+            f"product {product_id} has fewer {column} units than order {order_id} holds"
+        )

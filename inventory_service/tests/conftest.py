@@ -1,0 +1,258 @@
+"""Fixtures: one migrated database and running app per backend, shared by the whole run,
+and the real product service on a free port as the catalog the inventory asks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import select
+
+import product_service.config
+import product_service.main
+from inventory_service.config import Settings
+from inventory_service.main import create_app
+from inventory_service.models import Base, Stock
+from shared.config import Environment
+from shared.testing import LocalTokens, migrated_database, truncate_all
+
+ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
+PRODUCT_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "product_service" / "alembic.ini"
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+MakeProduct = Callable[..., Awaitable[uuid.UUID]]
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn inside the test run: Ctrl-C stays pytest's."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Serve `app` over real HTTP on a free port; yields its base URL."""
+    server = QuietServer(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+def tokens() -> LocalTokens:
+    return LocalTokens()
+
+
+@dataclass
+class Catalog:
+    """The real product service, reached over HTTP like in production."""
+
+    url: str
+    app: FastAPI
+
+
+@pytest.fixture(scope="session")
+async def catalog(
+    tmp_path_factory: pytest.TempPathFactory, tokens: LocalTokens
+) -> AsyncIterator[Catalog]:
+    tmp_dir = tmp_path_factory.mktemp("catalog")
+    async with migrated_database("sqlite", "product_service", PRODUCT_ALEMBIC_INI, tmp_dir) as url:
+        settings = product_service.config.Settings(
+            _env_file=None, database_url=url, environment=Environment.TEST
+        )
+        app = product_service.main.create_app(settings)
+        async with serve(app) as base_url:
+            app.state.token_verifier = tokens.verifier()
+            yield Catalog(base_url, app)
+
+
+@pytest.fixture
+def deactivate_product(
+    catalog: Catalog, tokens: LocalTokens
+) -> Callable[[uuid.UUID], Awaitable[None]]:
+    async def deactivate(product_id: uuid.UUID) -> None:
+        async with AsyncClient(base_url=catalog.url) as http:
+            response = await http.delete(
+                f"/v1/products/{product_id}", headers=tokens.headers(role="admin")
+            )
+        assert response.status_code == 204, response.text
+
+    return deactivate
+
+
+@pytest.fixture
+def make_product(catalog: Catalog, tokens: LocalTokens) -> MakeProduct:
+    """Add a product to the real catalog; returns its id."""
+
+    async def make(**fields: Any) -> uuid.UUID:
+        body = {
+            "sku": f"SKU-{uuid.uuid4().hex[:12]}",
+            "name": "Test product",
+            "price": "10.00",
+            "category": "misc",
+            **fields,
+        }
+        async with AsyncClient(base_url=catalog.url) as http:
+            response = await http.post(
+                "/v1/products", json=body, headers=tokens.headers(role="admin")
+            )
+        assert response.status_code == 201, response.text
+        return uuid.UUID(response.json()["id"])
+
+    return make
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    tmp_dir = tmp_path_factory.mktemp(f"inventory_{request.param}")
+    async with migrated_database(request.param, "inventory_service", ALEMBIC_INI, tmp_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, catalog: Catalog) -> Settings:
+    return Settings(
+        _env_file=None,
+        database_url=database_url,
+        environment=Environment.TEST,
+        product_service_url=catalog.url,
+        # The tests run the sweep themselves; the background one would race them.
+        reservation_sweep_seconds=3600,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with LifespanManager(app):
+        app.state.token_verifier = tokens.verifier()
+        yield app
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
+    async with running_app(settings, tokens) as app:
+        yield app
+
+
+StartApp = Callable[[Settings], contextlib.AbstractAsyncContextManager[FastAPI]]
+
+
+@pytest.fixture
+def start_app(tokens: LocalTokens) -> StartApp:
+    """Run another app (other settings, same database) beside the shared one."""
+    return lambda settings: running_app(settings, tokens)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+async def _empty_tables(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    await truncate_all(app.state.database.engine, Base.metadata)
+
+
+@pytest.fixture
+def admin(tokens: LocalTokens) -> dict[str, str]:
+    return tokens.headers(role="admin")
+
+
+@pytest.fixture
+def customer(tokens: LocalTokens) -> dict[str, str]:
+    return tokens.headers(role="customer")
+
+
+class Units(NamedTuple):
+    available: int
+    reserved: int
+    sold: int
+
+    @property
+    def total(self) -> int:
+        return self.available + self.reserved + self.sold
+
+
+class Inventory:
+    """Shortcuts the tests start from, and the stock columns no API shows (`sold`)."""
+
+    def __init__(
+        self, client: AsyncClient, app: FastAPI, admin: dict[str, str], make_product: MakeProduct
+    ) -> None:
+        self.client = client
+        self.app = app
+        self.admin = admin
+        self.make_product = make_product
+
+    async def stocked_product(self, available: int) -> uuid.UUID:
+        product_id = await self.make_product()
+        await self.set_stock(product_id, available)
+        return product_id
+
+    async def set_stock(self, product_id: uuid.UUID, available: int) -> dict[str, Any]:
+        response = await self.client.put(
+            f"/v1/inventory/{product_id}", json={"available": available}, headers=self.admin
+        )
+        assert response.status_code in (200, 201), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def units(self, product_id: uuid.UUID) -> Units:
+        async with self.app.state.database.sessionmaker() as session:
+            row = (
+                await session.execute(
+                    select(Stock.available, Stock.reserved, Stock.sold).where(
+                        Stock.product_id == product_id
+                    )
+                )
+            ).one()
+        return Units(*row)
+
+    async def reserve(self, order_id: uuid.UUID, items: dict[uuid.UUID, int], **extra: Any) -> Any:
+        body = {
+            "order_id": str(order_id),
+            "items": [{"product_id": str(p), "quantity": q} for p, q in items.items()],
+            **extra,
+        }
+        return await self.client.post("/internal/v1/reservations", json=body)
+
+    async def commit(self, order_id: uuid.UUID) -> Any:
+        return await self.client.post(f"/internal/v1/reservations/{order_id}/commit")
+
+    async def release(self, order_id: uuid.UUID, reason: str | None = None) -> Any:
+        body = None if reason is None else {"reason": reason}
+        return await self.client.post(f"/internal/v1/reservations/{order_id}/release", json=body)
+
+
+@pytest.fixture
+def inventory(
+    client: AsyncClient, app: FastAPI, admin: dict[str, str], make_product: MakeProduct
+) -> Inventory:
+    return Inventory(client, app, admin, make_product)
