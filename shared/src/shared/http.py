@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from enum import IntEnum
-from http.cookiejar import CookieJar, DefaultCookiePolicy
+from http.cookiejar import Cookie, CookieJar
 from typing import Any, Literal
 
 import httpx
@@ -129,9 +129,23 @@ class CircuitBreaker:
 
 def build_transport(name: TransportName, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     if name == "aiohttp":
+        import aiohttp
         from httpx_aiohttp import AiohttpTransport
 
-        return AiohttpTransport(limits=limits)
+        def session() -> aiohttp.ClientSession:
+            return aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=limits.max_connections or 0,
+                    keepalive_timeout=limits.keepalive_expiry or 30.0,
+                ),
+                # Like the httpx client below: no cookies kept from one call for the next.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # aiohttp adds Accept, Accept-Encoding, User-Agent and Content-Type to a
+                # request without them; a relay must send what it was given, nothing more.
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            )
+
+        return AiohttpTransport(limits=limits, client=session)
     return httpx.AsyncHTTPTransport(limits=limits)
 
 
@@ -169,7 +183,7 @@ class ServiceClient:
             follow_redirects=False,
             # A client shared by every request must not keep one response's cookies and
             # send them with the next (the gateway relays every user's responses).
-            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+            cookies=_NoCookieJar(),
         )
         self.breakers = {
             name: CircuitBreaker(
@@ -274,6 +288,16 @@ class ServiceClient:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+class _NoCookieJar(CookieJar):
+    """Keeps nothing (cheaper than a policy that refuses each cookie after parsing it)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        return
 
 
 class _WatchedBody(httpx.AsyncByteStream):

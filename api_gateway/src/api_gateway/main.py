@@ -1,0 +1,57 @@
+"""The gateway app: `uvicorn --factory api_gateway.main:create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.routing import Route
+
+from api_gateway.config import Settings
+from api_gateway.health import HealthChecker
+from api_gateway.health import router as health_router
+from api_gateway.proxy import Proxy
+from api_gateway.ratelimit import RateLimiter
+from shared.service import create_service_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway: service defaults, `GET /health` and the proxy behind `/api/`."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limiter = RateLimiter.from_settings(settings)
+        app.state.rate_limiter = limiter
+        app.state.health_checker = HealthChecker(app.state.http_client, settings)
+        try:
+            yield
+        finally:
+            if limiter is not None:
+                await limiter.aclose()
+
+    app = create_service_app(
+        settings,
+        title="E-commerce API gateway",
+        description=(
+            "The single entry point: `/api/v1/<resource>/...` goes to the service that owns "
+            "the resource. See each service's API for the routes."
+        ),
+        routers=[health_router],
+        # The user service is the client's default upstream already.
+        upstreams={
+            "product": settings.product_service_url,
+            "order": settings.order_service_url,
+            "inventory": settings.inventory_service_url,
+            "notification": settings.notification_service_url,
+        },
+        lifespan=lifespan,
+        use_database=False,
+        stream_request_bodies=True,
+    )
+    # First in the table: nearly every request is a proxied one.
+    app.router.routes.insert(0, Route("/api/{path:path}", Proxy(settings), include_in_schema=False))
+    # `/api` -> 307 `/api/` would only lead to a 404; the services redirect their own routes.
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,316 @@
+"""The reverse proxy: a raw ASGI app behind `/api/...`.
+
+Per request: rate limit, route, authenticate, then forward through the process's one
+`ServiceClient`, streaming the body up and the response down. It is plain ASGI rather
+than a FastAPI endpoint because it is the hot path: no request object, no dependency
+resolution, no response class, one pass over the headers each way.
+
+Each request is sent once (no retries: a POST may not be repeated, and the services
+retry their own idempotent calls). A body without a length is counted as it streams
+(`BodySizeLimitMiddleware`); going past the limit aborts the upstream request, which
+has no answer yet, and the client gets a 413 problem. (Only a service answering before
+it read the body, a 404 say, can be faster, with aiohttp: its answer is relayed then,
+and nothing was acted upon.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from functools import lru_cache
+from typing import cast
+
+import anyio
+import httpx
+from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
+
+from api_gateway.auth import authenticate
+from api_gateway.config import Settings
+from api_gateway.ratelimit import ClientAddresses, RateLimiter, rate_limit_key
+from api_gateway.routing import ProxyRoute, resolve
+from shared.errors import BadRequest
+from shared.http import ServiceClient, UpstreamTimeout, UpstreamUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the gateway sets itself.
+_REQUEST_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"expect",  # the gateway answers `100-continue` itself
+        b"x-request-id",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"date",  # the gateway's server sets its own Date and Server
+        b"server",
+    }
+)
+#: A response longer than this (or of unknown length) is relayed while watching for the
+#: client going away; a shorter one is over before that would matter.
+_WATCH_DISCONNECT_ABOVE = 64 * 1024
+
+
+class ClientClosedRequest(BadRequest):
+    title = "Client closed request"
+    type_slug = "client-closed-request"
+
+
+class RequestBody:
+    """The client's body as it arrives, for the upstream request."""
+
+    __slots__ = ("finished", "receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.finished = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientClosedRequest("The client went away before sending the whole body.")
+            body: bytes = message.get("body", b"")
+            if body:
+                yield body
+            if not message.get("more_body", False):
+                self.finished = True
+                return
+
+
+class Proxy:
+    """Forwards `/api/v1/<resource>/...` to the service that owns the resource."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.addresses = ClientAddresses(settings.trusted_proxies)
+        self.max_authorization_bytes = settings.max_authorization_bytes
+        timeout = httpx.Timeout(
+            connect=settings.http_connect_timeout,
+            read=settings.http_read_timeout,
+            write=settings.http_read_timeout,
+            pool=settings.http_pool_timeout,
+        )
+        # Set here, because a request not made by `AsyncClient.build_request` (which would
+        # add the client's default headers) gets its timeouts only from its extensions.
+        self.extensions = {"timeout": timeout.as_dict()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app: FastAPI = scope["app"]
+        state = app.state
+        peer = scope["client"][0] if scope.get("client") else ""
+        peer_trusted = self.addresses.is_trusted(peer)
+
+        # One pass over the client's headers: keep what is forwarded, note what matters.
+        headers: list[tuple[bytes, bytes]] = []
+        authorization = host = forwarded_for = forwarded_proto = forwarded_host = None
+        connection = None
+        has_body = False
+        for name, value in scope["headers"]:
+            if name in _REQUEST_DROP:
+                if name == b"host":
+                    host = value
+                elif name == b"x-forwarded-for":
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
+                elif name == b"x-forwarded-proto":
+                    forwarded_proto = value
+                elif name == b"x-forwarded-host":
+                    forwarded_host = value
+                elif name == b"connection":
+                    connection = value
+                elif name == b"transfer-encoding":
+                    has_body = True
+                continue
+            if name.startswith(b"proxy-"):
+                continue
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                has_body = value != b"0"
+            headers.append((name, value))
+        if connection is not None:
+            named = {token.strip().lower() for token in connection.split(b",")}
+            headers = [(name, value) for name, value in headers if name not in named]
+
+        limiter: RateLimiter | None = state.rate_limiter
+        if limiter is not None:
+            client = self.addresses.client(peer, forwarded_for, peer_trusted)
+            await limiter.check(rate_limit_key(client))
+
+        method: str = scope["method"]
+        target = resolve(method, scope.get("raw_path") or scope["path"].encode(), scope["path"])
+        scope["route"] = target.route  # metrics and access logs per resource
+        if not target.public:
+            await authenticate(
+                authorization, state.token_verifier, max_bytes=self.max_authorization_bytes
+            )
+
+        request_id: str = scope["state"]["request_id"]
+        peer_bytes = peer.encode("latin-1")
+        if peer_trusted and forwarded_for:
+            headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_bytes))
+        elif peer_bytes:
+            # An untrusted peer's own X-Forwarded-For is dropped, not extended: the chain
+            # the services see holds only addresses a trusted hop vouched for.
+            headers.append((b"x-forwarded-for", peer_bytes))
+        headers.append(
+            (
+                b"x-forwarded-proto",
+                forwarded_proto
+                if peer_trusted and forwarded_proto
+                else scope["scheme"].encode("latin-1"),
+            )
+        )
+        if peer_trusted and forwarded_host:
+            headers.append((b"x-forwarded-host", forwarded_host))
+        elif host:
+            headers.append((b"x-forwarded-host", host))
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+
+        client_http: ServiceClient = state.http_client
+        upstream = target.route.upstream
+        base = client_http.upstreams[upstream]
+        query: bytes = scope["query_string"]
+        url = f"{base}{target.path}?{query.decode('latin-1')}" if query else base + target.path
+        body = RequestBody(receive) if has_body else None
+        request = httpx.Request(
+            method, _parse_url(url), headers=headers, content=body, extensions=self.extensions
+        )
+        response = await client_http.send(upstream, request)
+        try:
+            await self._relay(response, target.route, base, receive, send, body)
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # closed even when the task is cancelled
+                await response.aclose()
+            raise
+        await response.aclose()
+
+    async def _relay(
+        self,
+        response: httpx.Response,
+        route: ProxyRoute,
+        base: str,
+        receive: Receive,
+        send: Send,
+        body: RequestBody | None,
+    ) -> None:
+        headers: list[tuple[bytes, bytes]] = []
+        connection = None
+        length: int | None = None
+        for name, value in response.headers.raw:
+            name = name.lower()
+            if name in _RESPONSE_DROP or name.startswith(b"proxy-"):
+                if name == b"connection":
+                    connection = value
+                continue
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+            elif name == b"location":
+                value = _rewrite_location(value, base.encode("latin-1"))
+            headers.append((name, value))
+        if connection is not None:
+            named = {token.strip().lower() for token in connection.split(b",")}
+            headers = [(name, value) for name, value in headers if name not in named]
+
+        chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+        try:
+            # The first chunk is read before the status goes out, so that an upstream
+            # failing before its body still becomes a 503/504 problem document.
+            try:
+                first = await anext(chunks, b"")
+            except httpx.TimeoutException as error:
+                raise UpstreamTimeout(f"{route.upstream} did not answer in time.") from error
+            except httpx.TransportError as error:
+                raise UpstreamUnavailable(f"{route.upstream} broke off its answer.") from error
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": headers}
+            )
+            watch = (length is None or length > _WATCH_DISCONNECT_ABOVE) and (
+                body is None or body.finished
+            )
+            if watch:
+                await _relay_until_disconnect(first, chunks, route, receive, send)
+            else:
+                await _relay_rest(first, chunks, route, send)
+        finally:
+            await chunks.aclose()
+
+
+async def _relay_rest(
+    pending: bytes, chunks: AsyncIterator[bytes], route: ProxyRoute, send: Send
+) -> None:
+    """Send the rest of the body, each chunk once the next is known (the last one goes
+    out with `more_body: False`: one ASGI message fewer per response)."""
+    try:
+        async for chunk in chunks:
+            if chunk:
+                await send({"type": "http.response.body", "body": pending, "more_body": True})
+                pending = chunk
+    except httpx.HTTPError:
+        # Too late for a problem document: leave the response unfinished, so the server
+        # drops the connection and the client sees a truncated answer, not a short one.
+        logger.warning("upstream broke off a response", extra={"upstream": route.upstream})
+        return
+    await send({"type": "http.response.body", "body": pending, "more_body": False})
+
+
+async def _relay_until_disconnect(
+    pending: bytes,
+    chunks: AsyncIterator[bytes],
+    route: ProxyRoute,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """`_relay_rest`, stopped as soon as the client goes away (the server does not say
+    so on `send`), so that a long or endless upstream stream is not read for nobody."""
+    async with anyio.create_task_group() as group:
+
+        async def relay() -> None:
+            await _relay_rest(pending, chunks, route, send)
+            group.cancel_scope.cancel()
+
+        group.start_soon(relay)
+        await _wait_for_disconnect(receive)
+        group.cancel_scope.cancel()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    message: Message = {"type": ""}
+    while message["type"] != "http.disconnect":
+        message = await receive()
+
+
+@lru_cache(maxsize=4096)
+def _parse_url(url: str) -> httpx.URL:
+    """`httpx.URL(url)`, remembered: parsing is a large share of a proxied request's cost,
+    and the same URLs (a popular product) come again and again. URLs are immutable."""
+    try:
+        return httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise BadRequest("The request target is not a valid URL.") from error
+
+
+def _rewrite_location(value: bytes, origin: bytes) -> bytes:
+    """Point a redirect at the gateway, not at the service behind it."""
+    if value.startswith(origin):
+        value = value[len(origin) :]
+    if value.startswith(b"/v1/"):
+        return b"/api" + value
+    return value

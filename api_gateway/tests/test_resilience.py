@@ -1,0 +1,107 @@
+"""A service that is down, slow or failing gives a quick 503/504, never a hang or a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from shared.testing import assert_problem
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+
+
+class TestUpstreamDown:
+    @TRANSPORTS
+    async def test_503_fast(self, make_gateway, closed_port_url, transport) -> None:
+        async with make_gateway(
+            product_service_url=closed_port_url, http_transport=transport
+        ) as gateway:
+            started = time.perf_counter()
+            response = await gateway.get("/api/v1/products/1")
+            elapsed = time.perf_counter() - started
+        body = assert_problem(response, 503)
+        assert body["type"].endswith("/upstream-unavailable")
+        assert elapsed < 1.0
+
+    async def test_services_not_deployed_yet_are_503(self, make_gateway, closed_port_url, tokens):
+        async with make_gateway(order_service_url=closed_port_url) as gateway:
+            response = await gateway.post("/api/v1/orders", json={}, headers=tokens.headers())
+        assert_problem(response, 503)
+
+    async def test_non_idempotent_request_is_sent_once(self, gateway, tokens, upstreams) -> None:
+        upstreams["order"].fail_status = 503
+        response = await gateway.post("/api/v1/orders", json={}, headers=tokens.headers())
+        assert response.status_code == 503
+        assert upstreams["order"].requests == [("POST", "/v1/orders")]
+
+    async def test_idempotent_request_is_sent_once_too(self, gateway, tokens, upstreams) -> None:
+        upstreams["order"].fail_status = 502
+        await gateway.get("/api/v1/orders", headers=tokens.headers())
+        assert upstreams["order"].requests == [("GET", "/v1/orders")]
+
+
+class TestUpstreamSlow:
+    @TRANSPORTS
+    async def test_504_after_the_read_timeout(self, make_gateway, transport) -> None:
+        async with make_gateway(http_read_timeout=0.3, http_transport=transport) as gateway:
+            started = time.perf_counter()
+            response = await gateway.get("/api/v1/products/slow?seconds=3")
+            elapsed = time.perf_counter() - started
+        body = assert_problem(response, 504)
+        assert body["type"].endswith("/upstream-timeout")
+        assert elapsed < 1.5
+
+    async def test_slow_but_in_time_is_fine(self, make_gateway) -> None:
+        async with make_gateway(http_read_timeout=1.0) as gateway:
+            response = await gateway.get("/api/v1/products/slow?seconds=0.2")
+        assert response.json() == {"slow": True}
+
+
+class TestCircuitBreaker:
+    async def test_opens_answers_503_with_retry_after_and_recovers(
+        self, make_gateway, upstreams
+    ) -> None:
+        product = upstreams["product"]
+        async with make_gateway(breaker_failure_threshold=3, breaker_reset_seconds=0.5) as gateway:
+            product.fail_status = 503
+            for _ in range(3):
+                assert (await gateway.get("/api/v1/products/1")).status_code == 503
+            assert len(product.requests) == 3
+
+            response = await gateway.get("/api/v1/products/1")
+            body = assert_problem(response, 503)
+            assert body["type"].endswith("/circuit-open")
+            assert int(response.headers["retry-after"]) >= 1
+            assert len(product.requests) == 3  # refused without calling the service
+
+            # Other services are not affected.
+            assert (await gateway.get("/api/v1/inventory/1")).status_code == 200
+
+            product.fail_status = None
+            await asyncio.sleep(0.6)  # half-open: one probe goes through and closes it
+            assert (await gateway.get("/api/v1/products/1")).status_code == 200
+            assert (await gateway.get("/api/v1/products/1")).status_code == 200
+
+    async def test_failed_probe_opens_it_again(self, make_gateway, upstreams) -> None:
+        product = upstreams["product"]
+        async with make_gateway(breaker_failure_threshold=2, breaker_reset_seconds=0.3) as gateway:
+            product.fail_status = 503
+            for _ in range(2):
+                await gateway.get("/api/v1/products/1")
+            await asyncio.sleep(0.35)
+            assert (await gateway.get("/api/v1/products/1")).status_code == 503  # the probe
+            assert len(product.requests) == 3
+            response = await gateway.get("/api/v1/products/1")
+            assert_problem(response, 503)
+            assert len(product.requests) == 3
+
+    async def test_client_errors_do_not_open_it(self, make_gateway, tokens) -> None:
+        async with make_gateway(breaker_failure_threshold=2) as gateway:
+            for _ in range(5):
+                response = await gateway.get(
+                    "/api/v1/products/status/404", headers=tokens.headers()
+                )
+                assert response.status_code == 404
+            assert (await gateway.get("/api/v1/products/1")).status_code == 200
