@@ -12,16 +12,16 @@ from inventory_service.service import ReservationService, StockService
 from shared.service import HttpClientDep, SessionDep
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_stock_service(session: SessionDep, client: HttpClientDep) -> StockService:
+async def get_stock_service(session: SessionDep, client: HttpClientDep) -> StockService:
     return StockService(session, Catalog(client))
 
 
-def get_reservation_service(session: SessionDep) -> ReservationService:
+async def get_reservation_service(session: SessionDep) -> ReservationService:
     return ReservationService(session)
 
 

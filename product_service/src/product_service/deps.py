@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from product_service.cache import ProductCache
 from product_service.schemas import ProductFilters
 from product_service.service import ProductService
 from shared.auth import TokenClaims, current_claims
@@ -17,7 +18,7 @@ _optional_bearer = HTTPBearer(
 )
 
 
-def get_product_service(session: SessionDep) -> ProductService:
+async def get_product_service(session: SessionDep) -> ProductService:
     return ProductService(session)
 
 
@@ -31,6 +32,12 @@ async def optional_claims(
     return await current_claims(request, credentials)
 
 
+async def get_product_cache(request: Request) -> ProductCache:
+    cache: ProductCache = request.app.state.product_cache
+    return cache
+
+
+ProductCacheDep = Annotated[ProductCache, Depends(get_product_cache)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
 OptionalClaims = Annotated[TokenClaims | None, Depends(optional_claims)]
 ProductFiltersDep = Annotated[ProductFilters, Query()]

@@ -5,14 +5,18 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from product_service.api import internal, products
+from product_service.cache import ProductCache
 from product_service.config import Settings, get_settings
 from shared.service import create_service_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    return create_service_app(
-        settings or get_settings(),
+    settings = settings or get_settings()
+    app = create_service_app(
+        settings,
         title="Product service",
         description="The catalog: product search and reads for everyone, writes for admins.",
         routers=[products.router, internal.router],
     )
+    app.state.product_cache = ProductCache(settings.product_cache_seconds)
+    return app

@@ -1,10 +1,10 @@
 """Service defaults: one call wires logging, errors, request ids, body limits, the
-database, the HTTP client, token verification, health and metrics into an app."""
+database, the HTTP client, token verification, events, health and metrics into an app."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
@@ -16,11 +16,13 @@ from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
 from shared.config import ServiceSettings
 from shared.db import Database
 from shared.errors import ServiceUnavailable, install_error_handlers
+from shared.events import EventHandlers, ServiceEvents
 from shared.http import ServiceClient
 from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+ReadyCheck = Callable[[FastAPI], Any]
 
 HEALTH_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
 READINESS_TIMEOUT_SECONDS = 2.0
@@ -37,6 +39,9 @@ def create_service_app(
     use_database: bool = True,
     stream_request_bodies: bool = False,
     version: str = "1.0.0",
+    publishes_events: bool = False,
+    event_handlers: EventHandlers | None = None,
+    ready_checks: Mapping[str, ReadyCheck] | None = None,
 ) -> FastAPI:
     """Build a service's FastAPI app with everything every service has.
 
@@ -45,6 +50,15 @@ def create_service_app(
     `upstreams`) and `token_verifier`. `lifespan` runs inside, after all of those exist.
     `stream_request_bodies` hands a body without a length to the app as it arrives
     instead of reading it first (see `BodySizeLimitMiddleware`).
+
+    Events (`shared.events`, needs the database): `publishes_events` runs the outbox
+    relay, `event_handlers` the consumer of this service's queue; either connects to
+    RabbitMQ in the background (`app.state.events`). The broker is reported by
+    /health/ready without failing it: the outbox keeps a producer correct while the
+    broker is away, so the HTTP API stays up.
+
+    `ready_checks` are more checks /health/ready runs (each gets the app and raises when
+    its dependency is not ready); the database is always checked.
     """
     configure_logging(settings.service_name, settings.log_level)
     all_upstreams = {"user": settings.user_service_url, **(upstreams or {})}
@@ -62,8 +76,14 @@ def create_service_app(
             else None
         )
         client = ServiceClient.from_settings(settings, all_upstreams)
+        events = (
+            ServiceEvents(settings, database, publishes=publishes_events, handlers=event_handlers)
+            if database is not None and (publishes_events or event_handlers is not None)
+            else None
+        )
         app.state.database = database
         app.state.http_client = client
+        app.state.events = events
         app.state.token_verifier = TokenVerifier(
             RemoteJWKS(client, cache_seconds=settings.jwks_cache_seconds),
             RemoteUserStatus(client, cache_seconds=settings.user_status_cache_seconds),
@@ -71,12 +91,16 @@ def create_service_app(
             audience=settings.jwt_audience,
         )
         try:
+            if events is not None:
+                await events.start()
             if lifespan is None:
                 yield
             else:
                 async with lifespan(app):
                     yield
         finally:
+            if events is not None:
+                await events.stop()
             await client.aclose()
             if database is not None:
                 await database.dispose()
@@ -97,8 +121,13 @@ def create_service_app(
         stream_chunked=stream_request_bodies,
     )
     app.add_middleware(RequestContextMiddleware, quiet_paths=HEALTH_PATHS)
+    checks: dict[str, ReadyCheck] = {"database": _ping_database} if use_database else {}
+    checks.update(ready_checks or {})
+    uses_events = use_database and (publishes_events or event_handlers is not None)
     app.include_router(
-        health_router(ready_checks={"database": _ping_database} if use_database else {})
+        health_router(
+            ready_checks=checks, degraded_checks={"broker": _check_broker} if uses_events else {}
+        )
     )
     for router in routers:
         app.include_router(router)
@@ -109,10 +138,16 @@ async def _ping_database(app: FastAPI) -> None:
     await app.state.database.ping()
 
 
-ReadyCheck = Callable[[FastAPI], Any]
+async def _check_broker(app: FastAPI) -> None:
+    await app.state.events.check_broker()
 
 
-def health_router(ready_checks: dict[str, ReadyCheck]) -> APIRouter:
+def health_router(
+    ready_checks: Mapping[str, ReadyCheck], degraded_checks: Mapping[str, ReadyCheck] | None = None
+) -> APIRouter:
+    """`/health/ready` is 503 when one of `ready_checks` fails; one of `degraded_checks`
+    failing is reported (`status: "degraded"`) with a 200."""
+    optional_checks = degraded_checks or {}
     router = APIRouter(include_in_schema=False)
 
     @router.get("/health/live")
@@ -124,7 +159,7 @@ def health_router(ready_checks: dict[str, ReadyCheck]) -> APIRouter:
     async def ready(request: Request) -> dict[str, Any]:
         """The process can do its work: its dependencies answer."""
         checks: dict[str, str] = {}
-        for name, check in ready_checks.items():
+        for name, check in {**ready_checks, **optional_checks}.items():
             try:
                 async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
                     await check(request.app)
@@ -132,13 +167,13 @@ def health_router(ready_checks: dict[str, ReadyCheck]) -> APIRouter:
                 checks[name] = "unavailable"
             else:
                 checks[name] = "ok"
-        if any(state != "ok" for state in checks.values()):
+        failed = [name for name in ready_checks if checks[name] != "ok"]
+        if failed:
             raise ServiceUnavailable(
-                "A dependency is not ready: "
-                + ", ".join(name for name, state in checks.items() if state != "ok"),
-                extra={"checks": checks},
+                "A dependency is not ready: " + ", ".join(failed), extra={"checks": checks}
             )
-        return {"status": "ok", "checks": checks}
+        healthy = all(state == "ok" for state in checks.values())
+        return {"status": "ok" if healthy else "degraded", "checks": checks}
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -153,7 +188,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_http_client(request: Request) -> ServiceClient:
+async def get_http_client(request: Request) -> ServiceClient:
     client: ServiceClient = request.app.state.http_client
     return client
 

@@ -12,11 +12,11 @@ from user_service.models import User
 from user_service.service import AccountService, TokenService
 
 
-def get_account_service(request: Request, session: SessionDep) -> AccountService:
+async def get_account_service(request: Request, session: SessionDep) -> AccountService:
     return AccountService(session, request.app.state.password_hasher)
 
 
-def get_token_service(request: Request, session: SessionDep) -> TokenService:
+async def get_token_service(request: Request, session: SessionDep) -> TokenService:
     state = request.app.state
     return TokenService(session, state.password_hasher, state.key_ring, state.settings)
 

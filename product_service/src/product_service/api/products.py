@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
-from product_service.deps import OptionalClaims, ProductFiltersDep, ProductServiceDep
+from product_service.deps import (
+    OptionalClaims,
+    ProductCacheDep,
+    ProductFiltersDep,
+    ProductServiceDep,
+)
 from product_service.schemas import ProductCreate, ProductRead, ProductUpdate
 from shared.auth import AdminClaims
 from shared.schemas import Page, PageDep
@@ -22,35 +27,52 @@ async def list_products(
     return await products.search(filters, page)
 
 
-@router.get("/{product_id}")
+@router.get("/{product_id}", response_model=ProductRead)
 async def get_product(
-    product_id: uuid.UUID, products: ProductServiceDep, claims: OptionalClaims
-) -> ProductRead:
+    product_id: uuid.UUID,
+    products: ProductServiceDep,
+    claims: OptionalClaims,
+    cache: ProductCacheDep,
+) -> Response:
     """One product; an inactive one only for administrators."""
     include_inactive = claims is not None and claims.is_admin
-    product = await products.get(product_id, include_inactive=include_inactive)
-    return ProductRead.model_validate(product)
+    document = None if include_inactive else cache.get(product_id)
+    if document is None:
+        product = await products.get(product_id, include_inactive=include_inactive)
+        document = ProductRead.model_validate(product).model_dump_json().encode()
+        if product.is_active:
+            cache.put(product_id, document)
+    return Response(document, media_type="application/json")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_product(
-    data: ProductCreate, products: ProductServiceDep, _admin: AdminClaims
+    data: ProductCreate, products: ProductServiceDep, cache: ProductCacheDep, _admin: AdminClaims
 ) -> ProductRead:
     """Add a product to the catalog (administrators)."""
-    return ProductRead.model_validate(await products.create(data))
+    product = await products.create(data)
+    cache.invalidate(product.id)
+    return ProductRead.model_validate(product)
 
 
 @router.patch("/{product_id}")
 async def update_product(
-    product_id: uuid.UUID, data: ProductUpdate, products: ProductServiceDep, _admin: AdminClaims
+    product_id: uuid.UUID,
+    data: ProductUpdate,
+    products: ProductServiceDep,
+    cache: ProductCacheDep,
+    _admin: AdminClaims,
 ) -> ProductRead:
     """Change some fields of a product (administrators)."""
-    return ProductRead.model_validate(await products.update(product_id, data))
+    product = await products.update(product_id, data)
+    cache.invalidate(product_id)
+    return ProductRead.model_validate(product)
 
 
 @router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_product(
-    product_id: uuid.UUID, products: ProductServiceDep, _admin: AdminClaims
+    product_id: uuid.UUID, products: ProductServiceDep, cache: ProductCacheDep, _admin: AdminClaims
 ) -> None:
     """Deactivate a product: it leaves the catalog but orders keep referring to it."""
     await products.deactivate(product_id)
+    cache.invalidate(product_id)
