@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Tools the deployment tests use, from Debian's packages when missing:
+#   docker-compose  validates docker-compose.yml (`docker-compose config`) without an engine
+#   nginx           runs nginx.conf in front of the real gateway (tests/e2e/test_nginx_edge.py)
+# kubectl (with its built-in kustomize) is not packaged by Debian: the Kubernetes tests
+# skip, saying so, where it is missing. Idempotent.
+set -euo pipefail
+
+export PATH="$PATH:/usr/sbin:/sbin"
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "Installing Debian's ${missing[*]}" >&2
+  as_root apt-get update -qq
+  # policy-rc.d keeps the package from starting a system nginx on port 80: the tests run
+  # their own, on free ports.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    trap 'as_root rm -f "$policy"' EXIT
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+echo "docker-compose $(docker-compose version --short 2>/dev/null || echo '?'), $(nginx -v 2>&1)" >&2
