@@ -4,25 +4,28 @@ SHELL := /bin/bash
 
 UV = $(shell ./scripts/bootstrap.sh)
 
-.PHONY: help run test test-fast lint format bench migrate clean
+.PHONY: help run test test-fast lint format bench bench-checkout migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run: ## Migrate, seed and run every service and the gateway locally (SQLite) until Ctrl-C
+	./scripts/ensure-rabbitmq.sh
 	$(UV) run python -m shared.devstack run
 
-test: ## Every test: unit, integration (real PostgreSQL) and end-to-end through the gateway
+test: ## Every test: unit, integration (real PostgreSQL and RabbitMQ) and end-to-end through the gateway
 	./scripts/ensure-postgres.sh
+	./scripts/ensure-rabbitmq.sh
+	./scripts/ensure-deploy-tools.sh
 	$(UV) run pytest
 
-test-fast: ## The tests that need no PostgreSQL
-	$(UV) run pytest -m "not postgres"
+test-fast: ## The tests that need no PostgreSQL or RabbitMQ
+	$(UV) run pytest -m "not postgres and not rabbitmq"
 
 lint: ## ruff and mypy (strict)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy shared/src user_service/src product_service/src api_gateway/src
+	$(UV) run mypy shared/src user_service/src product_service/src inventory_service/src order_service/src api_gateway/src
 
 format: ## Format and autofix
 	$(UV) run ruff format .
@@ -31,6 +34,11 @@ format: ## Format and autofix
 bench: ## Gateway vs direct throughput with wrk (installs wrk if missing)
 	./scripts/ensure-wrk.sh
 	$(UV) run python bench/gateway.py
+
+bench-checkout: ## Checkout (POST /api/v1/orders) throughput through the gateway on PostgreSQL
+	./scripts/ensure-wrk.sh
+	./scripts/ensure-postgres.sh
+	$(UV) run python bench/checkout.py
 
 migrate: ## Apply every service's migrations and seed the demo catalog
 	$(UV) run python -m shared.devstack migrate

@@ -7,6 +7,13 @@ an empty placeholder `user_service` module; importing the real packages first av
 
 import importlib.util
 
-for _package in ("shared", "api_gateway", "user_service", "product_service"):
+for _package in (
+    "shared",
+    "api_gateway",
+    "user_service",
+    "product_service",
+    "inventory_service",
+    "order_service",
+):
     if importlib.util.find_spec(_package) is not None:
         importlib.import_module(_package)

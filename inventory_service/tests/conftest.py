@@ -24,7 +24,14 @@ from inventory_service.config import Settings
 from inventory_service.main import create_app
 from inventory_service.models import Base, Stock
 from shared.config import Environment
-from shared.testing import LocalTokens, migrated_database, truncate_all
+from shared.events import Topology
+from shared.testing import (
+    LocalTokens,
+    delete_topology,
+    migrated_database,
+    truncate_all,
+    unique_topology,
+)
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 PRODUCT_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "product_service" / "alembic.ini"
@@ -74,18 +81,34 @@ class Catalog:
 
 
 @pytest.fixture(scope="session")
+async def topology() -> AsyncIterator[Topology]:
+    """The names the inventory app consumes from, on the shared broker: this run's own."""
+    names = unique_topology("inventory")
+    yield names
+    await delete_topology(names, ("inventory_service",))
+
+
+@pytest.fixture(scope="session")
 async def catalog(
     tmp_path_factory: pytest.TempPathFactory, tokens: LocalTokens
 ) -> AsyncIterator[Catalog]:
     tmp_dir = tmp_path_factory.mktemp("catalog")
+    # The catalog publishes where the inventory app does not listen: the tests decide
+    # when stock records appear (test_events.py sends the events itself).
+    catalog_topology = unique_topology("catalog")
     async with migrated_database("sqlite", "product_service", PRODUCT_ALEMBIC_INI, tmp_dir) as url:
         settings = product_service.config.Settings(
-            _env_file=None, database_url=url, environment=Environment.TEST
+            _env_file=None,
+            database_url=url,
+            environment=Environment.TEST,
+            events_exchange=catalog_topology.exchange,
+            events_queue_prefix=catalog_topology.queue_prefix,
         )
         app = product_service.main.create_app(settings)
         async with serve(app) as base_url:
             app.state.token_verifier = tokens.verifier()
             yield Catalog(base_url, app)
+    await delete_topology(catalog_topology)
 
 
 @pytest.fixture
@@ -134,12 +157,15 @@ async def database_url(
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, catalog: Catalog) -> Settings:
+def settings(database_url: str, catalog: Catalog, topology: Topology) -> Settings:
     return Settings(
         _env_file=None,
         database_url=database_url,
         environment=Environment.TEST,
         product_service_url=catalog.url,
+        events_exchange=topology.exchange,
+        events_queue_prefix=topology.queue_prefix,
+        events_retry_delay_seconds=0.01,
         # The tests run the sweep themselves; the background one would race them.
         reservation_sweep_seconds=3600,
     )

@@ -15,7 +15,14 @@ from product_service.config import Settings
 from product_service.main import create_app
 from product_service.models import Base
 from shared.config import Environment
-from shared.testing import LocalTokens, migrated_database, truncate_all
+from shared.events import Topology
+from shared.testing import (
+    LocalTokens,
+    delete_topology,
+    migrated_database,
+    truncate_all,
+    unique_topology,
+)
 
 ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -36,8 +43,22 @@ async def database_url(
 
 
 @pytest.fixture(scope="session")
-async def app(database_url: str, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
-    settings = Settings(_env_file=None, database_url=database_url, environment=Environment.TEST)
+async def topology() -> AsyncIterator[Topology]:
+    """Exchange and queue names of this run only (the broker is shared)."""
+    names = unique_topology("products")
+    yield names
+    await delete_topology(names)
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str, tokens: LocalTokens, topology: Topology) -> AsyncIterator[FastAPI]:
+    settings = Settings(
+        _env_file=None,
+        database_url=database_url,
+        environment=Environment.TEST,
+        events_exchange=topology.exchange,
+        events_queue_prefix=topology.queue_prefix,
+    )
     app = create_app(settings)
     async with LifespanManager(app):
         app.state.token_verifier = tokens.verifier()

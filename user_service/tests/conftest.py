@@ -9,7 +9,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from shared.testing import migrated_database, truncate_all
+from shared.events import Topology
+from shared.testing import delete_topology, migrated_database, truncate_all, unique_topology
 from user_service.config import Settings
 from user_service.main import create_app
 from user_service.models import Base
@@ -32,7 +33,17 @@ async def database_url(
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+async def topology() -> AsyncIterator[Topology]:
+    """Exchange and queue names of this run only (the broker is shared)."""
+    names = unique_topology("users")
+    yield names
+    await delete_topology(names)
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, topology: Topology
+) -> Settings:
     return Settings(
         _env_file=None,
         database_url=database_url,
@@ -40,6 +51,8 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         admin_email=ADMIN_EMAIL,
         admin_password=ADMIN_PASSWORD,
         environment="test",
+        events_exchange=topology.exchange,
+        events_queue_prefix=topology.queue_prefix,
     )
 
 

@@ -103,11 +103,21 @@ class TestProductionSettings:
         with pytest.raises(ValidationError, match="DATABASE_URL"):
             Settings(_env_file=None, environment="production", admin_password="a-real-secret-1")
 
+    def test_refuses_the_guest_broker_login(self) -> None:
+        with pytest.raises(ValidationError, match="RABBITMQ_URL"):
+            Settings(
+                _env_file=None,
+                environment="production",
+                database_url="postgresql+asyncpg://u:p@db/users",
+                admin_password="a-real-secret-1",
+            )
+
     def test_refuses_to_generate_a_key(self, tmp_path: Path) -> None:
         settings = Settings(
             _env_file=None,
             environment="production",
             database_url="postgresql+asyncpg://u:p@db/users",
+            rabbitmq_url="amqp://users:a-real-secret-2@mq:5672/",
             admin_password="a-real-secret-1",
             data_dir=str(tmp_path),
         )

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from inventory_service.api import internal, stock
 from inventory_service.catalog import PRODUCT_UPSTREAM
 from inventory_service.config import Settings, get_settings
+from inventory_service.events import handlers
 from inventory_service.expiry import sweep_expired_reservations
 from shared.service import create_service_app
 
@@ -45,4 +46,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[stock.router, internal.router],
         upstreams={PRODUCT_UPSTREAM: settings.product_service_url},
         lifespan=lifespan,
+        event_handlers=handlers,
     )

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, TimestampMixin, utcnow
+from shared.events import inbox_table
 
 
 class Base(DeclarativeBase):
@@ -102,3 +103,7 @@ class ReservationLine(Base):
     quantity: Mapped[int]
 
     reservation: Mapped[Reservation] = relationship(back_populates="lines", lazy="raise")
+
+
+#: Ids of the events already processed (shared.events): each takes effect once.
+inbox_event = inbox_table(Base.metadata)

@@ -43,6 +43,19 @@ class StockRepository:
         )
         return (await self.session.scalars(statement)).one_or_none()
 
+    async def create_if_missing(self, product_id: uuid.UUID, now: datetime) -> bool:
+        """Create an empty record (nothing available) unless the product has one;
+        True when this call created it. Never touches an existing record."""
+        dialect = self.session.get_bind().dialect.name
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert_(Stock)
+            .values(product_id=product_id, available=0, reserved=0, sold=0, updated_at=now)
+            .on_conflict_do_nothing(index_elements=[Stock.product_id])
+            .returning(Stock.product_id)
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+
     async def upsert_available(self, product_id: uuid.UUID, available: int, now: datetime) -> Stock:
         """Create the record with `available` units, or set them if it appeared meanwhile."""
         dialect = self.session.get_bind().dialect.name

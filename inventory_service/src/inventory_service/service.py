@@ -177,13 +177,7 @@ class ReservationService:
 
     async def commit(self, order_id: uuid.UUID) -> Reservation:
         """Turn the held units into sold ones; committing again changes nothing."""
-        now = utcnow()
-        if await self.reservations.change_status(
-            order_id, expected=ReservationStatus.RESERVED, new=ReservationStatus.COMMITTED, now=now
-        ):
-            for product_id, quantity in await self._lines(order_id):
-                if not await self.stock.sell_reserved(product_id, quantity, now):
-                    await self._inconsistent(order_id, product_id, "reserved")
+        if await self.commit_held(order_id):
             await self.session.commit()
             count_reservation("committed")
             return await self.get(order_id)
@@ -196,6 +190,31 @@ class ReservationService:
     async def release(self, order_id: uuid.UUID, reason: str) -> Reservation:
         """Give the order's units back to available, whether they were held or already
         sold (an order cancelled after confirmation); releasing again changes nothing."""
+        if not await self.release_held_or_sold(order_id, reason):
+            await self.session.rollback()
+            return await self.get(order_id)
+        await self.session.commit()
+        count_reservation("released", reason)
+        return await self.get(order_id)
+
+    async def commit_held(self, order_id: uuid.UUID) -> bool:
+        """`commit` in the caller's transaction (the caller commits): True when the
+        reservation was `reserved` and is now `committed`, False when it was not
+        (missing, committed already, or released)."""
+        now = utcnow()
+        if not await self.reservations.change_status(
+            order_id, expected=ReservationStatus.RESERVED, new=ReservationStatus.COMMITTED, now=now
+        ):
+            return False
+        for product_id, quantity in await self._lines(order_id):
+            if not await self.stock.sell_reserved(product_id, quantity, now):
+                await self._inconsistent(order_id, product_id, "reserved")
+        return True
+
+    async def release_held_or_sold(self, order_id: uuid.UUID, reason: str) -> bool:
+        """`release` in the caller's transaction (the caller commits): True when this
+        call gave the units back, False when there was nothing to give (missing, or
+        released already)."""
         now = utcnow()
         if await self.reservations.change_status(
             order_id,
@@ -205,7 +224,8 @@ class ReservationService:
             now=now,
         ):
             await self._give_back(order_id, now, held=True)
-        elif await self.reservations.change_status(
+            return True
+        if await self.reservations.change_status(
             order_id,
             expected=ReservationStatus.COMMITTED,
             new=ReservationStatus.RELEASED,
@@ -213,12 +233,8 @@ class ReservationService:
             now=now,
         ):
             await self._give_back(order_id, now, held=False)
-        else:
-            await self.session.rollback()
-            return await self.get(order_id)
-        await self.session.commit()
-        count_reservation("released", reason)
-        return await self.get(order_id)
+            return True
+        return False
 
     async def release_expired(self, now: datetime, limit: int) -> tuple[int, int]:
         """Release up to `limit` reservations that expired by `now`, one transaction each;

@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Product service",
         description="The catalog: product search and reads for everyone, writes for admins.",
         routers=[products.router, internal.router],
+        publishes_events=True,
     )
     app.state.product_cache = ProductCache(settings.product_cache_seconds)
     return app

@@ -8,6 +8,7 @@ from sqlalchemy import CheckConstraint, Index, MetaData, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin
+from shared.events import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -30,3 +31,7 @@ class Product(IdMixin, TimestampMixin, Base):
     currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
     category: Mapped[str] = mapped_column(String(100), index=True)
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+
+
+#: Events waiting for the relay (shared.events): written with the change they report.
+outbox_event = outbox_table(Base.metadata)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Row, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -88,22 +88,26 @@ class ProductRepository:
         )
         return (await self.session.scalars(statement)).one_or_none()
 
-    async def deactivate(self, product_id: uuid.UUID) -> bool:
-        """Mark an active product inactive; False when none was active."""
+    async def deactivate(self, product_id: uuid.UUID) -> Product | None:
+        """Mark an active product inactive and return it; None when none was active."""
         statement = (
             update(Product)
             .where(Product.id == product_id, Product.is_active == true())
             .values(is_active=False)
-            .returning(Product.id)
+            .returning(Product)
+            .execution_options(populate_existing=True)
         )
-        return (await self.session.scalars(statement)).one_or_none() is not None
+        return (await self.session.scalars(statement)).one_or_none()
 
     async def exists(self, product_id: uuid.UUID) -> bool:
         statement = select(Product.id).where(Product.id == product_id)
         return (await self.session.scalar(statement)) is not None
 
-    async def insert_missing(self, rows: Sequence[dict[str, Any]]) -> list[str]:
-        """Insert the rows whose SKU is not taken yet; returns the SKUs inserted.
+    async def insert_missing(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> Sequence[Row[uuid.UUID, str, str, Decimal, bool]]:
+        """Insert the rows whose SKU is not taken yet; returns the products inserted
+        (id, sku, name, price, is_active).
 
         `ON CONFLICT DO NOTHING` settles it in the database, so concurrent runs are safe."""
         if not rows:
@@ -114,6 +118,6 @@ class ProductRepository:
             insert(Product)
             .values([{"id": uuid.uuid4(), **row} for row in rows])
             .on_conflict_do_nothing(index_elements=[Product.sku])
-            .returning(Product.sku)
+            .returning(Product.id, Product.sku, Product.name, Product.price, Product.is_active)
         )
-        return list((await self.session.scalars(statement)).all())
+        return (await self.session.execute(statement)).all()

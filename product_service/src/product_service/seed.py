@@ -1,6 +1,8 @@
 """A demo catalog: `python -m product_service.seed` adds the products whose SKU is missing.
 
-Running it again changes nothing; it prints how many products it added."""
+Running it again changes nothing; it prints how many products it added. Each product
+added gets its `product.created` event in the same transaction; the service's relay
+publishes them once it runs."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from product_service.config import get_settings
+from product_service.events import stage_product_created
 from product_service.repository import ProductRepository
 from product_service.schemas import ProductCreate
 from shared.db import Database, utcnow
@@ -178,6 +181,8 @@ async def seed_catalog(session: AsyncSession) -> int:
         for product in demo_products()
     ]
     added = await ProductRepository(session).insert_missing(rows)
+    for product in added:
+        await stage_product_created(session, product)
     await session.commit()
     return len(added)
 

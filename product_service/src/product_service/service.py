@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from product_service.events import stage_product_created, stage_product_updated
 from product_service.models import Product
 from product_service.repository import ProductRepository
 from product_service.schemas import (
@@ -79,6 +80,7 @@ class ProductService:
         product = Product(**data.model_dump(), created_at=now, updated_at=now)
         try:
             await self.products.add(product)
+            await stage_product_created(self.session, product)
             await self.session.commit()
         except IntegrityError as error:
             await self.session.rollback()
@@ -93,6 +95,8 @@ class ProductService:
             return await self.get(product_id, include_inactive=True)
         try:
             product = await self.products.update(product_id, changes)
+            if product is not None:
+                await stage_product_updated(self.session, product)
             await self.session.commit()
         except IntegrityError as error:
             await self.session.rollback()
@@ -108,6 +112,8 @@ class ProductService:
 
         Deactivating an inactive product again changes nothing and succeeds."""
         deactivated = await self.products.deactivate(product_id)
+        if deactivated is not None:
+            await stage_product_updated(self.session, deactivated)
         await self.session.commit()
-        if not deactivated and not await self.products.exists(product_id):
+        if deactivated is None and not await self.products.exists(product_id):
             raise ProductNotFound(product_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,24 @@ class ServiceSettings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
+    # Events over RabbitMQ (shared.events): the broker, the outbox relay of a producing
+    # process and the consumer of a consuming one.
+    rabbitmq_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    #: The topic exchange every event goes through. Queues are `<prefix><service>.events`;
+    #: the prefix (and another exchange) keep test runs apart on a shared broker.
+    events_exchange: str = Field(default="ecommerce.events", min_length=1, max_length=200)
+    events_queue_prefix: str = Field(default="", max_length=100)
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+    outbox_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Longest wait between two tries, for the broker as a whole and for one event.
+    outbox_retry_max_seconds: float = Field(default=60.0, gt=0)
+    outbox_retention_hours: float = Field(default=168.0, gt=0)
+    events_prefetch: int = Field(default=32, ge=1, le=10_000)
+    #: Pause before a failed event is handed back for another try (doubles each try).
+    events_retry_delay_seconds: float = Field(default=0.5, ge=0)
+    inbox_retention_days: float = Field(default=30.0, gt=0)
+
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
@@ -87,8 +106,19 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(
                     "DATABASE_URL must point at PostgreSQL when ENVIRONMENT=production"
                 )
+            # Only processes with a database have an outbox or an inbox, so only they
+            # talk to the broker.
+            if self.requires_database and _has_guest_login(self.rabbitmq_url):
+                raise ValueError(
+                    "RABBITMQ_URL must not log in as guest/guest when ENVIRONMENT=production"
+                )
         return self
 
     def production_secrets(self) -> tuple[str, ...]:
         """Names of fields that must not keep a development default in production."""
         return ()
+
+
+def _has_guest_login(url: SecretStr) -> bool:
+    parsed = urlsplit(url.get_secret_value())
+    return (parsed.username or "guest") == "guest" and (parsed.password or "guest") == "guest"

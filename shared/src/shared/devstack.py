@@ -49,6 +49,20 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "product_service/alembic.ini",
         "product_service.seed",
     ),
+    ServiceSpec(
+        "inventory_service",
+        8004,
+        "inventory_service.main:create_app",
+        "INVENTORY_SERVICE_URL",
+        "inventory_service/alembic.ini",
+    ),
+    ServiceSpec(
+        "order_service",
+        8003,
+        "order_service.main:create_app",
+        "ORDER_SERVICE_URL",
+        "order_service/alembic.ini",
+    ),
     ServiceSpec("api_gateway", 8000, "api_gateway.main:create_app", None),
 )
 

@@ -12,11 +12,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import PayloadTooLarge, problem_response
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
+from shared.tracing import traceparent_var, valid_traceparent
 
 access_logger = logging.getLogger("access")
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
+TRACEPARENT_HEADER = b"traceparent"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 UNMATCHED_ROUTE = "<unmatched>"
 
@@ -30,6 +32,14 @@ def incoming_request_id(scope: Scope) -> str:
                 return candidate
             break
     return uuid.uuid4().hex
+
+
+def incoming_traceparent(scope: Scope) -> str | None:
+    """The caller's W3C `traceparent`, when it sent a valid one."""
+    for name, value in scope["headers"]:
+        if name == TRACEPARENT_HEADER:
+            return valid_traceparent(value.decode("latin-1"))
+    return None
 
 
 def route_template(scope: Scope) -> str:
@@ -52,6 +62,7 @@ class RequestContextMiddleware:
             return
         request_id = incoming_request_id(scope)
         token = request_id_var.set(request_id)
+        trace_token = traceparent_var.set(incoming_traceparent(scope))
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_code = 500
@@ -99,6 +110,7 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+            traceparent_var.reset(trace_token)
 
 
 class BodyTooLarge(PayloadTooLarge):

@@ -1,14 +1,17 @@
-"""Helpers for the services' test suites: throw-away databases and locally signed tokens.
+"""Helpers for the services' test suites: throw-away databases, broker names of their own
+and locally signed tokens.
 
 Only tests import this module (it needs the dev dependencies)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,63 @@ from sqlalchemy import MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import TokenVerifier, UserStatus
+from shared.events.broker import Topology
 from shared.migrations import upgrade
 
 #: Where the integration suite finds PostgreSQL (scripts/ensure-postgres.sh makes this role).
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://shop:shop@127.0.0.1:5432/postgres"
 )
+
+
+#: Where the integration suite finds RabbitMQ (scripts/ensure-rabbitmq.sh starts it).
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+async def eventually(
+    check: Callable[[], object], *, within: float = 15.0, message: str = ""
+) -> None:
+    """Wait until `check()` (a value or an awaitable) is truthy; raise AssertionError
+    after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"not true within {within} s")
+        await asyncio.sleep(0.05)
+
+
+def unique_topology(label: str = "test") -> Topology:
+    """Exchange and queue names no other test run uses (on the same broker)."""
+    run = f"{label}-{uuid.uuid4().hex[:8]}"
+    return Topology(exchange=f"{run}.events", queue_prefix=f"{run}.")
+
+
+async def delete_topology(topology: Topology, services: tuple[str, ...] = ()) -> None:
+    """Delete a test run's exchanges and the queues of `services` (best effort)."""
+    import aio_pika
+
+    try:
+        connection = await aio_pika.connect(RABBITMQ_URL, timeout=5)
+    except Exception:
+        return  # no broker: nothing was declared on it either
+    try:
+        # A failed delete (already gone) closes its channel: one channel per delete.
+        for service in services:
+            for queue in (topology.queue(service), topology.dead_letter_queue(service)):
+                with contextlib.suppress(Exception):
+                    channel = await connection.channel()
+                    await channel.queue_delete(queue, if_unused=False, if_empty=False)
+        for exchange in (topology.exchange, topology.dead_letter_exchange):
+            with contextlib.suppress(Exception):
+                channel = await connection.channel()
+                await channel.exchange_delete(exchange, if_unused=False)
+    finally:
+        await connection.close()
 
 
 def _asyncpg_dsn(url: str) -> str:

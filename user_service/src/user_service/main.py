@@ -62,4 +62,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Accounts, argon2 passwords, access and refresh tokens, and the JWKS.",
         routers=[auth.router, users.router, internal.router],
         lifespan=lifespan,
+        publishes_events=True,
     )

@@ -10,6 +10,7 @@ from sqlalchemy import ForeignKey, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin, utcnow
+from shared.events import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -49,3 +50,7 @@ class RefreshToken(IdMixin, Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+#: Events waiting for the relay (shared.events): written with the change they report.
+outbox_event = outbox_table(Base.metadata)

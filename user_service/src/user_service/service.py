@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound, Unauthorized
 from user_service.config import Settings
+from user_service.events import stage_user_registered
 from user_service.keys import KeyRing
 from user_service.models import RefreshToken, Role, User
 from user_service.passwords import PasswordHasher
@@ -59,6 +60,7 @@ class AccountService:
             await self.users.add(user)
         except EmailTaken as error:
             raise EmailAlreadyRegistered("An account with this e-mail already exists.") from error
+        await stage_user_registered(self.session, user)
         await self.session.commit()
         logger.info("user registered", extra={"user_id": str(user.id), "role": user.role})
         return user

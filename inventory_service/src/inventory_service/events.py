@@ -1,0 +1,77 @@
+"""What the inventory service does with the events it consumes (it publishes none):
+`product.*` gives a product its stock record, `order.confirmed` and `order.cancelled`
+settle the order's reservation.
+
+Each handler runs in the consumer's transaction, with the event id's inbox row: it
+issues SQL and does not commit. The queue (`inventory_service.events`) is bound to
+exactly the types registered here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventory_service.metrics import count_reservation
+from inventory_service.repository import StockRepository
+from inventory_service.service import ReservationService
+from shared.db import utcnow
+from shared.events import EventEnvelope, EventHandlers
+from shared.events.types import (
+    ORDER_CANCELLED,
+    ORDER_CONFIRMED,
+    PRODUCT_CREATED,
+    PRODUCT_UPDATED,
+    OrderChanged,
+    ProductChanged,
+)
+
+logger = logging.getLogger(__name__)
+
+handlers = EventHandlers()
+
+
+@handlers.on(PRODUCT_CREATED, PRODUCT_UPDATED)
+async def create_stock_record(session: AsyncSession, event: EventEnvelope) -> None:
+    """A catalog product gets a stock record with nothing available, unless it has one
+    already (an administrator's PUT may come first; it is never overwritten).
+
+    `product.updated` does the same, so products created before this consumer existed
+    get their record at their next change."""
+    product = ProductChanged.model_validate(event.data)
+    if await StockRepository(session).create_if_missing(product.product_id, utcnow()):
+        logger.info("stock record created", extra={"product_id": str(product.product_id)})
+
+
+# The checkout saga commits and releases reservations over HTTP (/internal/v1/...): that
+# path is primary and usually gets there first, so these handlers are mostly no-ops. They
+# are the safety net for a call that was lost (order_service crashed after settling the
+# order, or inventory was unreachable and the sweep has not come round yet). Both are
+# conditional status changes, so running them after the HTTP call, or twice, changes
+# nothing; they run in the consumer's transaction, with the event's inbox row.
+
+
+@handlers.on(ORDER_CONFIRMED)
+async def commit_reservation(session: AsyncSession, event: EventEnvelope) -> None:
+    """The confirmed order's held stock becomes sold (unless it is already)."""
+    order = OrderChanged.model_validate(event.data)
+    if await ReservationService(session).commit_held(order.order_id):
+        count_reservation("committed")
+        logger.info(
+            "reservation committed from order.confirmed", extra={"order_id": str(order.order_id)}
+        )
+
+
+@handlers.on(ORDER_CANCELLED)
+async def release_reservation(session: AsyncSession, event: EventEnvelope) -> None:
+    """The cancelled order's stock, held or sold, goes back (unless it went back already,
+    or the order never held any)."""
+    order = OrderChanged.model_validate(event.data)
+    reason = (order.reason or "cancelled")[:64]
+    if await ReservationService(session).release_held_or_sold(order.order_id, reason):
+        count_reservation("released", reason)
+        logger.info(
+            "reservation released from order.cancelled",
+            extra={"order_id": str(order.order_id), "reason": reason},
+        )

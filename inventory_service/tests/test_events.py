@@ -1,0 +1,213 @@
+"""Events the inventory consumes: a catalog product gets its (empty) stock record."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import aio_pika
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import func, select
+
+from inventory_service.models import inbox_event
+from shared.events import EventEnvelope, Topology
+from shared.events.metrics import EVENTS_CONSUMED
+from shared.events.types import OrderChanged, OrderItem, ProductChanged
+from shared.testing import RABBITMQ_URL, eventually
+
+if TYPE_CHECKING:
+    from conftest import Inventory
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def product_event(type_: str, product_id: uuid.UUID, *, is_active: bool = True) -> EventEnvelope:
+    data = ProductChanged(
+        product_id=product_id, sku="SKU-1", name="Lamp", price="9.90", is_active=is_active
+    )
+    return EventEnvelope.new(type_, data, source="product_service")
+
+
+async def publish(topology: Topology, *events: EventEnvelope) -> None:
+    """Publish as product_service's relay does."""
+    connection = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(
+            topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        for event in events:
+            await exchange.publish(
+                aio_pika.Message(
+                    event.to_json().encode(),
+                    message_id=str(event.id),
+                    content_type="application/json",
+                    type=event.type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=event.type,
+            )
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def consuming(app: FastAPI) -> None:
+    await eventually(app.state.events.consumer.consuming.is_set, message="not consuming")
+
+
+async def processed(app: FastAPI, event: EventEnvelope) -> bool:
+    async with app.state.database.sessionmaker() as session:
+        count = await session.scalar(select(func.count()).where(inbox_event.c.event_id == event.id))
+    return count == 1
+
+
+@pytest.mark.usefixtures("consuming")
+class TestProductCreated:
+    async def test_creates_an_empty_stock_record(
+        self, app: FastAPI, client: AsyncClient, topology: Topology
+    ) -> None:
+        product_id = uuid.uuid4()
+
+        await publish(topology, product_event("product.created", product_id))
+
+        async def has_record() -> bool:
+            return (await client.get(f"/v1/inventory/{product_id}")).status_code == 200
+
+        await eventually(has_record, message="no stock record appeared")
+        response = await client.get(f"/v1/inventory/{product_id}")
+        assert response.json() == {"product_id": str(product_id), "available": 0, "reserved": 0}
+
+    async def test_never_overwrites_stock_that_was_set(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = await inventory.stocked_product(7)
+        event = product_event("product.created", product_id)
+
+        await publish(topology, event)
+
+        await eventually(lambda: processed(app, event))
+        assert await inventory.units(product_id) == (7, 0, 0)
+
+    async def test_a_redelivered_event_is_not_processed_again(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = uuid.uuid4()
+        event = product_event("product.created", product_id)
+        await publish(topology, event)
+        await eventually(lambda: processed(app, event))
+        duplicates = EVENTS_CONSUMED.labels("product.created", "duplicate")
+        before = duplicates._value.get()
+
+        await publish(topology, event)
+
+        await eventually(lambda: duplicates._value.get() == before + 1)
+        assert await inventory.units(product_id) == (0, 0, 0)
+
+    async def test_an_update_of_a_product_without_a_record_creates_it(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = uuid.uuid4()
+        event = product_event("product.updated", product_id, is_active=False)
+
+        await publish(topology, event)
+
+        await eventually(lambda: processed(app, event))
+        assert await inventory.units(product_id) == (0, 0, 0)
+
+
+def order_event(
+    type_: str, order_id: uuid.UUID, items: dict[uuid.UUID, int], reason: str | None = None
+) -> EventEnvelope:
+    data = OrderChanged(
+        order_id=order_id,
+        user_id=uuid.uuid4(),
+        status="confirmed" if type_ == "order.confirmed" else "cancelled",
+        items=[OrderItem(product_id=p, quantity=q) for p, q in items.items()],
+        total_amount=Decimal("10.00"),
+        reason=reason,
+    )
+    return EventEnvelope.new(type_, data, source="order_service")
+
+
+async def reservation(client: AsyncClient, order_id: uuid.UUID) -> dict[str, Any]:
+    response = await client.get(f"/internal/v1/reservations/{order_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.usefixtures("consuming")
+class TestOrderEvents:
+    """The HTTP calls of the checkout saga are primary; these events are the safety net."""
+
+    async def test_confirmed_commits_a_reservation_the_saga_did_not(
+        self, app: FastAPI, client: AsyncClient, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = await inventory.stocked_product(10)
+        order_id = uuid.uuid4()
+        assert (await inventory.reserve(order_id, {product_id: 3})).status_code == 201
+        event = order_event("order.confirmed", order_id, {product_id: 3})
+
+        await publish(topology, event)
+
+        await eventually(lambda: processed(app, event))
+        assert await inventory.units(product_id) == (7, 0, 3)
+        assert (await reservation(client, order_id))["status"] == "committed"
+
+    async def test_confirmed_after_the_http_commit_changes_nothing(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = await inventory.stocked_product(10)
+        order_id = uuid.uuid4()
+        await inventory.reserve(order_id, {product_id: 3})
+        assert (await inventory.commit(order_id)).status_code == 200
+        event = order_event("order.confirmed", order_id, {product_id: 3})
+
+        await publish(topology, event, order_event("order.confirmed", order_id, {product_id: 3}))
+
+        await eventually(lambda: processed(app, event))
+        assert await inventory.units(product_id) == (7, 0, 3)
+
+    async def test_cancelled_releases_held_or_sold_stock_with_the_reason(
+        self, app: FastAPI, client: AsyncClient, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = await inventory.stocked_product(10)
+        held, sold = uuid.uuid4(), uuid.uuid4()
+        await inventory.reserve(held, {product_id: 2})
+        await inventory.reserve(sold, {product_id: 3})
+        await inventory.commit(sold)
+        events = [
+            order_event("order.cancelled", held, {product_id: 2}, "payment_declined"),
+            order_event("order.cancelled", sold, {product_id: 3}, "cancelled_by_user"),
+        ]
+
+        await publish(topology, *events)
+
+        await eventually(lambda: processed(app, events[0]))
+        await eventually(lambda: processed(app, events[1]))
+        assert await inventory.units(product_id) == (10, 0, 0)
+        released = await reservation(client, held)
+        assert (released["status"], released["reason"]) == ("released", "payment_declined")
+        assert (await reservation(client, sold))["reason"] == "cancelled_by_user"
+
+    async def test_cancelled_twice_or_without_a_reservation_changes_nothing(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        product_id = await inventory.stocked_product(10)
+        order_id = uuid.uuid4()
+        await inventory.reserve(order_id, {product_id: 4})
+        assert (await inventory.release(order_id, "cancelled_by_user")).status_code == 200
+        again = order_event("order.cancelled", order_id, {product_id: 4}, "cancelled_by_user")
+        never_reserved = order_event(
+            "order.cancelled", uuid.uuid4(), {product_id: 1}, "out_of_stock"
+        )
+
+        await publish(topology, again, never_reserved)
+
+        await eventually(lambda: processed(app, again))
+        await eventually(lambda: processed(app, never_reserved))
+        assert await inventory.units(product_id) == (10, 0, 0)

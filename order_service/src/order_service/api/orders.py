@@ -1,0 +1,84 @@
+"""Orders: checkout for customers, their own orders to read and cancel; administrators
+see every order and move it through shipping."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
+
+from order_service.deps import IdempotencyKeyDep, OrderServiceDep, OwnedOrder
+from order_service.domain.states import OrderStatus
+from order_service.schemas import OrderCreate, OrderRead
+from shared.auth import AdminClaims, CurrentClaims
+from shared.schemas import Page, PageDep
+
+router = APIRouter(prefix="/v1/orders", tags=["orders"])
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    responses={
+        400: {**_PROBLEM, "description": "Idempotency-Key missing or malformed"},
+        409: {**_PROBLEM, "description": "A request with this Idempotency-Key is running"},
+        422: {**_PROBLEM, "description": "Invalid body, unknown product or payment token"},
+        503: {**_PROBLEM, "description": "A dependency is down; retry with the same key"},
+        504: {**_PROBLEM, "description": "A dependency timed out; retry with the same key"},
+    },
+)
+async def place_order(
+    data: OrderCreate, claims: CurrentClaims, key: IdempotencyKeyDep, orders: OrderServiceDep
+) -> JSONResponse:
+    """Check out: price from the catalog, reserve stock, take payment, confirm.
+
+    The answer is the order, `confirmed` or `cancelled` (`out_of_stock`,
+    `payment_declined`). Retrying with the same Idempotency-Key and body replays it."""
+    placed = await orders.place(claims.user_id, key, data)
+    headers = {"Idempotent-Replayed": "true"} if placed.replayed else None
+    return JSONResponse(placed.body, status_code=placed.status_code, headers=headers)
+
+
+@router.get("")
+async def list_orders(
+    claims: CurrentClaims,
+    orders: OrderServiceDep,
+    page: PageDep,
+    status: Annotated[OrderStatus | None, Query(description="Only orders in this status.")] = None,
+) -> Page[OrderRead]:
+    """Your orders, newest first (every order for administrators)."""
+    return await orders.page(claims, status, page)
+
+
+@router.get("/{order_id}")
+async def get_order(order: OwnedOrder) -> OrderRead:
+    """One order: yours, or any for administrators."""
+    return OrderRead.model_validate(order)
+
+
+@router.post("/{order_id}/cancel")
+async def cancel_order(order: OwnedOrder, orders: OrderServiceDep) -> OrderRead:
+    """Cancel an order not shipped yet; its stock and payment go back. Cancelling a
+    cancelled order changes nothing."""
+    return OrderRead.model_validate(await orders.cancel(order))
+
+
+@router.post("/{order_id}/ship")
+async def ship_order(
+    order_id: uuid.UUID, orders: OrderServiceDep, _admin: AdminClaims
+) -> OrderRead:
+    """Mark a confirmed order shipped (administrators)."""
+    return OrderRead.model_validate(await orders.ship(order_id))
+
+
+@router.post("/{order_id}/deliver")
+async def deliver_order(
+    order_id: uuid.UUID, orders: OrderServiceDep, _admin: AdminClaims
+) -> OrderRead:
+    """Mark a shipped order delivered (administrators)."""
+    return OrderRead.model_validate(await orders.deliver(order_id))

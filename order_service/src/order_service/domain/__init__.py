@@ -1,0 +1,1 @@
+"""The order domain: the state machine, pricing from the catalog and the checkout saga."""

@@ -1,0 +1,239 @@
+"""The checkout saga: how an order is placed across the catalog, inventory and payments.
+
+    1. price the lines from the catalog                       (nothing durable yet)
+    2. insert the order `pending`, with its lines             -> committed with the
+                                                                 Idempotency-Key claim
+    3. reserve the stock at inventory_service                 short: cancelled/out_of_stock
+    4. charge the payment provider                            declined: cancelled/payment_declined
+    5. commit the reservation (held stock becomes sold)       expired: cancelled/expired
+    6. `pending` -> `confirmed`
+
+Each step commits before the next network call, so no database transaction is ever held
+open while another service is asked something. Each outcome is written with a
+conditional UPDATE from `pending`; when that finds the order no longer pending (the
+customer cancelled it meanwhile, or the sweep expired it) the saga gives back what it
+took and answers with the order as it is.
+
+Compensation (stock back, payment refunded) follows every cancellation of an order that
+may hold stock or payment. It is recorded as owed (`compensation_pending`) in the same
+UPDATE that cancels, and cleared once done; if inventory is unreachable it is left
+owed and the sweep retries it.
+
+When a dependency fails part-way (503/504, or anything unexpected) the saga gives back
+what it can at once (best effort), leaves the order `pending` and lets the error
+through. None of the contract's cancel reasons describes "a dependency failed", so such
+an order is never confirmed by anyone and the sweep cancels it as `expired` once its
+reservation's TTL has passed, giving back stock and payment again (both idempotent).
+Inventory's own reservation TTL repairs held stock even if this service never returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from order_service.clients import Catalog, Inventory, Reservation
+from order_service.domain.pricing import PricedOrder, RequestedLine, price_order
+from order_service.domain.states import CancelReason, OrderStatus
+from order_service.events import stage_order_event
+from order_service.metrics import count_order, timed_step
+from order_service.models import PurchaseOrder
+from order_service.payments import PaymentProvider
+from order_service.repository import OrderRepository
+from shared.errors import ProblemError
+
+logger = logging.getLogger(__name__)
+
+#: The release reason inventory records when a failed checkout gives its stock back.
+CHECKOUT_FAILED = "checkout_failed"
+
+#: Called with the settled order inside the transaction that settles it (the
+#: Idempotency-Key's answer is stored there, so it always matches the order).
+OnSettled = Callable[[PurchaseOrder], Awaitable[None]]
+
+
+class Compensator:
+    """Gives back what an order took: its stock at inventory and its payment."""
+
+    def __init__(
+        self, session: AsyncSession, inventory: Inventory, payments: PaymentProvider
+    ) -> None:
+        self.session = session
+        self.orders = OrderRepository(session)
+        self.inventory = inventory
+        self.payments = payments
+
+    async def give_back(self, order_id: uuid.UUID, reason: str) -> bool:
+        """Release the order's stock and refund its payment, then clear its debt
+        (`compensation_pending`); False, with the debt left for the sweep, when a
+        dependency could not be reached."""
+        try:
+            await self.release_and_refund(order_id, reason)
+        except ProblemError as error:
+            logger.warning(
+                "compensation postponed",
+                extra={"order_id": str(order_id), "reason": reason, "error": str(error)},
+            )
+            return False
+        await self.orders.set_values(order_id, compensation_pending=False)
+        await self.session.commit()
+        return True
+
+    async def release_and_refund(self, order_id: uuid.UUID, reason: str) -> None:
+        """Release and refund (both idempotent), raising when a dependency fails."""
+        with timed_step("release_stock"):
+            await self.inventory.release(order_id, reason)
+        with timed_step("refund_payment"):
+            await self.payments.refund(order_id=order_id)
+
+    async def best_effort(self, order_id: uuid.UUID, reason: str) -> None:
+        """Release and refund now if possible; whatever fails is left to the sweep."""
+        try:
+            await self.release_and_refund(order_id, reason)
+        except Exception as error:
+            logger.warning(
+                "immediate compensation failed; the sweep will repeat it",
+                extra={"order_id": str(order_id), "error": str(error)},
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """Where the dependency steps left the order."""
+
+    status: OrderStatus
+    cancel_reason: CancelReason | None = None
+    #: Stock or payment may be held and must be given back.
+    compensate: bool = False
+    payment_id: str | None = None
+
+
+class CheckoutSaga:
+    def __init__(
+        self,
+        session: AsyncSession,
+        catalog: Catalog,
+        inventory: Inventory,
+        payments: PaymentProvider,
+    ) -> None:
+        self.session = session
+        self.orders = OrderRepository(session)
+        self.catalog = catalog
+        self.inventory = inventory
+        self.payments = payments
+        self.compensator = Compensator(session, inventory, payments)
+
+    async def price(self, lines: list[RequestedLine]) -> PricedOrder:
+        """Step 1: the lines at the catalog's prices. Raises, with nothing created, for
+        an unknown or inactive product (422), an unreachable catalog (503/504), or
+        while inventory's circuit is open (503)."""
+        with timed_step("load_products"):
+            catalog = await self.catalog.get_products(line.product_id for line in lines)
+        priced = price_order(lines, catalog)
+        self.inventory.raise_if_circuit_open()
+        return priced
+
+    async def create(self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedOrder) -> None:
+        """Step 2: add the `pending` order to the session; the caller commits it (with
+        the Idempotency-Key claim that allows it, in one transaction)."""
+        with timed_step("create_order"):
+            order = await self.orders.add(order_id, user_id, priced)
+            await stage_order_event(self.session, order)
+
+    async def complete(
+        self,
+        order_id: uuid.UUID,
+        priced: PricedOrder,
+        payment_token: str,
+        on_settled: OnSettled,
+    ) -> PurchaseOrder:
+        """Steps 3 to 6 for the committed `pending` order; returns it settled
+        (`confirmed` or `cancelled`). When a dependency fails this raises, leaving the
+        order `pending` (see the module)."""
+        count_order(OrderStatus.PENDING)
+        try:
+            outcome = await self._reserve_charge_commit(
+                order_id,
+                [(line.product_id, line.quantity) for line in priced.lines],
+                priced.total_amount,
+                priced.currency,
+                payment_token,
+            )
+        except Exception:
+            await self.compensator.best_effort(order_id, CHECKOUT_FAILED)
+            raise
+        return await self._settle(order_id, outcome, on_settled)
+
+    async def _reserve_charge_commit(
+        self,
+        order_id: uuid.UUID,
+        lines: list[tuple[uuid.UUID, int]],
+        amount: Decimal,
+        currency: str,
+        payment_token: str,
+    ) -> _Outcome:
+        with timed_step("reserve_stock"):
+            reservation = await self.inventory.reserve(order_id, lines)
+        if reservation.result is Reservation.INSUFFICIENT:
+            return _Outcome(OrderStatus.CANCELLED, CancelReason.OUT_OF_STOCK)
+        if reservation.result is not Reservation.RESERVED:
+            # Released already: only a concurrent cancellation or expiry does that.
+            return _Outcome(OrderStatus.CANCELLED, CancelReason.EXPIRED, compensate=True)
+
+        with timed_step("charge_payment"):
+            payment = await self.payments.charge(
+                order_id=order_id, amount=amount, currency=currency, token=payment_token
+            )
+        if not payment.approved:
+            return _Outcome(OrderStatus.CANCELLED, CancelReason.PAYMENT_DECLINED, compensate=True)
+
+        with timed_step("commit_stock"):
+            committed = await self.inventory.commit(order_id)
+        if committed is not Reservation.COMMITTED:
+            # The reservation expired (or vanished) before the commit: the stock is
+            # no longer held for this order, and its payment goes back.
+            return _Outcome(
+                OrderStatus.CANCELLED,
+                CancelReason.EXPIRED,
+                compensate=True,
+                payment_id=payment.payment_id,
+            )
+        return _Outcome(OrderStatus.CONFIRMED, payment_id=payment.payment_id)
+
+    async def _settle(
+        self, order_id: uuid.UUID, outcome: _Outcome, on_settled: OnSettled
+    ) -> PurchaseOrder:
+        with timed_step("settle_order"):
+            order = await self.orders.transition(
+                order_id,
+                to=outcome.status,
+                sources={OrderStatus.PENDING},
+                cancel_reason=outcome.cancel_reason,
+                compensation_pending=outcome.compensate,
+                payment_id=outcome.payment_id,
+            )
+            settled_here = order is not None
+            if order is not None:
+                await stage_order_event(self.session, order)
+            else:
+                # Someone settled it first: the customer cancelled, or the sweep expired
+                # it. Whatever this saga took meanwhile must go back, so the debt is
+                # recorded again (their compensation may have run before this took it).
+                order = await self.orders.get(order_id)
+                if order is None:  # pragma: no cover - orders are never deleted
+                    raise RuntimeError(f"order {order_id} vanished during checkout")
+                if order.status is OrderStatus.CANCELLED:
+                    await self.orders.set_values(order_id, compensation_pending=True)
+            await on_settled(order)
+            await self.session.commit()
+        if settled_here:
+            count_order(outcome.status, outcome.cancel_reason)
+        if order.status is OrderStatus.CANCELLED and (outcome.compensate or not settled_here):
+            reason = (order.cancel_reason or CancelReason.EXPIRED).value
+            await self.compensator.give_back(order_id, reason)
+        return order

@@ -1,0 +1,52 @@
+"""The order's state machine: which status may follow which.
+
+    pending ──> confirmed ──> shipped ──> delivered
+       │            │
+       └────────────┴──> cancelled (out_of_stock | payment_declined |
+                                    cancelled_by_user | expired)
+
+Every transition is written as one conditional UPDATE (`WHERE status IN (<sources>)`),
+so of two concurrent transitions from the same status only one can win.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+
+
+class CancelReason(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    PAYMENT_DECLINED = "payment_declined"
+    CANCELLED_BY_USER = "cancelled_by_user"
+    EXPIRED = "expired"
+
+
+#: Status -> the statuses it may move to.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.CONFIRMED, OrderStatus.CANCELLED}),
+    OrderStatus.CONFIRMED: frozenset({OrderStatus.SHIPPED, OrderStatus.CANCELLED}),
+    OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED}),
+    OrderStatus.DELIVERED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: OrderStatus) -> frozenset[OrderStatus]:
+    """The statuses an order may be in to move to `target`."""
+    return frozenset(status for status, targets in TRANSITIONS.items() if target in targets)
+
+
+def can_move(current: OrderStatus, target: OrderStatus) -> bool:
+    return target in TRANSITIONS[current]
+
+
+#: Cancelling gives stock back (and refunds) only from these; later it is too late.
+CANCELLABLE = sources_of(OrderStatus.CANCELLED)

@@ -1,0 +1,53 @@
+"""The order service's app: create_app() and its lifespan, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from order_service.api import orders
+from order_service.clients import INVENTORY_UPSTREAM, PRODUCT_UPSTREAM, Inventory
+from order_service.config import Settings, get_settings
+from order_service.payments import SandboxPaymentProvider
+from order_service.sweeper import Sweeper
+from shared.service import create_service_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.payments = SandboxPaymentProvider()
+        sweeper = Sweeper(
+            app.state.database,
+            Inventory(app.state.http_client, ttl_seconds=settings.reservation_ttl_seconds),
+            app.state.payments,
+            settings,
+        )
+        app.state.sweeper = sweeper
+        task = asyncio.create_task(sweeper.run_forever(), name="order-sweeper")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return create_service_app(
+        settings,
+        title="Order service",
+        description="Orders and the checkout saga: catalog prices, stock reservations, "
+        "sandbox payments and idempotent order placement.",
+        routers=[orders.router],
+        upstreams={
+            PRODUCT_UPSTREAM: settings.product_service_url,
+            INVENTORY_UPSTREAM: settings.inventory_service_url,
+        },
+        lifespan=lifespan,
+        publishes_events=True,
+    )

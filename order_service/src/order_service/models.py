@@ -1,0 +1,164 @@
+"""ORM tables of orders and idempotency keys.
+
+`order` is a reserved word in SQL, hence `purchase_order`."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    false,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from order_service.domain.states import CancelReason, OrderStatus
+from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin
+from shared.events import outbox_table
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = TYPE_ANNOTATION_MAP
+
+
+def _string_enum(enum: type[StrEnum], length: int) -> Enum:
+    # A VARCHAR with its values, not a native PostgreSQL ENUM type: adding a status
+    # later is then a plain migration on both backends.
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def _in(column: str, enum: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
+
+
+class PurchaseOrder(IdMixin, TimestampMixin, Base):
+    """An order and where its checkout got to.
+
+    `compensation_pending` is set in the same UPDATE that cancels an order whose stock
+    may be held or sold (or whose payment may be taken), and cleared once inventory gave
+    the stock back and the payment was refunded; the sweep retries until then."""
+
+    __tablename__ = "purchase_order"
+    __table_args__ = (
+        CheckConstraint(_in("status", OrderStatus), name="status_known"),
+        CheckConstraint(
+            f"(status = 'cancelled' AND {_in('cancel_reason', CancelReason)})"
+            " OR (status <> 'cancelled' AND cancel_reason IS NULL)",
+            name="cancel_reason_matches_status",
+        ),
+        CheckConstraint("total_amount >= 0", name="total_amount_non_negative"),
+        # A customer's orders, newest first.
+        Index("ix_purchase_order_user_id_created_at", "user_id", "created_at"),
+        # Every order, newest first (administrators), and the sweep's pending orders.
+        Index("ix_purchase_order_created_at", "created_at"),
+        Index(
+            "ix_purchase_order_pending_created_at",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_purchase_order_compensation_pending_updated_at",
+            "updated_at",
+            postgresql_where=text("compensation_pending"),
+            sqlite_where=text("compensation_pending"),
+        ),
+    )
+
+    user_id: Mapped[uuid.UUID]
+    status: Mapped[OrderStatus] = mapped_column(_string_enum(OrderStatus, 16))
+    cancel_reason: Mapped[CancelReason | None] = mapped_column(
+        _string_enum(CancelReason, 32), default=None
+    )
+    total_amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    #: The payment provider's reference once the payment was taken.
+    payment_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    compensation_pending: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order",
+        order_by="OrderLine.position",
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class OrderLine(Base):
+    """One product of an order, priced from the catalog when the order was placed."""
+
+    __tablename__ = "order_line"
+    __table_args__ = (
+        CheckConstraint("quantity BETWEEN 1 AND 100", name="quantity_in_range"),
+        CheckConstraint("unit_price > 0", name="unit_price_positive"),
+    )
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("purchase_order.id", ondelete="CASCADE"), primary_key=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    #: Where the line was in the request, so the order reads back as it was placed.
+    position: Mapped[int]
+    product_name: Mapped[str] = mapped_column(String(200))
+    unit_price: Mapped[Decimal]
+    quantity: Mapped[int]
+    line_total: Mapped[Decimal]
+
+    order: Mapped[PurchaseOrder] = relationship(back_populates="lines", lazy="raise")
+
+
+class IdempotencyState(StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class IdempotencyKey(TimestampMixin, Base):
+    """A client's Idempotency-Key for placing an order, and the answer it got.
+
+    The primary key (user_id, key) settles concurrent duplicates: the first INSERT wins,
+    the others find its row."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (
+        CheckConstraint(_in("state", IdempotencyState), name="state_known"),
+        CheckConstraint(
+            "(state = 'completed' AND response_status IS NOT NULL AND response_body IS NOT NULL)"
+            " OR (state = 'in_progress' AND response_status IS NULL)",
+            name="response_when_completed",
+        ),
+        # The sweep: keys left in progress by a crash, and completed keys past retention.
+        Index("ix_idempotency_key_state_created_at", "state", "created_at"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: SHA-256 of the request body in canonical JSON.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[IdempotencyState] = mapped_column(_string_enum(IdempotencyState, 16))
+    response_status: Mapped[int | None] = mapped_column(default=None)
+    response_body: Mapped[Any | None] = mapped_column(JSON, default=None)
+    #: The order this request creates (chosen before it exists); it also tells this
+    #: claim apart from a later one with the same key.
+    order_id: Mapped[uuid.UUID]
+
+
+#: Events waiting for the relay (shared.events): written with the change they report.
+outbox_event = outbox_table(Base.metadata)

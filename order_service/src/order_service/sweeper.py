@@ -1,0 +1,148 @@
+"""Crash repair: the background sweep of abandoned checkouts.
+
+A task in each process (started in the lifespan) runs every `ORDER_SWEEP_SECONDS`:
+
+1. An order still `pending` after the reservation TTL plus a grace period was abandoned
+   (its checkout failed or its process died half-way; a running checkout never takes
+   that long, since inventory would already have expired its reservation). It is
+   cancelled as `expired`, and its stock and payment are given back.
+2. A cancelled order whose compensation could not be done at once (inventory was down)
+   gets it retried.
+3. Idempotency keys left `in_progress` by a crash are forgotten, and answers past their
+   retention are deleted.
+
+Several processes may sweep at once: each cancellation is a conditional UPDATE from
+`pending` (one wins), and releases and refunds are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from order_service.clients import Inventory
+from order_service.config import Settings
+from order_service.domain.checkout import Compensator
+from order_service.domain.states import CancelReason, OrderStatus
+from order_service.events import stage_order_event
+from order_service.metrics import count_order
+from order_service.payments import PaymentProvider
+from order_service.repository import IdempotencyRepository, OrderRepository
+from shared.db import Database, utcnow
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 100
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    compensated: int = 0
+    keys_deleted: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.expired or self.compensated or self.keys_deleted)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        database: Database,
+        inventory: Inventory,
+        payments: PaymentProvider,
+        settings: Settings,
+    ) -> None:
+        self.database = database
+        self.inventory = inventory
+        self.payments = payments
+        self.settings = settings
+
+    async def sweep(self, now: datetime | None = None) -> SweepReport:
+        """One pass over everything that needs repair at `now` (default: this instant)."""
+        now = now or utcnow()
+        report = SweepReport()
+        report.expired = await self._expire_abandoned(
+            now - timedelta(seconds=self.settings.pending_order_timeout_seconds)
+        )
+        report.compensated = await self._finish_compensations(
+            now - timedelta(seconds=self.settings.order_sweep_seconds)
+        )
+        async with self.database.sessionmaker() as session:
+            report.keys_deleted = await IdempotencyRepository(session).delete_stale(
+                in_progress_before=now
+                - timedelta(seconds=self.settings.pending_order_timeout_seconds),
+                completed_before=now
+                - timedelta(hours=self.settings.idempotency_key_retention_hours),
+            )
+            await session.commit()
+        return report
+
+    async def _expire_abandoned(self, cutoff: datetime) -> int:
+        expired = 0
+        while True:
+            async with self.database.sessionmaker() as session:
+                orders = OrderRepository(session)
+                order_ids = await orders.pending_before(cutoff, BATCH_SIZE)
+                await session.commit()
+                for order_id in order_ids:
+                    order = await orders.transition(
+                        order_id,
+                        to=OrderStatus.CANCELLED,
+                        sources={OrderStatus.PENDING},
+                        cancel_reason=CancelReason.EXPIRED,
+                        compensation_pending=True,
+                    )
+                    if order is not None:
+                        await stage_order_event(session, order)
+                    await session.commit()
+                    if order is None:
+                        continue  # its checkout settled it meanwhile
+                    expired += 1
+                    count_order(OrderStatus.CANCELLED, CancelReason.EXPIRED)
+                    logger.info("abandoned order expired", extra={"order_id": str(order_id)})
+                    await Compensator(session, self.inventory, self.payments).give_back(
+                        order_id, CancelReason.EXPIRED.value
+                    )
+            # Every order found has left `pending`, here or elsewhere, so this ends.
+            if len(order_ids) < BATCH_SIZE:
+                return expired
+
+    async def _finish_compensations(self, before: datetime) -> int:
+        async with self.database.sessionmaker() as session:
+            orders = OrderRepository(session)
+            order_ids = await orders.awaiting_compensation(before, BATCH_SIZE)
+            await session.commit()
+            done = 0
+            for order_id in order_ids:
+                order = await orders.get(order_id)
+                await session.commit()
+                if order is None or not order.compensation_pending:
+                    continue
+                reason = (order.cancel_reason or CancelReason.EXPIRED).value
+                compensator = Compensator(session, self.inventory, self.payments)
+                if not await compensator.give_back(order_id, reason):
+                    break  # inventory is still down: try again next time
+                done += 1
+            return done
+
+    async def run_forever(self) -> None:
+        """Sweep until cancelled; a failed sweep is logged and tried again."""
+        while True:
+            try:
+                report = await self.sweep()
+            except Exception:
+                logger.exception("the order sweep failed")
+            else:
+                if report:
+                    logger.info(
+                        "order sweep repaired",
+                        extra={
+                            "expired": report.expired,
+                            "compensated": report.compensated,
+                            "keys_deleted": report.keys_deleted,
+                        },
+                    )
+            await asyncio.sleep(self.settings.order_sweep_seconds)

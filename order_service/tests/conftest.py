@@ -1,0 +1,375 @@
+"""Fixtures: the real product_service and inventory_service run under uvicorn on free
+ports (each with its own migrated database), and order_service talks to them over HTTP.
+
+Everything runs once per backend (SQLite, then PostgreSQL): the three databases of a
+run are all of that backend."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from inventory_service.config import Settings as InventorySettings
+from inventory_service.main import create_app as create_inventory_app
+from order_service.config import Settings
+from order_service.main import create_app
+from order_service.models import Base
+from product_service.config import Settings as ProductSettings
+from product_service.main import create_app as create_product_app
+from shared.config import Environment
+from shared.testing import LocalTokens, migrated_database, truncate_all
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port nothing listens on (a service that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    app: Any
+    url: str
+
+
+@asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[Server]:
+    """Serve an ASGI app over real HTTP on a free port, from a thread of its own (its
+    own event loop, as if it were another process), until the block ends."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
+        )
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                if not thread.is_alive():
+                    raise RuntimeError("the server did not start")
+                await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Server(app, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 15)
+
+
+def order_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "environment": Environment.TEST,
+        # Tests call the sweep themselves; the background one stays out of the way.
+        "order_sweep_seconds": 3600,
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="session")
+def tokens() -> LocalTokens:
+    return LocalTokens()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    param: str = request.param
+    return param
+
+
+@pytest.fixture(scope="session")
+async def product_server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory, tokens: LocalTokens
+) -> AsyncIterator[Server]:
+    tmp = tmp_path_factory.mktemp(f"product_{backend}")
+    ini = ROOT / "product_service" / "alembic.ini"
+    async with migrated_database(backend, "product_service", ini, tmp) as url:
+        settings = ProductSettings(_env_file=None, database_url=url, environment=Environment.TEST)
+        app = create_product_app(settings)
+        async with serve(app) as server:
+            app.state.token_verifier = tokens.verifier()
+            yield server
+
+
+@pytest.fixture(scope="session")
+async def inventory_server(
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tokens: LocalTokens,
+    product_server: Server,
+) -> AsyncIterator[Server]:
+    tmp = tmp_path_factory.mktemp(f"inventory_{backend}")
+    ini = ROOT / "inventory_service" / "alembic.ini"
+    async with migrated_database(backend, "inventory_service", ini, tmp) as url:
+        settings = InventorySettings(
+            _env_file=None,
+            database_url=url,
+            environment=Environment.TEST,
+            product_service_url=product_server.url,
+        )
+        app = create_inventory_app(settings)
+        async with serve(app) as server:
+            app.state.token_verifier = tokens.verifier()
+            yield server
+
+
+@pytest.fixture(scope="session")
+async def database_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    tmp = tmp_path_factory.mktemp(f"order_{backend}")
+    ini = ROOT / "order_service" / "alembic.ini"
+    async with migrated_database(backend, "order_service", ini, tmp) as url:
+        yield url
+
+
+OrderAppFactory = Callable[..., AbstractAsyncContextManager[FastAPI]]
+
+
+@pytest.fixture(scope="session")
+def order_app_factory(
+    database_url: str, tokens: LocalTokens, product_server: Server, inventory_server: Server
+) -> OrderAppFactory:
+    """Start another order_service app on the same database with other settings (a dead
+    or slow dependency, short timeouts)."""
+
+    @asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[FastAPI]:
+        upstreams = {
+            "product_service_url": product_server.url,
+            "inventory_service_url": inventory_server.url,
+        }
+        settings = order_settings(database_url, **{**upstreams, **overrides})
+        app = create_app(settings)
+        async with LifespanManager(app):
+            app.state.token_verifier = tokens.verifier()
+            yield app
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def app(order_app_factory: OrderAppFactory) -> AsyncIterator[FastAPI]:
+    async with order_app_factory() as app:
+        yield app
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://order-service") as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Each test that uses the order database starts with it empty."""
+    if "database_url" not in request.fixturenames:
+        yield  # a unit test: no services started for it
+        return
+    app: FastAPI = request.getfixturevalue("app")
+    yield
+    await truncate_all(app.state.database.engine, Base.metadata)
+
+
+@pytest.fixture
+def admin(tokens: LocalTokens) -> dict[str, str]:
+    return tokens.headers(role="admin")
+
+
+@dataclass
+class Customer:
+    """A signed-in customer: their id and bearer headers."""
+
+    id: uuid.UUID
+    auth: dict[str, str]
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        """Bearer headers plus an Idempotency-Key (a fresh one unless given)."""
+        return {**self.auth, "Idempotency-Key": key or f"key-{uuid.uuid4()}"}
+
+
+@pytest.fixture
+def make_customer(tokens: LocalTokens) -> Callable[[], Customer]:
+    def make() -> Customer:
+        user_id = uuid.uuid4()
+        return Customer(user_id, tokens.headers(user_id))
+
+    return make
+
+
+@pytest.fixture
+def customer(make_customer: Callable[[], Customer]) -> Customer:
+    return make_customer()
+
+
+def order_body(*lines: tuple[dict[str, Any], int], token: str = "tok_ok") -> dict[str, Any]:
+    """A POST /v1/orders body: (product, quantity) lines and a payment token."""
+    return {
+        "items": [
+            {"product_id": product["id"], "quantity": quantity} for product, quantity in lines
+        ],
+        "payment_token": token,
+    }
+
+
+class Shop:
+    """The catalog and stock as administrators set them up, through the real services."""
+
+    body = staticmethod(order_body)
+
+    def __init__(
+        self, products: httpx.AsyncClient, inventory: httpx.AsyncClient, admin: dict[str, str]
+    ) -> None:
+        self.products = products
+        self.inventory = inventory
+        self.admin = admin
+
+    async def product(
+        self, *, price: str = "12.99", stock: int | None = 10, **fields: Any
+    ) -> dict[str, Any]:
+        """A new catalog product, with `stock` units on hand (no record when None)."""
+        body = {
+            "sku": f"SKU-{uuid.uuid4().hex[:12]}",
+            "name": f"Product {uuid.uuid4().hex[:6]}",
+            "price": price,
+            "category": "test",
+            **fields,
+        }
+        response = await self.products.post("/v1/products", json=body, headers=self.admin)
+        assert response.status_code == 201, response.text
+        product: dict[str, Any] = response.json()
+        if stock is not None:
+            await self.set_stock(product["id"], stock)
+        return product
+
+    async def deactivate(self, product_id: str) -> None:
+        response = await self.products.delete(f"/v1/products/{product_id}", headers=self.admin)
+        assert response.status_code == 204, response.text
+
+    async def set_stock(self, product_id: str, available: int) -> None:
+        response = await self.inventory.put(
+            f"/v1/inventory/{product_id}", json={"available": available}, headers=self.admin
+        )
+        assert response.status_code in (200, 201), response.text
+
+    async def stock(self, product_id: str) -> tuple[int, int]:
+        """(available, reserved) of a product."""
+        response = await self.inventory.get(f"/v1/inventory/{product_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body["available"], body["reserved"]
+
+    async def wait_for_stock(
+        self, product_id: str, expected: tuple[int, int], within: float = 15.0
+    ) -> None:
+        """Poll until the product's (available, reserved) is `expected`."""
+        deadline = time.monotonic() + within
+        while (current := await self.stock(product_id)) != expected:
+            assert time.monotonic() < deadline, f"stock is {current}, not {expected}"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def shop(
+    product_server: Server, inventory_server: Server, admin: dict[str, str]
+) -> AsyncIterator[Shop]:
+    async with (
+        httpx.AsyncClient(base_url=product_server.url, timeout=10) as products,
+        httpx.AsyncClient(base_url=inventory_server.url, timeout=10) as inventory,
+    ):
+        yield Shop(products, inventory, admin)
+
+
+PlaceOrder = Callable[..., Awaitable[httpx.Response]]
+
+
+@pytest.fixture
+def place_order(client: httpx.AsyncClient, customer: Customer) -> PlaceOrder:
+    """POST /v1/orders as `customer` (or `as_`) with a fresh Idempotency-Key (or `key`)."""
+
+    async def place(
+        *lines: tuple[dict[str, Any], int],
+        token: str = "tok_ok",
+        as_: Customer | None = None,
+        key: str | None = None,
+    ) -> httpx.Response:
+        who = as_ or customer
+        return await client.post(
+            "/v1/orders", json=order_body(*lines, token=token), headers=who.headers(key)
+        )
+
+    return place
+
+
+@pytest.fixture
+def slow_proxy_factory() -> Callable[[str], AbstractAsyncContextManager[SlowProxy]]:
+    @asynccontextmanager
+    async def make(target: str) -> AsyncIterator[SlowProxy]:
+        proxy = SlowProxy(target)
+        async with serve(proxy.app) as server:
+            proxy.url = server.url
+            yield proxy
+            proxy.mode = "pass"
+
+    return make
+
+
+class SlowProxy:
+    """Stands between order_service and inventory_service: passes calls through, or
+    (`mode`) holds reservation requests `delay` seconds before passing them on, or
+    answers every call 503 as an inventory that is down would be reported."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.url = ""
+        self.mode = "pass"
+        self.delay = 1.0
+        self.app = Starlette(
+            routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PUT"])]
+        )
+
+    async def _forward(self, request: Request) -> Response:
+        if self.mode == "down":
+            return Response(status_code=503)
+        body = await request.body()
+        if self.mode == "slow_reserve" and request.url.path == "/internal/v1/reservations":
+            await asyncio.sleep(self.delay)
+        async with httpx.AsyncClient(base_url=self.target, timeout=10) as upstream:
+            answer = await upstream.request(
+                request.method,
+                request.url.path,
+                params=list(request.query_params.multi_items()),
+                content=body,
+                headers={"content-type": request.headers.get("content-type", "")},
+            )
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+        )

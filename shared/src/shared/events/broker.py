@@ -1,0 +1,181 @@
+"""The broker connection of a process and the topology every process declares.
+
+Topology (declared by code at start-up, with the same arguments everywhere; RabbitMQ
+refuses a second declaration that differs):
+
+- `ecommerce.events`: durable topic exchange; routing key = event type.
+- `ecommerce.events.dlx`: durable direct exchange for dead letters.
+- `<service>.events`: one durable quorum queue per consuming service, bound to the event
+  types it handles. A message handed back more than `MAX_DELIVERIES - 1` times is
+  dead-lettered (quorum `x-delivery-limit`).
+- `<service>.events.dlq`: durable quorum queue of that service's dead letters, bound
+  to the dead-letter exchange with the service queue's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from shared.config import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+#: Deliveries of one message to a consumer before it goes to the dead-letter queue.
+#: Part of the queue's arguments: changing it means deleting the queue (or a policy).
+MAX_DELIVERIES = 5
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of the exchanges and queues (test runs use their own, on the same broker)."""
+
+    exchange: str = "ecommerce.events"
+    queue_prefix: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> Topology:
+        return cls(exchange=settings.events_exchange, queue_prefix=settings.events_queue_prefix)
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.exchange}.dlx"
+
+    def queue(self, service: str) -> str:
+        return f"{self.queue_prefix}{service}.events"
+
+    def dead_letter_queue(self, service: str) -> str:
+        return f"{self.queue(service)}.dlq"
+
+
+async def declare_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """The events exchange (what a producer needs)."""
+    return await channel.declare_exchange(
+        topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+def queue_arguments(topology: Topology, service: str) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": MAX_DELIVERIES - 1,
+        "x-dead-letter-exchange": topology.dead_letter_exchange,
+        "x-dead-letter-routing-key": topology.queue(service),
+        # Dead-lettering stays RabbitMQ's default (at most once; the dead-letter queue is
+        # on the same broker). `at-least-once` was tried: on RabbitMQ 3.10 deleting such
+        # queues crashed the broker's dead-letter supervisor, and every such queue
+        # declared after that stayed down until the node restarted.
+    }
+
+
+async def declare_service_queues(
+    channel: AbstractChannel, topology: Topology, service: str, routing_keys: tuple[str, ...]
+) -> tuple[AbstractQueue, AbstractQueue]:
+    """A consumer's queue, bound to `routing_keys`, and its dead-letter queue."""
+    exchange = await declare_exchange(channel, topology)
+    dead_letters = await channel.declare_exchange(
+        topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+    )
+    dlq = await channel.declare_queue(
+        topology.dead_letter_queue(service),
+        durable=True,
+        arguments={"x-queue-type": "quorum"},
+    )
+    await dlq.bind(dead_letters, routing_key=topology.queue(service))
+    queue = await channel.declare_queue(
+        topology.queue(service), durable=True, arguments=queue_arguments(topology, service)
+    )
+    for routing_key in routing_keys:
+        await queue.bind(exchange, routing_key=routing_key)
+    return queue, dlq
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot be reached right now."""
+
+
+class Broker:
+    """One robust connection per process (made in the lifespan, never at import).
+
+    `start()` returns at once: the first connection is made in the background and
+    retried, with growing pauses, until the broker answers, so a process starts (and
+    serves HTTP) while RabbitMQ is down. After that, aio-pika's robust connection
+    reconnects and restores channels, queues, bindings and consumers by itself."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        reconnect_seconds: float = 1.0,
+        reconnect_max_seconds: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.reconnect_seconds = reconnect_seconds
+        self.reconnect_max_seconds = reconnect_max_seconds
+        self._connection: AbstractRobustConnection | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and self._connection.connected.is_set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect(), name=f"broker-connect-{self.name}")
+
+    async def connection(self) -> AbstractRobustConnection:
+        """The connection, once the first attempt succeeded (waits until then)."""
+        await self._connected.wait()
+        assert self._connection is not None
+        return self._connection
+
+    def connection_now(self) -> AbstractRobustConnection:
+        """The connection if it is up; `BrokerUnavailable` otherwise (never waits)."""
+        if self._connection is None or not self._connection.connected.is_set():
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        return self._connection
+
+    async def _connect(self) -> None:
+        delay = self.reconnect_seconds
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self.url,
+                    client_properties={"connection_name": self.name},
+                    reconnect_interval=self.reconnect_seconds,
+                )
+            except Exception as error:  # refused, DNS, auth, timeout: all mean "not yet"
+                logger.warning(
+                    "RabbitMQ is not reachable; trying again",
+                    extra={"error": repr(error), "retry_in_seconds": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_max_seconds)
+            else:
+                logger.info("connected to RabbitMQ", extra={"connection": self.name})
+                self._connected.set()
+                return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None

@@ -1,0 +1,64 @@
+"""The contract's event types and the shape of their `data`.
+
+Producers build `data` from these models; consumers read it back with
+`Model.model_validate(envelope.data)`. Extra fields are ignored, so a producer can add
+one without breaking older consumers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+USER_REGISTERED = "user.registered"
+PRODUCT_CREATED = "product.created"
+PRODUCT_UPDATED = "product.updated"
+ORDER_CREATED = "order.created"
+ORDER_CONFIRMED = "order.confirmed"
+ORDER_CANCELLED = "order.cancelled"
+ORDER_SHIPPED = "order.shipped"
+
+#: Money in events is what it is in the API: a decimal string with two places.
+MoneyString = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str)]
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class UserRegistered(EventData):
+    """`user.registered`"""
+
+    user_id: uuid.UUID
+    email: str
+    full_name: str
+
+
+class ProductChanged(EventData):
+    """`product.created` and `product.updated` (a deactivated product is an update with
+    `is_active: false`)."""
+
+    product_id: uuid.UUID
+    sku: str
+    name: str
+    price: MoneyString
+    is_active: bool
+
+
+class OrderItem(EventData):
+    product_id: uuid.UUID
+    quantity: int
+
+
+class OrderChanged(EventData):
+    """`order.created`, `order.confirmed`, `order.cancelled`, `order.shipped`."""
+
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    status: str
+    items: list[OrderItem]
+    total_amount: MoneyString
+    reason: str | None = None

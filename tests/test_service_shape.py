@@ -1,0 +1,91 @@
+"""Properties every service must keep, checked across the workspace."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from fastapi.security import OAuth2PasswordRequestForm
+
+from shared.devstack import SERVICES
+
+REPO = Path(__file__).parents[1]
+#: Classes FastAPI instantiates as dependencies (a thread hop each; only on cold routes).
+ALLOWED_SYNC = {OAuth2PasswordRequestForm}
+
+
+def apps() -> Iterator[tuple[str, FastAPI]]:
+    for spec in SERVICES:
+        module, factory = spec.app.split(":")
+        yield spec.name, getattr(importlib.import_module(module), factory)()
+
+
+def dependencies(dependant: Dependant) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from dependencies(sub)
+
+
+def is_async(call: Any) -> bool:
+    # A security scheme instance (HTTPBearer) is called through its async __call__.
+    target = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__
+    return inspect.iscoroutinefunction(target) or inspect.isasyncgenfunction(target)
+
+
+@pytest.mark.parametrize(("name", "app"), list(apps()), ids=[spec.name for spec in SERVICES])
+def test_no_dependency_blocks_a_worker_thread(name: str, app: FastAPI) -> None:
+    """A plain `def` dependency or endpoint runs in the thread pool: a thread hop per
+    request (and, for real blocking work, a hidden bottleneck)."""
+    offenders = []
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        if not inspect.iscoroutinefunction(route.endpoint):
+            offenders.append(f"{route.path}: endpoint {route.endpoint.__name__}")
+        for call in dependencies(route.dependant):
+            if call in ALLOWED_SYNC or is_async(call):
+                continue
+            offenders.append(f"{route.path}: {getattr(call, '__name__', call)}")
+    assert not offenders, f"{name} has synchronous dependencies: {sorted(set(offenders))}"
+
+
+def settings_variables(*packages: str) -> set[str]:
+    """Every environment variable the settings of `packages` (by default, of every
+    service) read."""
+    names: set[str] = set()
+    for package in packages or tuple(spec.app.split(".")[0] for spec in SERVICES):
+        settings = importlib.import_module(f"{package}.config").Settings
+        for field_name, field in settings.model_fields.items():
+            names.add(field_name.upper())
+            alias = field.validation_alias
+            for choice in getattr(alias, "choices", []) or (
+                [alias] if isinstance(alias, str) else []
+            ):
+                if isinstance(choice, str):
+                    names.add(choice.upper())
+    return names
+
+
+def test_env_example_documents_only_what_the_services_read() -> None:
+    documented = set(
+        re.findall(r"^([A-Z][A-Z0-9_]*)=", (REPO / ".env.example").read_text(), re.MULTILINE)
+    )
+    unknown = documented - settings_variables()
+    assert not unknown, f".env.example sets variables no service reads: {sorted(unknown)}"
+    required = {
+        "DATABASE_URL",
+        "ADMIN_EMAIL",
+        "ADMIN_PASSWORD",
+        "RATE_LIMIT_PER_MINUTE",
+        "REDIS_URL",
+        "LOG_LEVEL",
+    }
+    assert required <= documented
