@@ -25,7 +25,7 @@ test-fast: ## The tests that need no PostgreSQL or RabbitMQ
 lint: ## ruff and mypy (strict)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy shared/src user_service/src product_service/src inventory_service/src order_service/src api_gateway/src
+	$(UV) run mypy shared/src user_service/src product_service/src inventory_service/src order_service/src notification_service/src api_gateway/src
 
 format: ## Format and autofix
 	$(UV) run ruff format .

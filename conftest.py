@@ -14,6 +14,7 @@ for _package in (
     "product_service",
     "inventory_service",
     "order_service",
+    "notification_service",
 ):
     if importlib.util.find_spec(_package) is not None:
         importlib.import_module(_package)

@@ -24,6 +24,16 @@ for _ in $(seq 1 30); do
   psql_as_postgres "-c 'select 1'" >/dev/null 2>&1 && break
   sleep 0.5
 done
+# Every service has its own pool (20 + 10 overflow by default) and the test stacks run
+# them all against this one server: the stock 100 connections are too few.
+if [ "$(psql_as_postgres "-c 'show max_connections'")" -lt 400 ]; then
+  psql_as_postgres "-c 'alter system set max_connections = 400'"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" restart
+  for _ in $(seq 1 30); do
+    psql_as_postgres "-c 'select 1'" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+fi
 if [ "$(psql_as_postgres "-c \"select 1 from pg_roles where rolname = '$ROLE'\"")" != "1" ]; then
   psql_as_postgres "-c \"create role $ROLE login createdb password '$PASSWORD'\""
 fi

@@ -35,7 +35,15 @@ from order_service.models import Base
 from product_service.config import Settings as ProductSettings
 from product_service.main import create_app as create_product_app
 from shared.config import Environment
-from shared.testing import LocalTokens, migrated_database, truncate_all
+from shared.db import Database
+from shared.events import Topology
+from shared.testing import (
+    LocalTokens,
+    delete_topology,
+    migrated_database,
+    truncate_all,
+    unique_topology,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -96,6 +104,32 @@ def tokens() -> LocalTokens:
     return LocalTokens()
 
 
+def events_settings(topology: Topology) -> dict[str, Any]:
+    return {
+        "events_exchange": topology.exchange,
+        "events_queue_prefix": topology.queue_prefix,
+    }
+
+
+@pytest.fixture(scope="session")
+async def catalog_topology() -> AsyncIterator[Topology]:
+    """This run's names for the catalog's events, which the inventory consumes (never
+    the shared broker's real exchange and queues)."""
+    names = unique_topology("order-tests-catalog")
+    yield names
+    await delete_topology(names, ("inventory_service",))
+
+
+@pytest.fixture(scope="session")
+async def order_topology() -> AsyncIterator[Topology]:
+    """Where the order apps publish: nothing consumes it, so these tests see the
+    checkout's HTTP calls to inventory alone (inventory_service's tests cover its
+    order event handlers, the end-to-end suite the two together)."""
+    names = unique_topology("order-tests")
+    yield names
+    await delete_topology(names)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     param: str = request.param
@@ -104,12 +138,20 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 async def product_server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory, tokens: LocalTokens
+    backend: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tokens: LocalTokens,
+    catalog_topology: Topology,
 ) -> AsyncIterator[Server]:
     tmp = tmp_path_factory.mktemp(f"product_{backend}")
     ini = ROOT / "product_service" / "alembic.ini"
     async with migrated_database(backend, "product_service", ini, tmp) as url:
-        settings = ProductSettings(_env_file=None, database_url=url, environment=Environment.TEST)
+        settings = ProductSettings(
+            _env_file=None,
+            database_url=url,
+            environment=Environment.TEST,
+            **events_settings(catalog_topology),
+        )
         app = create_product_app(settings)
         async with serve(app) as server:
             app.state.token_verifier = tokens.verifier()
@@ -122,6 +164,7 @@ async def inventory_server(
     tmp_path_factory: pytest.TempPathFactory,
     tokens: LocalTokens,
     product_server: Server,
+    catalog_topology: Topology,
 ) -> AsyncIterator[Server]:
     tmp = tmp_path_factory.mktemp(f"inventory_{backend}")
     ini = ROOT / "inventory_service" / "alembic.ini"
@@ -131,6 +174,7 @@ async def inventory_server(
             database_url=url,
             environment=Environment.TEST,
             product_service_url=product_server.url,
+            **events_settings(catalog_topology),
         )
         app = create_inventory_app(settings)
         async with serve(app) as server:
@@ -153,7 +197,11 @@ OrderAppFactory = Callable[..., AbstractAsyncContextManager[FastAPI]]
 
 @pytest.fixture(scope="session")
 def order_app_factory(
-    database_url: str, tokens: LocalTokens, product_server: Server, inventory_server: Server
+    database_url: str,
+    tokens: LocalTokens,
+    product_server: Server,
+    inventory_server: Server,
+    order_topology: Topology,
 ) -> OrderAppFactory:
     """Start another order_service app on the same database with other settings (a dead
     or slow dependency, short timeouts)."""
@@ -163,6 +211,7 @@ def order_app_factory(
         upstreams = {
             "product_service_url": product_server.url,
             "inventory_service_url": inventory_server.url,
+            **events_settings(order_topology),
         }
         settings = order_settings(database_url, **{**upstreams, **overrides})
         app = create_app(settings)
@@ -188,13 +237,21 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(autouse=True)
 async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Each test that uses the order database starts with it empty."""
-    if "database_url" not in request.fixturenames:
-        yield  # a unit test: no services started for it
-        return
-    app: FastAPI = request.getfixturevalue("app")
+    """Each test that used the order database leaves it empty for the next."""
     yield
-    await truncate_all(app.state.database.engine, Base.metadata)
+    if "app" in request.fixturenames:
+        # Set up by the test already: this only fetches it (setting up an async session
+        # fixture from here would need a second event loop).
+        app: FastAPI = request.getfixturevalue("app")
+        await truncate_all(app.state.database.engine, Base.metadata)
+    elif "database_url" in request.fixturenames:
+        # The test ran its own apps (order_app_factory) on the order database: an
+        # engine of its own empties it.
+        database = Database(request.getfixturevalue("database_url"))
+        try:
+            await truncate_all(database.engine, Base.metadata)
+        finally:
+            await database.dispose()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ OVERLAYS = ("dev", "prod")
 PLACEHOLDER = "CHANGE_ME"
 #: Services the gateway already routes to but that are not deployed yet: their URL may
 #: name a host that does not exist (the gateway answers 503 for them until they do).
-NOT_YET_DEPLOYED = frozenset({"notification_service"})
+NOT_YET_DEPLOYED: frozenset[str] = frozenset()
 #: What `docker-compose config` needs besides the file's defaults (its one `${VAR:?}`).
 COMPOSE_ENVIRONMENT = {"ADMIN_PASSWORD": "a-compose-test-password"}
 

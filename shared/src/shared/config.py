@@ -35,8 +35,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     data_dir: str = ".data"
     database_url: str = ""
-    database_pool_size: int = Field(default=10, ge=1)
-    database_max_overflow: int = Field(default=20, ge=0)
+    # Connections kept open; a request beyond them opens (and then closes) an overflow
+    # connection, which is slow (a TLS handshake with most servers), so size the pool for
+    # the concurrency you expect rather than leaning on the overflow.
+    database_pool_size: int = Field(default=20, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
     database_echo: bool = False
 
     # Token verification (every service checks access tokens against the JWKS).

@@ -1,0 +1,1 @@
+"""HTTP routers of the notification service, one module per resource."""
