@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import httpx
 import pytest
 
 from shared.testing import assert_problem
@@ -67,6 +68,30 @@ class TestBodyLimit:
         response = await any_gateway.post("/api/v1/auth/register", content=b"x" * (LIMIT + 1))
         assert_problem(response, 413)
         assert not upstreams["user"].requests
+
+    async def test_a_body_a_little_over_keeps_the_connection_for_the_413(
+        self, serve_gateway, upstreams
+    ) -> None:
+        # Over a real socket: the server reads and drops the rest of the body, so the
+        # client gets the answer (not a reset) and can go on using the connection.
+        async with serve_gateway() as url, httpx.AsyncClient(base_url=url) as client:
+            for _ in range(3):
+                response = await client.post(
+                    "/api/v1/auth/register", content=b"x" * (LIMIT + 64 * 1024)
+                )
+                assert_problem(response, 413)
+                assert "close" not in response.headers.get("connection", "")
+            assert (await client.get("/api/v1/products/1")).status_code == 200
+        assert not upstreams["user"].requests
+
+    async def test_a_body_declared_far_over_closes_the_connection(self, any_gateway) -> None:
+        response = await any_gateway.post(
+            "/api/v1/auth/register",
+            content=b"x",
+            headers={"Content-Length": str(64 * LIMIT)},
+        )
+        assert_problem(response, 413)
+        assert response.headers["connection"] == "close"
 
     async def test_chunked_body_over_limit_is_refused(self, any_gateway, tokens, upstreams) -> None:
         response = await any_gateway.post(

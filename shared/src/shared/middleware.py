@@ -113,6 +113,11 @@ class RequestContextMiddleware:
             traceparent_var.reset(trace_token)
 
 
+#: How far past the limit a declared body may go and still be read (and discarded) after
+#: the 413, rather than the connection being closed under the client.
+DISCARD_MAX_BYTES = 1024 * 1024
+
+
 class BodyTooLarge(PayloadTooLarge):
     title = "Request body too large"
     type_slug = "body-too-large"
@@ -137,7 +142,12 @@ class BodySizeLimitMiddleware:
             return
         declared = declared_content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            # A body of a length not far past the limit is let in and thrown away by the
+            # server (it discards a body the app left unread), so the client reads the 413
+            # instead of a reset connection; beyond that, the connection is closed.
+            await self._refuse(
+                scope, receive, send, close=declared > self.max_bytes + DISCARD_MAX_BYTES
+            )
             return
         if self.stream_chunked:
             # h11 and httptools hold a body with a Content-Length to that length.
@@ -185,13 +195,15 @@ class BodySizeLimitMiddleware:
 
         return counting_receive
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, *, close: bool = True
+    ) -> None:
         response = problem_response(
             413,
             title="Request body too large",
             detail=f"The request body is larger than {self.max_bytes} bytes.",
             type_slug="body-too-large",
-            headers={"Connection": "close"},
+            headers={"Connection": "close"} if close else None,
         )
         await response(scope, receive, send)
 
