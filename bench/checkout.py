@@ -3,12 +3,15 @@ its own PostgreSQL database, each request with a fresh Idempotency-Key.
 
     make bench-checkout
     uv run python bench/checkout.py --duration 30 --connections 16 64 --products 10
+    uv run python bench/checkout.py --tracing off on      # tracing overhead
 
 Each order is one unit of a product stocked with far more than the run can sell, so
 every order should be confirmed: the full saga (catalog lookup, reservation, sandbox
 payment, commit) runs for each. With `--products 1` (the default) every reservation
 updates the same stock row, the hardest case for inventory_service. Prints confirmed
-orders per second, wrk's p50/p99 latency and errors (non-2xx answers and socket errors).
+orders per second, wrk's p50/p99 latency and errors (non-2xx answers and socket errors),
+and the event lag: from an order's commit to its order_confirmed notification recorded by
+notification_service (through the outbox, RabbitMQ and the consumer).
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from wrk import WrkResult, run_wrk
 
 from shared.devstack import SERVICES, running_stack
-from shared.testing import postgres_database
+from shared.testing import OtlpReceiver, postgres_database
 
 RESULTS = Path(__file__).parent / "results"
 ADMIN_EMAIL = "admin@example.com"
@@ -145,6 +150,46 @@ def confirmed_orders(gateway: str) -> int:
     return total
 
 
+async def event_lags(database_urls: dict[str, str], within: float = 60.0) -> list[float]:
+    """Seconds from each confirmed order's commit to its order_confirmed notification being
+    recorded (read from the two services' databases once every notification is in)."""
+    orders_db = await asyncpg.connect(database_urls["order_service"].replace("+asyncpg", ""))
+    notes_db = await asyncpg.connect(database_urls["notification_service"].replace("+asyncpg", ""))
+    try:
+        confirmed = {
+            row["id"]: row["updated_at"]
+            for row in await orders_db.fetch(
+                "select id, updated_at from purchase_order where status = 'confirmed'"
+            )
+        }
+        deadline = time.monotonic() + within
+        while True:
+            recorded = {
+                row["order_id"]: row["created_at"]
+                for row in await notes_db.fetch(
+                    "select order_id, created_at from notification where kind = 'order_confirmed'"
+                )
+            }
+            if confirmed.keys() <= recorded.keys() or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        missing = len(confirmed.keys() - recorded.keys())
+        if missing:
+            print(f"  {missing} confirmed orders have no notification after {within:.0f} s")
+        return sorted(
+            (recorded[order_id] - committed).total_seconds()
+            for order_id, committed in confirmed.items()
+            if order_id in recorded
+        )
+    finally:
+        await orders_db.close()
+        await notes_db.close()
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
+
+
 def write_script(directory: Path, token: str, product_ids: list[str]) -> str:
     bodies = [
         json.dumps(
@@ -166,7 +211,15 @@ def line(label: str, result: WrkResult, confirmed_per_second: float) -> str:
     )
 
 
-def run(args: argparse.Namespace, database_urls: dict[str, str], data_dir: Path) -> int:
+def run(
+    args: argparse.Namespace,
+    database_urls: dict[str, str],
+    data_dir: Path,
+    tracing: bool,
+    report: dict[str, Any],
+) -> tuple[int, dict[int, float]]:
+    """One stack on the given databases; returns the error count and the confirmed
+    orders per second per connection count."""
     ports = {spec.name: free_port() for spec in SERVICES}
     env = {
         "RATE_LIMIT_PER_MINUTE": "0",
@@ -179,38 +232,64 @@ def run(args: argparse.Namespace, database_urls: dict[str, str], data_dir: Path)
         "ACCESS_TOKEN_TTL_SECONDS": "3600",
         **{f"{name.upper()}_DATABASE_URL": url for name, url in database_urls.items()},
     }
-    report: dict[str, Any] = {
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "products": args.products,
-        "runs": [],
-    }
     errors = 0
-    with running_stack(ports, data_dir, env, seed=False) as stack:
-        token, product_ids = seed(stack.gateway_url, args.products)
-        script = write_script(data_dir, token, product_ids)
-        url = f"{stack.gateway_url}/api/v1/orders"
-        run_wrk(url, connections=8, duration=3, script=script)  # warm up pools and caches
-        print(f"\ncheckout through the gateway, {args.products} product(s), PostgreSQL")
-        for connections in args.connections:
-            before = confirmed_orders(stack.gateway_url)
-            result = run_wrk(url, connections=connections, duration=args.duration, script=script)
-            confirmed = confirmed_orders(stack.gateway_url) - before
-            per_second = confirmed / args.duration
-            errors += result.errors
-            print(line(f"{connections} connections", result, per_second))
-            report["runs"].append(
-                {
-                    "connections": connections,
-                    "confirmed_orders": confirmed,
-                    "confirmed_per_second": round(per_second, 1),
-                    "wrk": result.as_dict(),
-                }
-            )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"checkout-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nresults: {out}")
-    return 1 if errors else 0
+    rates: dict[int, float] = {}
+    with OtlpReceiver(keep=False) as collector:
+        if tracing:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+        with running_stack(ports, data_dir, env, seed=False) as stack:
+            errors = drive(args, stack.gateway_url, data_dir, tracing, report, rates)
+            lags = asyncio.run(event_lags(database_urls))
+        print(
+            f"  event lag, order committed -> notification recorded ({len(lags)} orders): "
+            f"p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms"
+            f", max {(lags[-1] if lags else float('nan')) * 1000:.0f} ms"
+        )
+        report.setdefault("event_lag_seconds", {})["on" if tracing else "off"] = {
+            "orders": len(lags),
+            "p50": percentile(lags, 0.5),
+            "p99": percentile(lags, 0.99),
+            "max": lags[-1] if lags else None,
+        }
+        if tracing:
+            print(f"  spans received by the collector: {collector.received}")
+    return errors, rates
+
+
+def drive(
+    args: argparse.Namespace,
+    gateway_url: str,
+    data_dir: Path,
+    tracing: bool,
+    report: dict[str, Any],
+    rates: dict[int, float],
+) -> int:
+    token, product_ids = seed(gateway_url, args.products)
+    script = write_script(data_dir, token, product_ids)
+    url = f"{gateway_url}/api/v1/orders"
+    run_wrk(url, connections=8, duration=3, script=script)  # warm up pools and caches
+    print(
+        f"\ncheckout through the gateway, {args.products} product(s), PostgreSQL, "
+        f"tracing {'on' if tracing else 'off'}"
+    )
+    errors = 0
+    for connections in args.connections:
+        before = confirmed_orders(gateway_url)
+        result = run_wrk(url, connections=connections, duration=args.duration, script=script)
+        confirmed = confirmed_orders(gateway_url) - before
+        per_second = rates[connections] = confirmed / args.duration
+        errors += result.errors
+        print(line(f"{connections} connections", result, per_second))
+        report["runs"].append(
+            {
+                "connections": connections,
+                "tracing": tracing,
+                "confirmed_orders": confirmed,
+                "confirmed_per_second": round(per_second, 1),
+                "wrk": result.as_dict(),
+            }
+        )
+    return errors
 
 
 async def main() -> int:
@@ -220,16 +299,46 @@ async def main() -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[32])
     parser.add_argument("--products", type=int, default=1, help="products the orders spread over")
+    parser.add_argument(
+        "--tracing",
+        nargs="+",
+        default=["off"],
+        choices=["off", "on"],
+        help="on: every process exports its spans by OTLP to a local collector",
+    )
     args = parser.parse_args()
 
-    async with AsyncExitStack() as databases:
-        urls = {
-            spec.name: await databases.enter_async_context(postgres_database(f"bench_{spec.name}"))
-            for spec in SERVICES
-            if spec.migrations
-        }
-        with tempfile.TemporaryDirectory() as data_dir:
-            return await asyncio.to_thread(run, args, urls, Path(data_dir))
+    report: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "products": args.products,
+        "runs": [],
+    }
+    errors = 0
+    rates: dict[str, dict[int, float]] = {}
+    for mode in args.tracing:
+        # Fresh databases for each stack: the same starting point for both.
+        async with AsyncExitStack() as databases:
+            urls = {
+                spec.name: await databases.enter_async_context(
+                    postgres_database(f"bench_{spec.name}")
+                )
+                for spec in SERVICES
+                if spec.migrations
+            }
+            with tempfile.TemporaryDirectory() as data_dir:
+                failed, rates[mode] = await asyncio.to_thread(
+                    run, args, urls, Path(data_dir), mode == "on", report
+                )
+                errors += failed
+    if {"off", "on"} <= rates.keys():
+        print("\ntracing overhead (confirmed orders/s, on vs off)")
+        for connections, off in rates["off"].items():
+            print(f"  {connections:>4} connections   {1 - rates['on'][connections] / off:6.1%}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"checkout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nresults: {out}")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

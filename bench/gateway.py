@@ -3,6 +3,7 @@ gateway, in one run, with wrk. Prints both rates and their ratio.
 
     make bench                                   # 32 and 256 connections, aiohttp and httpx
     uv run python bench/gateway.py --duration 20 --transports aiohttp
+    uv run python bench/gateway.py --transports aiohttp --tracing off on   # tracing overhead
 
 Targets: through the gateway >= 0.7x direct, p99 < 30 ms, no errors at 32 connections,
 and no collapse at 256.
@@ -18,12 +19,14 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from wrk import WrkResult, run_wrk
 
 from shared.devstack import SERVICES, running_stack, start_process, stop, wait_ready
+from shared.testing import OtlpReceiver
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,28 +51,24 @@ def line(label: str, result: WrkResult) -> str:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, nargs="+", default=[32, 256])
-    parser.add_argument(
-        "--transports", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"]
-    )
-    args = parser.parse_args()
-
+def measure(
+    args: argparse.Namespace, tracing: bool, report: dict[str, Any]
+) -> tuple[bool, dict[tuple[str, int], float]]:
+    """One stack, every transport and connection count; returns whether the targets were
+    met and the gateway's rate per (transport, connections)."""
     ports = {spec.name: free_port() for spec in SERVICES}
     gateway_spec = next(spec for spec in SERVICES if spec.name == "api_gateway")
     env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "WARNING"}
-    report: dict[str, object] = {
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "runs": [],
-    }
     ok = True
+    rates: dict[tuple[str, int], float] = {}
     with (
+        OtlpReceiver(keep=False) as collector,
         tempfile.TemporaryDirectory() as data_dir,
-        running_stack(ports, Path(data_dir), env) as stack,
+        running_stack(
+            ports,
+            Path(data_dir),
+            {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint} if tracing else env,
+        ) as stack,
     ):
         product_id = first_product_id(stack.gateway_url)
         direct_url = f"{stack.url('product_service')}/v1/products/{product_id}"
@@ -85,18 +84,20 @@ def main() -> int:
             )
             wait_ready(stack.gateway_url)
             run_wrk(gateway_url, connections=8, duration=2)
-            print(f"\ngateway transport: {transport}")
+            print(f"\ngateway transport: {transport}, tracing {'on' if tracing else 'off'}")
             for connections in args.connections:
                 direct = run_wrk(direct_url, connections=connections, duration=args.duration)
                 via = run_wrk(gateway_url, connections=connections, duration=args.duration)
                 ratio = via.requests_per_second / direct.requests_per_second
+                rates[transport, connections] = via.requests_per_second
                 print(f" {connections} connections")
                 print(line("direct product_service", direct))
                 print(line("through the gateway", via))
                 print(f"  ratio gateway/direct        {ratio:9.2f}")
-                report["runs"].append(  # type: ignore[attr-defined]
+                report["runs"].append(
                     {
                         "transport": transport,
+                        "tracing": tracing,
                         "connections": connections,
                         "direct": direct.as_dict(),
                         "gateway": via.as_dict(),
@@ -106,6 +107,44 @@ def main() -> int:
                 if connections == 32 and (ratio < 0.7 or via.p99_ms >= 30 or via.errors):
                     ok = False
         stop(stack)
+        if tracing:
+            print(f"  spans received by the collector: {collector.received}")
+    return ok, rates
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 256])
+    parser.add_argument(
+        "--transports", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"]
+    )
+    parser.add_argument(
+        "--tracing",
+        nargs="+",
+        default=["off"],
+        choices=["off", "on"],
+        help="on: every process exports its spans by OTLP to a local collector",
+    )
+    args = parser.parse_args()
+
+    report: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": [],
+    }
+    ok = True
+    rates: dict[str, dict[tuple[str, int], float]] = {}
+    for mode in args.tracing:
+        met, rates[mode] = measure(args, mode == "on", report)
+        # The targets are the untraced gateway's; tracing is judged by its overhead.
+        ok = ok and (met or mode == "on")
+    if {"off", "on"} <= rates.keys():
+        print("\ntracing overhead (gateway req/s, on vs off)")
+        for key, off in rates["off"].items():
+            overhead = 1 - rates["on"][key] / off
+            print(f"  {key[0]:<8} {key[1]:>4} connections   {overhead:6.1%}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))

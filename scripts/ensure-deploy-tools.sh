@@ -2,6 +2,8 @@
 # Tools the deployment tests use, from Debian's packages when missing:
 #   docker-compose  validates docker-compose.yml (`docker-compose config`) without an engine
 #   nginx           runs nginx.conf in front of the real gateway (tests/e2e/test_nginx_edge.py)
+#   promtool        checks deploy/observability's Prometheus config and alert rules and runs
+#                   their unit tests (Debian's prometheus package; its server is not started)
 # kubectl (with its built-in kustomize) is not packaged by Debian: the Kubernetes tests
 # skip, saying so, where it is missing. Idempotent.
 set -euo pipefail
@@ -12,12 +14,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "Installing Debian's ${missing[*]}" >&2
   as_root apt-get update -qq
-  # policy-rc.d keeps the package from starting a system nginx on port 80: the tests run
-  # their own, on free ports.
+  # policy-rc.d keeps the packages from starting a system nginx on port 80 or a Prometheus
+  # on 9090: the tests run their own nginx on free ports, and need only promtool.
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
@@ -26,5 +29,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+  # ... nor at the next boot.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
-echo "docker-compose $(docker-compose version --short 2>/dev/null || echo '?'), $(nginx -v 2>&1)" >&2
+echo "docker-compose $(docker-compose version --short 2>/dev/null || echo '?'), $(nginx -v 2>&1)," \
+  "$(promtool --version 2>/dev/null | head -n 1)" >&2

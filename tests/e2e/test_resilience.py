@@ -40,7 +40,9 @@ async def test_dead_product_service_is_a_fast_503_and_recovers(
         # The rest of the system keeps working.
         assert (await gateway.get("/api/v1/auth/jwks")).status_code == 200
     finally:
-        stack.processes[spec.name] = start_process(spec, stack.ports[spec.name], stack.env)
+        stack.processes[spec.name] = start_process(
+            spec, stack.ports[spec.name], stack.env, log_file=stack.log_file(spec.name)
+        )
         await asyncio.to_thread(wait_ready, stack.url(spec.name))
 
     # After the breaker's reset time a probe goes through and closes it again.

@@ -80,6 +80,13 @@ class ServiceSettings(BaseSettings):
     events_retry_delay_seconds: float = Field(default=0.5, ge=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)
 
+    # Telemetry (shared.telemetry). Traces are exported by OTLP/HTTP when the endpoint is
+    # set (e.g. http://otel-collector:4318); without it no span is made at all.
+    otel_exporter_otlp_endpoint: str = ""
+    #: Share of new traces kept (0..1); a request that arrives with a sampled
+    #: `traceparent` is always traced, so one trace is never cut in half.
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
+
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION

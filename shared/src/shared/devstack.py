@@ -84,9 +84,13 @@ class Stack:
     ports: dict[str, int]
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_dir: Path | None = None
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
+
+    def log_file(self, name: str) -> Path | None:
+        return None if self.log_dir is None else self.log_dir / f"{name}.log"
 
     @property
     def gateway_url(self) -> str:
@@ -149,8 +153,14 @@ def wait_ready(
 
 
 def start_process(
-    spec: ServiceSpec, port: int, env: Mapping[str, str], *, workers: int = 1
+    spec: ServiceSpec,
+    port: int,
+    env: Mapping[str, str],
+    *,
+    workers: int = 1,
+    log_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start one service; its log lines go to `log_file` when given, else to ours."""
     args = [
         sys.executable,
         "-m",
@@ -167,7 +177,12 @@ def start_process(
     ]
     if workers > 1:
         args += ["--workers", str(workers)]
-    return subprocess.Popen(args, cwd=REPO_ROOT, env=service_env(spec, env))  # noqa: S603
+    if log_file is None:
+        return subprocess.Popen(args, cwd=REPO_ROOT, env=service_env(spec, env))  # noqa: S603
+    with log_file.open("ab") as log:  # the child keeps its own descriptor open
+        return subprocess.Popen(  # noqa: S603
+            args, cwd=REPO_ROOT, env=service_env(spec, env), stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def stop(stack: Stack) -> None:
@@ -189,15 +204,20 @@ def running_stack(
     extra_env: Mapping[str, str] | None = None,
     *,
     seed: bool = True,
+    log_dir: Path | None = None,
 ) -> Iterator[Stack]:
-    """Migrate, seed and start every process; stop them all on the way out."""
+    """Migrate, seed and start every process; stop them all on the way out. With
+    `log_dir`, each process logs to `<log_dir>/<service>.log` instead of our output."""
     ports = dict(ports or {spec.name: spec.port for spec in SERVICES})
     env = stack_environment(ports, data_dir or REPO_ROOT / ".data", extra_env)
     migrate_and_seed(env, seed=seed)
-    stack = Stack(ports=ports, env=env)
+    stack = Stack(ports=ports, env=env, log_dir=log_dir)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
     try:
         for spec in SERVICES:
-            process = start_process(spec, ports[spec.name], env)
+            log_file = stack.log_file(spec.name)
+            process = start_process(spec, ports[spec.name], env, log_file=log_file)
             stack.processes[spec.name] = process
             wait_ready(stack.url(spec.name), process=process)
         yield stack

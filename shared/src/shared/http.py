@@ -23,6 +23,7 @@ import httpx
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.metrics import CIRCUIT_STATE, UPSTREAM_REQUEST_SECONDS, UPSTREAM_REQUESTS
+from shared.tracing import client_span, record_response
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,18 @@ class ServiceClient:
         except CircuitOpen:
             UPSTREAM_REQUESTS.labels(upstream, "circuit_open").inc()
             raise
+        with client_span(upstream, request.method, request.url, request.headers) as span:
+            response = await self._send(upstream, request, breaker, body)
+            record_response(span, response.status_code)
+        return response
+
+    async def _send(
+        self,
+        upstream: str,
+        request: httpx.Request,
+        breaker: CircuitBreaker,
+        body: _WatchedBody | None,
+    ) -> httpx.Response:
         started = time.perf_counter()
         try:
             response = await self.http.send(request, stream=True)

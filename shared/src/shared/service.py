@@ -1,5 +1,6 @@
-"""Service defaults: one call wires logging, errors, request ids, body limits, the
-database, the HTTP client, token verification, events, health and metrics into an app."""
+"""Service defaults: one call wires logging, tracing, errors, request ids, body limits,
+the database, the HTTP client, token verification, events, health and metrics into an
+app."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from shared.events import EventHandlers, ServiceEvents
 from shared.http import ServiceClient
 from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from shared.tracing import configure_tracing, instrument_app, trace_engine
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 ReadyCheck = Callable[[FastAPI], Any]
@@ -61,6 +63,7 @@ def create_service_app(
     its dependency is not ready); the database is always checked.
     """
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings)
     all_upstreams = {"user": settings.user_service_url, **(upstreams or {})}
 
     @asynccontextmanager
@@ -75,6 +78,8 @@ def create_service_app(
             if use_database
             else None
         )
+        if database is not None:
+            trace_engine(database.engine)
         client = ServiceClient.from_settings(settings, all_upstreams)
         events = (
             ServiceEvents(settings, database, publishes=publishes_events, handlers=event_handlers)
@@ -131,6 +136,7 @@ def create_service_app(
     )
     for router in routers:
         app.include_router(router)
+    instrument_app(app)
     return app
 
 

@@ -1,18 +1,146 @@
-"""W3C trace context (https://www.w3.org/TR/trace-context/): the `traceparent` of the
-work in progress, carried from an HTTP request into the events it causes and from a
-consumed event into the events its handler causes, and into every log line."""
+"""Traces: OpenTelemetry when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, W3C trace context
+(https://www.w3.org/TR/trace-context/) always.
+
+With an exporter configured, a process makes spans for the requests it serves (FastAPI),
+the calls it makes to other services (`shared.http`), its SQL (SQLAlchemy), and each
+event it publishes and consumes; `traceparent` carries the context from one to the next,
+through the outbox too, so a checkout is one trace from the gateway to the consumers of
+its events. Without one no span is made at all: the `traceparent` that came in is only
+passed on, so the log lines of one piece of work still share its trace id.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from shared.config import ServiceSettings
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+#: Routes that are polled, not used: tracing them would bury the traces that matter.
+UNTRACED_URLS = "/health/live,/health/ready,/metrics"
 
-#: The `traceparent` of the work in progress: an HTTP request's (set by the request
-#: middleware) or a consumed event's (set by the event consumer).
+#: The `traceparent` of the work in progress when tracing is off: an HTTP request's (set
+#: by the request middleware) or a consumed event's (set by the event consumer).
 traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+_propagator = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("shared")
+_enabled = False
+
+
+# --- set-up ----------------------------------------------------------------------------
+
+
+def configure_tracing(settings: ServiceSettings) -> bool:
+    """Export this process's spans by OTLP/HTTP when the settings name an endpoint.
+
+    Once per process (OpenTelemetry has one global tracer provider); True when tracing is
+    on. New traces are kept at `OTEL_TRACES_SAMPLER_ARG`; a request that arrives with a
+    sampling decision keeps it, so a trace is never cut in half.
+    """
+    endpoint = settings.otel_exporter_otlp_endpoint.strip()
+    if _enabled or not endpoint:
+        return _enabled
+    # Imported here: a process that does not trace never loads the SDK and the exporter.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    provider = TracerProvider(
+        resource=Resource.create(
+            {
+                "service.name": settings.service_name,
+                "deployment.environment.name": settings.environment.value,
+            }
+        ),
+        sampler=ParentBased(TraceIdRatioBased(settings.otel_traces_sampler_arg)),
+    )
+    # Batches leave from a thread of the processor's own, never from the event loop.
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"))
+    )
+    enable_tracing(provider)
+    return True
+
+
+def enable_tracing(provider: TracerProvider) -> None:
+    """Make `provider` this process's (`configure_tracing` calls it; a test may call it
+    with an in-memory exporter)."""
+    global _enabled
+    if trace.get_tracer_provider() is not provider:
+        trace.set_tracer_provider(provider)
+    _enabled = True
+
+
+def trace_engine(engine: AsyncEngine) -> None:
+    """A span for each statement the process's engine runs (when tracing is on).
+
+    The instrumentation attaches to one engine per process, which is what a service has."""
+    if not _enabled:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    # It declares SQLAlchemy < 2.1 and would quietly do nothing on 2.1; the engine events
+    # it listens to are unchanged in 2.1 (the end-to-end trace test checks its spans).
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
+
+
+def disable_tracing() -> None:
+    """Stop making spans (the provider stays: OpenTelemetry cannot take one back); for
+    tests that turned tracing on."""
+    global _enabled
+    _enabled = False
+
+
+def tracing_enabled() -> bool:
+    return _enabled
+
+
+def instrument_app(app: FastAPI) -> None:
+    """A server span for each request the app serves (when tracing is on)."""
+    if not _enabled:
+        return
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls=UNTRACED_URLS,
+        # One span per request, not one more per chunk of the body sent or received.
+        exclude_spans=["receive", "send"],
+    )
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """No spans from instrumented libraries inside: for background loops that poll
+    (the outbox relay, sweepers), whose every pass would otherwise be a trace of its own."""
+    if not _enabled:
+        yield
+        return
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with suppress_instrumentation():
+        yield
+
+
+# --- the context of the work in progress -----------------------------------------------
 
 
 def valid_traceparent(value: str | None) -> str | None:
@@ -25,16 +153,145 @@ def valid_traceparent(value: str | None) -> str | None:
     return match.group(0)
 
 
+def _current_span_context() -> trace.SpanContext | None:
+    if not _enabled:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return context if context.is_valid else None
+
+
 def current_trace_id() -> str | None:
+    span_context = _current_span_context()
+    if span_context is not None:
+        return trace.format_trace_id(span_context.trace_id)
     current = traceparent_var.get()
     return current.split("-")[1] if current else None
 
 
+def current_span_id() -> str | None:
+    """The id of the span in progress (only when tracing is on)."""
+    span_context = _current_span_context()
+    return trace.format_span_id(span_context.span_id) if span_context is not None else None
+
+
 def outgoing_traceparent() -> str:
-    """A traceparent for a message sent now: the current trace continued with a new
-    parent id, or a new sampled trace when there is none."""
+    """A traceparent for a message sent now: a child of the span in progress, or of the
+    trace that came in, or else of a new sampled trace."""
+    span_context = _current_span_context()
+    if span_context is not None:
+        return (
+            f"00-{trace.format_trace_id(span_context.trace_id)}-"
+            f"{trace.format_span_id(span_context.span_id)}-{int(span_context.trace_flags):02x}"
+        )
     current = traceparent_var.get()
     if current is None:
         return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
     _, trace_id, _, flags = current.split("-")
     return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+def name_server_span(method: str, route: str) -> None:
+    """Name the request's span after the route it was resolved to, where the app's own
+    routing could not tell (the gateway resolves `/api/{path}` itself)."""
+    if not _enabled:
+        return
+    span = trace.get_current_span()
+    span.update_name(f"{method} {route}")
+    span.set_attribute("http.route", route)
+
+
+# --- spans of our own: calls to other services, events published and consumed ---------
+
+
+@contextmanager
+def client_span(upstream: str, method: str, url: Any, headers: Any) -> Iterator[Span | None]:
+    """A CLIENT span around one call to `upstream`, its context put in `headers` (an
+    httpx `Headers`) as `traceparent`. Off, the `traceparent` that came in goes on as it is."""
+    if not _enabled or not is_instrumentation_enabled():
+        if "traceparent" not in headers and (incoming := traceparent_var.get()):
+            headers["traceparent"] = incoming
+        yield None
+        return
+    attributes = {
+        "http.request.method": method,
+        "url.full": str(url),
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+        "peer.service": upstream,
+    }
+    with _tracer.start_as_current_span(method, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier)
+        for name, value in carrier.items():
+            headers[name] = value
+        yield span
+
+
+def record_response(span: Span | None, status_code: int) -> None:
+    if span is None:
+        return
+    span.set_attribute("http.response.status_code", status_code)
+    if status_code >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+def publish_span(
+    event_type: str, message_id: str, exchange: str, traceparent: str | None
+) -> Span | None:
+    """A PRODUCER span for one event leaving the outbox, a child of the work that wrote
+    it (the row's `traceparent`); the caller ends it once the broker has confirmed."""
+    if not _enabled:
+        return None
+    parent = _propagator.extract({"traceparent": traceparent}) if traceparent else None
+    return _tracer.start_span(
+        f"publish {event_type}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": exchange,
+            "messaging.rabbitmq.destination.routing_key": event_type,
+            "messaging.message.id": message_id,
+        },
+    )
+
+
+def message_traceparent(span: Span | None, stored: str | None) -> str | None:
+    """What a message's `traceparent` header says: the publish span's context, or (off)
+    the one the outbox row kept."""
+    if span is None:
+        return stored
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent", stored)
+
+
+@contextmanager
+def consume_span(
+    event_type: str, message_id: str | None, queue: str, traceparent: str | None
+) -> Iterator[None]:
+    """The context a consumed event is handled in: a CONSUMER span that continues the
+    trace of the message's `traceparent` (on), or that `traceparent` itself (off)."""
+    incoming = valid_traceparent(traceparent)
+    if not _enabled:
+        token = traceparent_var.set(incoming)
+        try:
+            yield
+        finally:
+            traceparent_var.reset(token)
+        return
+    parent = _propagator.extract({"traceparent": incoming}) if incoming else None
+    with _tracer.start_as_current_span(
+        f"process {event_type}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": queue,
+            "messaging.rabbitmq.destination.routing_key": event_type,
+            "messaging.message.id": message_id or "",
+        },
+    ):
+        yield

@@ -39,8 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import NAMING_CONVENTION, Database, UTCDateTime, utcnow
 from shared.events.broker import MAX_DELIVERIES, Broker, Topology, declare_service_queues
 from shared.events.envelope import EventEnvelope
-from shared.events.metrics import EVENT_HANDLING_SECONDS, EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
-from shared.tracing import traceparent_var, valid_traceparent
+from shared.events.metrics import (
+    EVENT_HANDLING_SECONDS,
+    EVENTS_CONSUMED,
+    EVENTS_DEAD_LETTER_DEPTH,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_QUEUE_DEPTH,
+)
+from shared.tracing import consume_span, untraced
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ Handler = Callable[[AsyncSession, EventEnvelope], Awaitable[None]]
 #: Longest pause before a failed event is handed back.
 MAX_RETRY_DELAY_SECONDS = 30.0
 INBOX_PURGE_SECONDS = 3600.0
+#: How often the queue-depth gauges are refreshed.
+QUEUE_DEPTH_SECONDS = 5.0
 DATABASE_PING_SECONDS = 2.0
 
 _metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -212,9 +220,31 @@ class EventConsumer:
                 extra={"queue": queue.name, "types": list(self.handlers.types)},
             )
             break
+        purge_at = time.monotonic() + INBOX_PURGE_SECONDS
         while True:
-            await asyncio.sleep(INBOX_PURGE_SECONDS)
-            await self._purge_inbox()
+            with untraced():
+                await self._refresh_queue_depths(channel)
+                if time.monotonic() >= purge_at:
+                    await self._purge_inbox()
+                    purge_at = time.monotonic() + INBOX_PURGE_SECONDS
+            await asyncio.sleep(QUEUE_DEPTH_SECONDS)
+
+    async def _refresh_queue_depths(self, channel: AbstractChannel) -> None:
+        """The lag and dead-letter gauges, from a passive declare of each queue (not
+        recorded for restoring: it only asks)."""
+        try:
+            for name, gauge in (
+                (self.topology.queue(self.service), EVENTS_QUEUE_DEPTH),
+                (self.topology.dead_letter_queue(self.service), EVENTS_DEAD_LETTER_DEPTH),
+            ):
+                async with asyncio.timeout(QUEUE_DEPTH_SECONDS):
+                    queue = await channel.declare_queue(name, passive=True, robust=False)  # type: ignore[call-arg]
+                result = queue.declaration_result
+                gauge.labels(self.service).set(result.message_count or 0)
+        except Exception as error:
+            # The broker is away (the connection recovers by itself): keep the last
+            # figures rather than report an empty queue.
+            logger.debug("queue depths unavailable", extra={"error": repr(error)})
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -252,8 +282,15 @@ class EventConsumer:
             await self._settle(message.ack(), message)
             return
 
+        queue = self.topology.queue(self.service)
+        traceparent = _header(message, "traceparent")
+        with consume_span(envelope.type, message.message_id, queue, traceparent):
+            await self._handle_event(message, envelope, handler)
+
+    async def _handle_event(
+        self, message: AbstractIncomingMessage, envelope: EventEnvelope, handler: Handler
+    ) -> None:
         context = {"event_id": str(envelope.id), "event_type": envelope.type}
-        token = traceparent_var.set(valid_traceparent(_header(message, "traceparent")))
         started = time.perf_counter()
         try:
             processed = await self._process_while_the_database_is_down(envelope, handler)
@@ -279,7 +316,6 @@ class EventConsumer:
                 await self._settle(message.nack(requeue=True), message)
             return
         finally:
-            traceparent_var.reset(token)
             EVENT_HANDLING_SECONDS.labels(envelope.type).observe(time.perf_counter() - started)
         EVENTS_CONSUMED.labels(envelope.type, "processed" if processed else "duplicate").inc()
         await self._settle(message.ack(), message)

@@ -44,3 +44,22 @@ EVENT_HANDLING_SECONDS = Histogram(
     ["type"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+EVENTS_QUEUE_DEPTH = Gauge(
+    "events_queue_depth",
+    "Events waiting in a consuming service's queue, not yet handed to it (its lag).",
+    ["service"],
+)
+EVENTS_DEAD_LETTER_DEPTH = Gauge(
+    "events_dead_letter_depth",
+    "Messages in a consuming service's dead-letter queue, waiting to be looked at.",
+    ["service"],
+)
+
+
+def _initialise() -> None:
+    """Publish the dead-letter series at 0, so an alert on their rate works from the start."""
+    for reason in ("unparseable", "failed"):
+        EVENTS_DEAD_LETTERED.labels(reason)
+
+
+_initialise()

@@ -27,6 +27,7 @@ from typing import Any
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange
+from opentelemetry.trace import Span, Status, StatusCode
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +40,7 @@ from shared.events.metrics import (
     OUTBOX_OLDEST_PENDING_AGE,
 )
 from shared.events.outbox import OUTBOX, on_outbox_commit
+from shared.tracing import message_traceparent, publish_span, untraced
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,12 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish forever (until cancelled); the broker being down only delays."""
+        # Its own polling SQL is no trace; each event it publishes is a span of the trace
+        # that wrote it.
+        with untraced():
+            await self._run()
+
+    async def _run(self) -> None:
         delay = min(self.poll_seconds, self.retry_max_seconds)
         while True:
             self._wakeup.clear()
@@ -208,7 +216,8 @@ class OutboxRelay:
         )
         return (await session.execute(statement)).all()
 
-    def _message(self, row: Any) -> aio_pika.Message:
+    def _message(self, row: Any, span: Span | None) -> aio_pika.Message:
+        traceparent = message_traceparent(span, row.traceparent)
         return aio_pika.Message(
             row.payload.encode(),
             message_id=str(row.id),
@@ -217,7 +226,7 @@ class OutboxRelay:
             timestamp=row.occurred_at,
             app_id=self.service,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={"traceparent": row.traceparent} if row.traceparent else None,
+            headers={"traceparent": traceparent} if traceparent else None,
         )
 
     async def _publish(
@@ -226,11 +235,15 @@ class OutboxRelay:
         """Publish every row at once and wait for all the confirms together (one round
         trip per batch, not per message). Returns the confirmed ids, the rows the broker
         turned down, and why the broker was unreachable (None if it was not)."""
+        spans = [
+            publish_span(row.type, str(row.id), self.topology.exchange, row.traceparent)
+            for row in rows
+        ]
         tasks = [
             asyncio.ensure_future(
-                exchange.publish(self._message(row), routing_key=row.type, mandatory=True)
+                exchange.publish(self._message(row, span), routing_key=row.type, mandatory=True)
             )
-            for row in rows
+            for row, span in zip(rows, spans, strict=True)
         ]
         _, late = await asyncio.wait(tasks, timeout=self.publish_timeout_seconds)
         for task in late:
@@ -254,6 +267,7 @@ class OutboxRelay:
                 failures.append(_Failure(row.id, row.attempts, "refused", str(error)))
             else:
                 unavailable = unavailable or repr(error or task.result())
+        _end_spans(rows, spans, confirmed)
         for failure in failures:
             EVENT_PUBLISH_FAILURES.labels(failure.reason).inc()
         if unavailable is not None:
@@ -341,3 +355,12 @@ class OutboxRelay:
                 await session.commit()
         except Exception:
             logger.warning("published outbox rows could not be purged", exc_info=True)
+
+
+def _end_spans(rows: Sequence[Any], spans: list[Span | None], confirmed: set[uuid.UUID]) -> None:
+    for row, span in zip(rows, spans, strict=True):
+        if span is None:
+            continue
+        if row.id not in confirmed:
+            span.set_status(Status(StatusCode.ERROR, "not confirmed by the broker"))
+        span.end()

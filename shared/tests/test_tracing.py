@@ -1,0 +1,189 @@
+"""Tracing inside one process: the spans and the `traceparent` that calls to other
+services and events carry, on and off (the end-to-end suite follows one trace across the
+real processes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from shared.http import ServiceClient
+from shared.logging import JsonFormatter
+from shared.tracing import (
+    consume_span,
+    current_span_id,
+    current_trace_id,
+    disable_tracing,
+    enable_tracing,
+    message_traceparent,
+    outgoing_traceparent,
+    publish_span,
+    traceparent_var,
+    untraced,
+)
+
+INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+_exporter = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(_exporter))
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on, for one test, into memory."""
+    enable_tracing(_provider)
+    _exporter.clear()
+    try:
+        yield _exporter
+    finally:
+        disable_tracing()
+
+
+def client_answering(status: int, seen: list[httpx.Request]) -> ServiceClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json={})
+
+    return ServiceClient(
+        {"product": "http://product.test"},
+        retries=0,
+        custom_transport=httpx.MockTransport(answer),
+    )
+
+
+def parent_of(traceparent: str) -> tuple[str, str]:
+    _, trace_id, span_id, _ = traceparent.split("-")
+    return trace_id, span_id
+
+
+class TestCallsToOtherServices:
+    async def test_a_call_is_a_client_span_whose_context_travels_in_traceparent(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        seen: list[httpx.Request] = []
+        client = client_answering(503, seen)
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("request") as outer:
+            response = await client.request("product", "GET", "/v1/products/1")
+        await client.aclose()
+
+        assert response.status_code == 503
+        (call,) = [span for span in spans.get_finished_spans() if span.kind is SpanKind.CLIENT]
+        assert call.parent is not None
+        assert call.parent.span_id == outer.get_span_context().span_id
+        assert call.attributes is not None
+        assert call.attributes["peer.service"] == "product"
+        assert call.attributes["http.response.status_code"] == 503
+        assert call.status.status_code is StatusCode.ERROR
+        trace_id, span_id = parent_of(seen[0].headers["traceparent"])
+        assert int(trace_id, 16) == call.context.trace_id
+        assert int(span_id, 16) == call.context.span_id
+
+    async def test_the_caller_traceparent_is_replaced_not_forwarded(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        seen: list[httpx.Request] = []
+        client = client_answering(200, seen)
+        request = client.http.build_request(
+            "GET", client.url("product", "/x"), headers={"traceparent": INCOMING}
+        )
+        response = await client.send("product", request)
+        await response.aclose()
+        await client.aclose()
+
+        (call,) = spans.get_finished_spans()
+        assert seen[0].headers["traceparent"] != INCOMING
+        assert int(parent_of(seen[0].headers["traceparent"])[1], 16) == call.context.span_id
+
+    async def test_untraced_work_makes_no_spans(self, spans: InMemorySpanExporter) -> None:
+        seen: list[httpx.Request] = []
+        client = client_answering(200, seen)
+        with untraced():
+            await client.request("product", "GET", "/x")
+        await client.aclose()
+
+        assert spans.get_finished_spans() == ()
+
+    async def test_off_the_incoming_traceparent_goes_on_as_it_is(self) -> None:
+        seen: list[httpx.Request] = []
+        client = client_answering(200, seen)
+        token = traceparent_var.set(INCOMING)
+        try:
+            await client.request("product", "GET", "/x")
+        finally:
+            traceparent_var.reset(token)
+        await client.aclose()
+
+        assert seen[0].headers["traceparent"] == INCOMING
+
+
+class TestEvents:
+    def test_publish_and_consume_continue_the_trace_that_wrote_the_event(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        tracer = trace.get_tracer("test")
+        with tracer.start_as_current_span("checkout") as checkout:
+            stored = outgoing_traceparent()  # what the outbox row keeps
+        assert int(parent_of(stored)[1], 16) == checkout.get_span_context().span_id
+
+        publish = publish_span("order.confirmed", "id-1", "ecommerce.events", stored)
+        header = message_traceparent(publish, stored)
+        assert publish is not None
+        publish.end()
+        assert header is not None
+        with consume_span("order.confirmed", "id-1", "notification.events", header):
+            inside = current_trace_id(), current_span_id()
+
+        finished = {span.name: span for span in spans.get_finished_spans()}
+        produced, consumed = (
+            finished["publish order.confirmed"],
+            finished["process order.confirmed"],
+        )
+        assert produced.kind is SpanKind.PRODUCER
+        assert produced.parent is not None
+        assert produced.parent.span_id == checkout.get_span_context().span_id
+        assert consumed.kind is SpanKind.CONSUMER
+        assert consumed.parent is not None
+        assert consumed.parent.span_id == produced.context.span_id
+        assert len({span.context.trace_id for span in finished.values()}) == 1
+        assert inside == (f"{consumed.context.trace_id:032x}", f"{consumed.context.span_id:016x}")
+
+    def test_off_a_message_keeps_the_stored_traceparent_and_the_handler_its_trace(self) -> None:
+        assert publish_span("order.confirmed", "id-1", "ecommerce.events", INCOMING) is None
+        assert message_traceparent(None, INCOMING) == INCOMING
+        with consume_span("order.confirmed", "id-1", "notification.events", INCOMING):
+            assert current_trace_id() == parent_of(INCOMING)[0]
+            assert current_span_id() is None
+            # What the handler writes to its outbox continues the same trace.
+            assert parent_of(outgoing_traceparent())[0] == parent_of(INCOMING)[0]
+        assert current_trace_id() is None
+
+    def test_a_garbled_traceparent_starts_a_new_trace(self, spans: InMemorySpanExporter) -> None:
+        with consume_span("order.confirmed", "id-1", "q", "00-not-a-trace-01"):
+            pass
+
+        (consumed,) = spans.get_finished_spans()
+        assert consumed.parent is None
+
+
+class TestLogLines:
+    def test_a_line_written_inside_a_span_names_its_trace_and_span(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        formatter = JsonFormatter("test_service")
+        record = logging.makeLogRecord({"msg": "hello", "levelname": "INFO"})
+        with trace.get_tracer("test").start_as_current_span("work") as span:
+            entry = json.loads(formatter.format(record))
+
+        assert entry["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+        assert entry["span_id"] == f"{span.get_span_context().span_id:016x}"
+        assert entry["service"] == "test_service"
