@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wrk import WrkResult, run_wrk
 
 from shared.devstack import SERVICES, running_stack
-from shared.testing import OtlpReceiver, postgres_database
+from shared.testing import OtlpReceiver, delete_topology, postgres_database, unique_topology
 
 RESULTS = Path(__file__).parent / "results"
 ADMIN_EMAIL = "admin@example.com"
@@ -150,11 +150,16 @@ def confirmed_orders(gateway: str) -> int:
     return total
 
 
+def plain_dsn(url: str) -> str:
+    """asyncpg's own form of a SQLAlchemy URL (no driver name, no query options)."""
+    return url.replace("+asyncpg", "").split("?", 1)[0]
+
+
 async def event_lags(database_urls: dict[str, str], within: float = 60.0) -> list[float]:
     """Seconds from each confirmed order's commit to its order_confirmed notification being
     recorded (read from the two services' databases once every notification is in)."""
-    orders_db = await asyncpg.connect(database_urls["order_service"].replace("+asyncpg", ""))
-    notes_db = await asyncpg.connect(database_urls["notification_service"].replace("+asyncpg", ""))
+    orders_db = await asyncpg.connect(plain_dsn(database_urls["order_service"]), ssl=False)
+    notes_db = await asyncpg.connect(plain_dsn(database_urls["notification_service"]), ssl=False)
     try:
         confirmed = {
             row["id"]: row["updated_at"]
@@ -232,11 +237,16 @@ def run(
         "ACCESS_TOKEN_TTL_SECONDS": "3600",
         **{f"{name.upper()}_DATABASE_URL": url for name, url in database_urls.items()},
     }
+    # Exchange and queues of this run's own: the local broker may carry other stacks'
+    # events (`make run`, tests), whose consumers would take this run's.
+    topology = unique_topology("bench-checkout")
+    env.update(EVENTS_EXCHANGE=topology.exchange, EVENTS_QUEUE_PREFIX=topology.queue_prefix)
     errors = 0
     rates: dict[int, float] = {}
     with OtlpReceiver(keep=False) as collector:
         if tracing:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+            env["OTEL_TRACES_SAMPLER_ARG"] = str(args.sampler_arg)
         with running_stack(ports, data_dir, env, seed=False) as stack:
             errors = drive(args, stack.gateway_url, data_dir, tracing, report, rates)
             lags = asyncio.run(event_lags(database_urls))
@@ -252,7 +262,11 @@ def run(
             "max": lags[-1] if lags else None,
         }
         if tracing:
-            print(f"  spans received by the collector: {collector.received}")
+            print(
+                f"  exported to the collector: {collector.batches} batches, "
+                f"{collector.bytes_received / 1e6:.1f} MB"
+            )
+    asyncio.run(delete_topology(topology, tuple(spec.name for spec in SERVICES)))
     return errors, rates
 
 
@@ -270,7 +284,7 @@ def drive(
     run_wrk(url, connections=8, duration=3, script=script)  # warm up pools and caches
     print(
         f"\ncheckout through the gateway, {args.products} product(s), PostgreSQL, "
-        f"tracing {'on' if tracing else 'off'}"
+        f"tracing {f'on, {args.sampler_arg:.0%} sampled' if tracing else 'off'}"
     )
     errors = 0
     for connections in args.connections:
@@ -305,6 +319,12 @@ async def main() -> int:
         default=["off"],
         choices=["off", "on"],
         help="on: every process exports its spans by OTLP to a local collector",
+    )
+    parser.add_argument(
+        "--sampler-arg",
+        type=float,
+        default=1.0,
+        help="with tracing on, the share of traces kept (OTEL_TRACES_SAMPLER_ARG)",
     )
     args = parser.parse_args()
 

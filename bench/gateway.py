@@ -12,6 +12,7 @@ and no collapse at 256.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
 import sys
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wrk import WrkResult, run_wrk
 
 from shared.devstack import SERVICES, running_stack, start_process, stop, wait_ready
-from shared.testing import OtlpReceiver
+from shared.testing import OtlpReceiver, delete_topology, unique_topology
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -58,7 +59,14 @@ def measure(
     met and the gateway's rate per (transport, connections)."""
     ports = {spec.name: free_port() for spec in SERVICES}
     gateway_spec = next(spec for spec in SERVICES if spec.name == "api_gateway")
-    env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "WARNING"}
+    # Exchange and queues of this run's own (the local broker may carry other stacks').
+    topology = unique_topology("bench-gateway")
+    env = {
+        "RATE_LIMIT_PER_MINUTE": "0",
+        "LOG_LEVEL": "WARNING",
+        "EVENTS_EXCHANGE": topology.exchange,
+        "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
+    }
     ok = True
     rates: dict[tuple[str, int], float] = {}
     with (
@@ -67,7 +75,13 @@ def measure(
         running_stack(
             ports,
             Path(data_dir),
-            {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint} if tracing else env,
+            {
+                **env,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                "OTEL_TRACES_SAMPLER_ARG": str(args.sampler_arg),
+            }
+            if tracing
+            else env,
         ) as stack,
     ):
         product_id = first_product_id(stack.gateway_url)
@@ -84,7 +98,8 @@ def measure(
             )
             wait_ready(stack.gateway_url)
             run_wrk(gateway_url, connections=8, duration=2)
-            print(f"\ngateway transport: {transport}, tracing {'on' if tracing else 'off'}")
+            mode = f"on, {args.sampler_arg:.0%} sampled" if tracing else "off"
+            print(f"\ngateway transport: {transport}, tracing {mode}")
             for connections in args.connections:
                 direct = run_wrk(direct_url, connections=connections, duration=args.duration)
                 via = run_wrk(gateway_url, connections=connections, duration=args.duration)
@@ -108,7 +123,11 @@ def measure(
                     ok = False
         stop(stack)
         if tracing:
-            print(f"  spans received by the collector: {collector.received}")
+            print(
+                f"  exported to the collector: {collector.batches} batches, "
+                f"{collector.bytes_received / 1e6:.1f} MB"
+            )
+    asyncio.run(delete_topology(topology, tuple(spec.name for spec in SERVICES)))
     return ok, rates
 
 
@@ -127,6 +146,12 @@ def main() -> int:
         default=["off"],
         choices=["off", "on"],
         help="on: every process exports its spans by OTLP to a local collector",
+    )
+    parser.add_argument(
+        "--sampler-arg",
+        type=float,
+        default=1.0,
+        help="with tracing on, the share of traces kept (OTEL_TRACES_SAMPLER_ARG)",
     )
     args = parser.parse_args()
 

@@ -31,7 +31,6 @@ from api_gateway.ratelimit import ClientAddresses, RateLimiter, rate_limit_key
 from api_gateway.routing import ProxyRoute, resolve
 from shared.errors import BadRequest
 from shared.http import ServiceClient, UpstreamTimeout, UpstreamUnavailable
-from shared.tracing import name_server_span
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +157,6 @@ class Proxy:
         method: str = scope["method"]
         target = resolve(method, scope.get("raw_path") or scope["path"].encode(), scope["path"])
         scope["route"] = target.route  # metrics and access logs per resource
-        name_server_span(method, target.route.path)
         if not target.public:
             await authenticate(
                 authorization, state.token_verifier, max_bytes=self.max_authorization_bytes

@@ -7,12 +7,13 @@ import re
 import time
 import uuid
 
+from opentelemetry.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import PayloadTooLarge, problem_response
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
-from shared.tracing import traceparent_var, valid_traceparent
+from shared.tracing import record_route, server_span, traceparent_var, valid_traceparent
 
 access_logger = logging.getLogger("access")
 logger = logging.getLogger(__name__)
@@ -60,9 +61,24 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        traceparent = incoming_traceparent(scope)
+        quiet = scope["path"] in self.quiet_paths
+        # Polled routes (health, metrics) make no spans: they would bury the real traces.
+        with server_span(scope["method"], scope["path"], traceparent, traced=not quiet) as span:
+            await self._serve(scope, receive, send, traceparent, span, quiet)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        traceparent: str | None,
+        span: Span | None,
+        quiet: bool,
+    ) -> None:
         request_id = incoming_request_id(scope)
         token = request_id_var.set(request_id)
-        trace_token = traceparent_var.set(incoming_traceparent(scope))
+        trace_token = traceparent_var.set(traceparent)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_code = 500
@@ -82,8 +98,10 @@ class RequestContextMiddleware:
         HTTP_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send_with_request_id)
-        except Exception:
+        except Exception as error:
             logger.exception("unhandled error", extra={"path": scope.get("path")})
+            if span is not None:
+                span.record_exception(error)
             if not response_started:
                 response = problem_response(500, detail="An unexpected error occurred.")
                 await response(scope, receive, send_with_request_id)
@@ -94,7 +112,8 @@ class RequestContextMiddleware:
             method = scope["method"]
             HTTP_REQUESTS.labels(method, route, str(status_code)).inc()
             HTTP_REQUEST_SECONDS.labels(method, route).observe(elapsed)
-            if scope["path"] not in self.quiet_paths:
+            record_route(span, method, route, status_code)
+            if not quiet:
                 access_logger.info(
                     "%s %s %s",
                     method,

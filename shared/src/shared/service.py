@@ -21,7 +21,7 @@ from shared.events import EventHandlers, ServiceEvents
 from shared.http import ServiceClient
 from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from shared.tracing import configure_tracing, instrument_app, trace_engine
+from shared.tracing import configure_tracing, trace_engine
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 ReadyCheck = Callable[[FastAPI], Any]
@@ -117,6 +117,10 @@ def create_service_app(
         lifespan=service_lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans and metrics, on as soon as a tracer provider
+        # exists, are off: the request middleware makes the one span per request
+        # (named like the metrics' routes), and Prometheus has the metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -136,7 +140,6 @@ def create_service_app(
     )
     for router in routers:
         app.include_router(router)
-    instrument_app(app)
     return app
 
 

@@ -1,12 +1,13 @@
 """Traces: OpenTelemetry when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, W3C trace context
 (https://www.w3.org/TR/trace-context/) always.
 
-With an exporter configured, a process makes spans for the requests it serves (FastAPI),
-the calls it makes to other services (`shared.http`), its SQL (SQLAlchemy), and each
-event it publishes and consumes; `traceparent` carries the context from one to the next,
-through the outbox too, so a checkout is one trace from the gateway to the consumers of
-its events. Without one no span is made at all: the `traceparent` that came in is only
-passed on, so the log lines of one piece of work still share its trace id.
+With an exporter configured, a process makes spans for the requests it serves (the
+request middleware), the calls it makes to other services (`shared.http`), its SQL
+(SQLAlchemy), and each event it publishes and consumes; `traceparent` carries the
+context from one to the next, through the outbox too, so a checkout is one trace from
+the gateway to the consumers of its events. Without one no span is made at all: the
+`traceparent` that came in is only passed on, so the log lines of one piece of work still
+share its trace id.
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from shared.config import ServiceSettings
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-#: Routes that are polled, not used: tracing them would bury the traces that matter.
-UNTRACED_URLS = "/health/live,/health/ready,/metrics"
 
 #: The `traceparent` of the work in progress when tracing is off: an HTTP request's (set
 #: by the request middleware) or a consumed event's (set by the event consumer).
@@ -113,20 +111,6 @@ def tracing_enabled() -> bool:
     return _enabled
 
 
-def instrument_app(app: FastAPI) -> None:
-    """A server span for each request the app serves (when tracing is on)."""
-    if not _enabled:
-        return
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
-    FastAPIInstrumentor.instrument_app(
-        app,
-        excluded_urls=UNTRACED_URLS,
-        # One span per request, not one more per chunk of the body sent or received.
-        exclude_spans=["receive", "send"],
-    )
-
-
 @contextmanager
 def untraced() -> Iterator[None]:
     """No spans from instrumented libraries inside: for background loops that poll
@@ -190,17 +174,41 @@ def outgoing_traceparent() -> str:
     return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
 
 
-def name_server_span(method: str, route: str) -> None:
-    """Name the request's span after the route it was resolved to, where the app's own
-    routing could not tell (the gateway resolves `/api/{path}` itself)."""
-    if not _enabled:
+# --- spans of our own: requests served, calls to other services, events --------------
+#
+# Written here rather than taken from the FastAPI and httpx instrumentations (or FastAPI's
+# native telemetry, which adds spans for dependencies, endpoint and serialization): the
+# instrumentation matched each request's route a second time and built dozens of
+# attributes, which cost the gateway half its throughput on the reference machine
+# (bench/gateway.py --tracing off on), while our middleware and client already know the
+# route, the status and the upstream.
+
+
+@contextmanager
+def server_span(
+    method: str, path: str, traceparent: str | None, *, traced: bool = True
+) -> Iterator[Span | None]:
+    """The SERVER span of one request, current while it is served, continuing the
+    caller's trace; `record_route` names it once the route is known."""
+    if not _enabled or not traced or not is_instrumentation_enabled():
+        yield None
         return
-    span = trace.get_current_span()
+    parent = _propagator.extract({"traceparent": traceparent}) if traceparent else None
+    with _tracer.start_as_current_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": path},
+    ) as span:
+        yield span
+
+
+def record_route(span: Span | None, method: str, route: str, status_code: int) -> None:
+    if span is None:
+        return
     span.update_name(f"{method} {route}")
     span.set_attribute("http.route", route)
-
-
-# --- spans of our own: calls to other services, events published and consumed ---------
+    record_response(span, status_code)
 
 
 @contextmanager
