@@ -95,9 +95,9 @@ class TestTracing:
         by_id = {span.span_id: span for span in spans}
         roots = [span for span in spans if span.parent_span_id not in by_id]
         # One tree: its only root is the gateway's span, a child of the client's.
-        assert [(r.service, r.parent_span_id) for r in roots] == [("api_gateway", client_span_id)], [
-            (r.service, r.name, r.kind) for r in roots
-        ]
+        assert [(r.service, r.parent_span_id) for r in roots] == [
+            ("api_gateway", client_span_id)
+        ], [(r.service, r.name, r.kind) for r in roots]
         consumed = next(
             span
             for span in spans
