@@ -266,6 +266,10 @@ def stock_demo_catalog(stack: Stack, units: int = DEMO_STOCK) -> int:
     return stocked
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the whole system as local processes.")
     parser.add_argument("command", choices=["run", "migrate"])
@@ -275,6 +279,9 @@ def main() -> None:
         migrate_and_seed(stack_environment(ports, REPO_ROOT / ".data"))
         return
     # Ctrl-C reaches the children too (same process group); stop() tidies up after them.
+    # A `kill` (SIGTERM) stops the whole system the same way.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     with running_stack() as stack:
         stocked = stock_demo_catalog(stack)
         print(
