@@ -34,6 +34,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
 from shared.devstack import SERVICES, running_stack
@@ -245,8 +246,7 @@ def run(
     rates: dict[int, float] = {}
     with OtlpReceiver(keep=False) as collector:
         if tracing:
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
-            env["OTEL_TRACES_SAMPLER_ARG"] = str(args.sampler_arg)
+            env.update(tracing_env(args, collector))
         with running_stack(ports, data_dir, env, seed=False) as stack:
             errors = drive(args, stack.gateway_url, data_dir, tracing, report, rates)
             lags = asyncio.run(event_lags(database_urls))
@@ -262,10 +262,7 @@ def run(
             "max": lags[-1] if lags else None,
         }
         if tracing:
-            print(
-                f"  exported to the collector: {collector.batches} batches, "
-                f"{collector.bytes_received / 1e6:.1f} MB"
-            )
+            report_collector(collector)
     asyncio.run(delete_topology(topology, tuple(spec.name for spec in SERVICES)))
     return errors, rates
 
@@ -284,7 +281,7 @@ def drive(
     run_wrk(url, connections=8, duration=3, script=script)  # warm up pools and caches
     print(
         f"\ncheckout through the gateway, {args.products} product(s), PostgreSQL, "
-        f"tracing {f'on, {args.sampler_arg:.0%} sampled' if tracing else 'off'}"
+        f"{tracing_label(args, tracing)}"
     )
     errors = 0
     for connections in args.connections:
@@ -313,19 +310,7 @@ async def main() -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[32])
     parser.add_argument("--products", type=int, default=1, help="products the orders spread over")
-    parser.add_argument(
-        "--tracing",
-        nargs="+",
-        default=["off"],
-        choices=["off", "on"],
-        help="on: every process exports its spans by OTLP to a local collector",
-    )
-    parser.add_argument(
-        "--sampler-arg",
-        type=float,
-        default=1.0,
-        help="with tracing on, the share of traces kept (OTEL_TRACES_SAMPLER_ARG)",
-    )
+    add_tracing_options(parser)
     args = parser.parse_args()
 
     report: dict[str, Any] = {

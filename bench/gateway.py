@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
 from shared.devstack import SERVICES, running_stack, start_process, stop, wait_ready
@@ -75,13 +76,7 @@ def measure(
         running_stack(
             ports,
             Path(data_dir),
-            {
-                **env,
-                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-                "OTEL_TRACES_SAMPLER_ARG": str(args.sampler_arg),
-            }
-            if tracing
-            else env,
+            {**env, **tracing_env(args, collector)} if tracing else env,
         ) as stack,
     ):
         product_id = first_product_id(stack.gateway_url)
@@ -98,8 +93,7 @@ def measure(
             )
             wait_ready(stack.gateway_url)
             run_wrk(gateway_url, connections=8, duration=2)
-            mode = f"on, {args.sampler_arg:.0%} sampled" if tracing else "off"
-            print(f"\ngateway transport: {transport}, tracing {mode}")
+            print(f"\ngateway transport: {transport}, {tracing_label(args, tracing)}")
             for connections in args.connections:
                 direct = run_wrk(direct_url, connections=connections, duration=args.duration)
                 via = run_wrk(gateway_url, connections=connections, duration=args.duration)
@@ -123,10 +117,7 @@ def measure(
                     ok = False
         stop(stack)
         if tracing:
-            print(
-                f"  exported to the collector: {collector.batches} batches, "
-                f"{collector.bytes_received / 1e6:.1f} MB"
-            )
+            report_collector(collector)
     asyncio.run(delete_topology(topology, tuple(spec.name for spec in SERVICES)))
     return ok, rates
 
@@ -140,19 +131,7 @@ def main() -> int:
     parser.add_argument(
         "--transports", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"]
     )
-    parser.add_argument(
-        "--tracing",
-        nargs="+",
-        default=["off"],
-        choices=["off", "on"],
-        help="on: every process exports its spans by OTLP to a local collector",
-    )
-    parser.add_argument(
-        "--sampler-arg",
-        type=float,
-        default=1.0,
-        help="with tracing on, the share of traces kept (OTEL_TRACES_SAMPLER_ARG)",
-    )
+    add_tracing_options(parser)
     args = parser.parse_args()
 
     report: dict[str, Any] = {
@@ -173,7 +152,10 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
-    verdict = "targets met" if ok else "TARGETS MISSED"
+    if 32 not in args.connections or "off" not in args.tracing:
+        verdict = "targets not checked (they are for 32 connections, tracing off)"
+    else:
+        verdict = "targets met" if ok else "TARGETS MISSED"
     print(f"\nresults: {out}\n{verdict} (>= 0.7x, p99 < 30 ms, no errors at 32 connections)")
     return 0 if ok else 1
 

@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -193,10 +194,9 @@ def server_span(
     if not _enabled or not traced or not is_instrumentation_enabled():
         yield None
         return
-    parent = _propagator.extract({"traceparent": traceparent}) if traceparent else None
     with _tracer.start_as_current_span(
         method,
-        context=parent,
+        context=_parent(traceparent),
         kind=SpanKind.SERVER,
         attributes={"http.request.method": method, "url.path": path},
     ) as span:
@@ -250,18 +250,11 @@ def publish_span(
     it (the row's `traceparent`); the caller ends it once the broker has confirmed."""
     if not _enabled:
         return None
-    parent = _propagator.extract({"traceparent": traceparent}) if traceparent else None
     return _tracer.start_span(
         f"publish {event_type}",
-        context=parent,
+        context=_parent(traceparent),
         kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "rabbitmq",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": exchange,
-            "messaging.rabbitmq.destination.routing_key": event_type,
-            "messaging.message.id": message_id,
-        },
+        attributes=_messaging("send", exchange, event_type, message_id),
     )
 
 
@@ -289,17 +282,27 @@ def consume_span(
         finally:
             traceparent_var.reset(token)
         return
-    parent = _propagator.extract({"traceparent": incoming}) if incoming else None
     with _tracer.start_as_current_span(
         f"process {event_type}",
-        context=parent,
+        context=_parent(incoming),
         kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "rabbitmq",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": queue,
-            "messaging.rabbitmq.destination.routing_key": event_type,
-            "messaging.message.id": message_id or "",
-        },
+        attributes=_messaging("process", queue, event_type, message_id or ""),
     ):
         yield
+
+
+def _parent(traceparent: str | None) -> Context | None:
+    """The context of a caller's `traceparent` (None: a new trace)."""
+    return _propagator.extract({"traceparent": traceparent}) if traceparent else None
+
+
+def _messaging(
+    operation: str, destination: str, event_type: str, message_id: str
+) -> dict[str, str]:
+    return {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": destination,
+        "messaging.rabbitmq.destination.routing_key": event_type,
+        "messaging.message.id": message_id,
+    }
