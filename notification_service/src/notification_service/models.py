@@ -6,10 +6,17 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Enum, Index, MetaData, String, Text
+from sqlalchemy import CheckConstraint, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, utcnow
+from shared.db import (
+    NAMING_CONVENTION,
+    TYPE_ANNOTATION_MAP,
+    IdMixin,
+    one_of,
+    string_enum,
+    utcnow,
+)
 from shared.events import inbox_table
 
 
@@ -34,21 +41,6 @@ class NotificationStatus(StrEnum):
     FAILED = "failed"
 
 
-def _string_enum(enum: type[StrEnum], length: int) -> Enum:
-    # A VARCHAR, not a native ENUM type: a new kind is then a plain migration.
-    return Enum(
-        enum,
-        native_enum=False,
-        create_constraint=False,
-        length=length,
-        values_callable=lambda members: [member.value for member in members],
-    )
-
-
-def _in(column: str, enum: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
-
-
 class Recipient(Base):
     """Whom to mail about a user's orders, learnt from `user.registered` (order events
     carry only the user id, and this service reads no other service's database)."""
@@ -66,18 +58,18 @@ class Notification(IdMixin, Base):
 
     __tablename__ = "notification"
     __table_args__ = (
-        CheckConstraint(_in("kind", NotificationKind), name="kind_known"),
-        CheckConstraint(_in("status", NotificationStatus), name="status_known"),
+        CheckConstraint(one_of("kind", NotificationKind), name="kind_known"),
+        CheckConstraint(one_of("status", NotificationStatus), name="status_known"),
         # A user's notifications, newest first.
         Index("ix_notification_user_id_created_at", "user_id", "created_at"),
         Index("ix_notification_created_at", "created_at"),
     )
 
     user_id: Mapped[uuid.UUID]
-    kind: Mapped[NotificationKind] = mapped_column(_string_enum(NotificationKind, 32))
+    kind: Mapped[NotificationKind] = mapped_column(string_enum(NotificationKind, 32))
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text())
-    status: Mapped[NotificationStatus] = mapped_column(_string_enum(NotificationStatus, 16))
+    status: Mapped[NotificationStatus] = mapped_column(string_enum(NotificationStatus, 16))
     order_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     recipient: Mapped[str] = mapped_column(String(320))
     attempts: Mapped[int] = mapped_column(default=0)

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     CheckConstraint,
-    Enum,
     ForeignKey,
     Index,
     MetaData,
@@ -23,29 +22,20 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from order_service.domain.states import CancelReason, OrderStatus
-from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin
+from shared.db import (
+    NAMING_CONVENTION,
+    TYPE_ANNOTATION_MAP,
+    IdMixin,
+    TimestampMixin,
+    one_of,
+    string_enum,
+)
 from shared.events import outbox_table
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = TYPE_ANNOTATION_MAP
-
-
-def _string_enum(enum: type[StrEnum], length: int) -> Enum:
-    # A VARCHAR with its values, not a native PostgreSQL ENUM type: adding a status
-    # later is then a plain migration on both backends.
-    return Enum(
-        enum,
-        native_enum=False,
-        create_constraint=False,
-        length=length,
-        values_callable=lambda members: [member.value for member in members],
-    )
-
-
-def _in(column: str, enum: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
 
 
 class PurchaseOrder(IdMixin, TimestampMixin, Base):
@@ -57,9 +47,9 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
 
     __tablename__ = "purchase_order"
     __table_args__ = (
-        CheckConstraint(_in("status", OrderStatus), name="status_known"),
+        CheckConstraint(one_of("status", OrderStatus), name="status_known"),
         CheckConstraint(
-            f"(status = 'cancelled' AND {_in('cancel_reason', CancelReason)})"
+            f"(status = 'cancelled' AND {one_of('cancel_reason', CancelReason)})"
             " OR (status <> 'cancelled' AND cancel_reason IS NULL)",
             name="cancel_reason_matches_status",
         ),
@@ -83,9 +73,9 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
     )
 
     user_id: Mapped[uuid.UUID]
-    status: Mapped[OrderStatus] = mapped_column(_string_enum(OrderStatus, 16))
+    status: Mapped[OrderStatus] = mapped_column(string_enum(OrderStatus, 16))
     cancel_reason: Mapped[CancelReason | None] = mapped_column(
-        _string_enum(CancelReason, 32), default=None
+        string_enum(CancelReason, 32), default=None
     )
     total_amount: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
@@ -138,7 +128,7 @@ class IdempotencyKey(TimestampMixin, Base):
 
     __tablename__ = "idempotency_key"
     __table_args__ = (
-        CheckConstraint(_in("state", IdempotencyState), name="state_known"),
+        CheckConstraint(one_of("state", IdempotencyState), name="state_known"),
         CheckConstraint(
             "(state = 'completed' AND response_status IS NOT NULL AND response_body IS NOT NULL)"
             " OR (state = 'in_progress' AND response_status IS NULL)",
@@ -152,7 +142,7 @@ class IdempotencyKey(TimestampMixin, Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     #: SHA-256 of the request body in canonical JSON.
     request_fingerprint: Mapped[str] = mapped_column(String(64))
-    state: Mapped[IdempotencyState] = mapped_column(_string_enum(IdempotencyState, 16))
+    state: Mapped[IdempotencyState] = mapped_column(string_enum(IdempotencyState, 16))
     response_status: Mapped[int | None] = mapped_column(default=None)
     response_body: Mapped[Any | None] = mapped_column(JSON, default=None)
     #: The order this request creates (chosen before it exists); it also tells this

@@ -7,10 +7,11 @@ import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Numeric, event, text
+from sqlalchemy import DateTime, Enum, Numeric, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -77,6 +78,23 @@ class Money(TypeDecorator[Decimal]):
 #:         metadata = MetaData(naming_convention=NAMING_CONVENTION)
 #:         type_annotation_map = TYPE_ANNOTATION_MAP
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: UTCDateTime(), Decimal: Money()}
+
+
+def string_enum(enum: type[StrEnum], length: int) -> Enum:
+    """A column of `enum`'s values as a VARCHAR, not a native PostgreSQL ENUM type: adding
+    a value later is then a plain migration on both backends (pair it with `one_of`)."""
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+    )
+
+
+def one_of(column: str, enum: type[StrEnum]) -> str:
+    """A CHECK constraint's SQL: `column` holds one of `enum`'s values."""
+    return f"{column} IN ({', '.join(repr(member.value) for member in enum)})"
 
 
 class IdMixin:
