@@ -108,10 +108,6 @@ def disable_tracing() -> None:
     _enabled = False
 
 
-def tracing_enabled() -> bool:
-    return _enabled
-
-
 @contextmanager
 def untraced() -> Iterator[None]:
     """No spans from instrumented libraries inside: for background loops that poll
