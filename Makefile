@@ -11,7 +11,7 @@ help: ## List the targets
 
 run: ## Migrate, seed and run every service and the gateway locally (SQLite) until Ctrl-C
 	./scripts/ensure-rabbitmq.sh
-	$(UV) run python -m shared.devstack run
+	$(UV) run python -m devstack run
 
 test: ## Every test: unit, integration (real PostgreSQL and RabbitMQ) and end-to-end through the gateway
 	./scripts/ensure-postgres.sh
@@ -25,7 +25,7 @@ test-fast: ## The tests that need no PostgreSQL or RabbitMQ
 lint: ## ruff and mypy (strict)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy shared/src user_service/src product_service/src inventory_service/src order_service/src notification_service/src api_gateway/src
+	$(UV) run mypy $(wildcard shared/*/src dev/*/src *_service/src api_gateway/src)
 
 format: ## Format and autofix
 	$(UV) run ruff format .
@@ -41,7 +41,7 @@ bench-checkout: ## Checkout (POST /api/v1/orders) throughput through the gateway
 	$(UV) run python bench/checkout.py
 
 migrate: ## Apply every service's migrations and seed the demo catalog
-	$(UV) run python -m shared.devstack migrate
+	$(UV) run python -m devstack migrate
 
 clean: ## Remove local databases, keys and caches
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,20 +1,17 @@
 """Root of the test run.
 
-The services' test folders sit inside folders named like the packages they test
-(user_service/tests/...). With pytest's importlib mode that would make pytest register
-an empty placeholder `user_service` module; importing the real packages first avoids it.
+The test folders sit inside folders named like the packages they test
+(user_service/tests/..., shared/eventbus/tests/...). With pytest's importlib mode that
+would make pytest register an empty placeholder module of that name; importing the real
+packages first avoids it.
+
+The fixtures every service's tests share come from the `service_testing` plugin
+(dev/service_testing), registered by its `pytest11` entry point.
 """
 
-import importlib.util
+import importlib
 
-for _package in (
-    "shared",
-    "api_gateway",
-    "user_service",
-    "product_service",
-    "inventory_service",
-    "order_service",
-    "notification_service",
-):
-    if importlib.util.find_spec(_package) is not None:
-        importlib.import_module(_package)
+from devstack import SERVICES
+
+for _package in ("shared", "eventbus", *(spec.package for spec in SERVICES)):
+    importlib.import_module(_package)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -37,8 +36,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
-from shared.devstack import SERVICES, running_stack
-from shared.testing import OtlpReceiver, delete_topology, postgres_database, unique_topology
+from devstack import SERVICES, running_stack
+from service_testing import (
+    OtlpReceiver,
+    delete_topology,
+    free_port,
+    postgres_database,
+    unique_topology,
+)
 
 RESULTS = Path(__file__).parent / "results"
 ADMIN_EMAIL = "admin@example.com"
@@ -73,13 +78,6 @@ end
 
 bodies = __BODIES__
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def call(

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from sqlalchemy import MetaData, insert
 
+from eventbus import Broker, EventEnvelope, OutboxRelay, outbox_table
+from eventbus.broker import declare_service_queues
+from eventbus.outbox import OUTBOX
+from service_testing import RABBITMQ_URL, delete_topology, postgres_database, unique_topology
 from shared.db import Database
-from shared.events import Broker, EventEnvelope, OutboxRelay, outbox_table
-from shared.events.broker import declare_service_queues
-from shared.events.outbox import OUTBOX
-from shared.testing import RABBITMQ_URL, delete_topology, postgres_database, unique_topology
 
 CONSUMER = "bench_consumer"
 

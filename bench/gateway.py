@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -27,17 +26,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
-from shared.devstack import SERVICES, running_stack, start_process, stop, wait_ready
-from shared.testing import OtlpReceiver, delete_topology, unique_topology
+from devstack import SERVICES, running_stack, start_process, stop, wait_ready
+from service_testing import OtlpReceiver, delete_topology, free_port, unique_topology
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def first_product_id(gateway_url: str) -> str:

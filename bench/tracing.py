@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from shared.testing import OtlpReceiver
+from service_testing import OtlpReceiver
 
 
 def add_tracing_options(parser: argparse.ArgumentParser) -> None:

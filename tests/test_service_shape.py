@@ -15,7 +15,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordRequestForm
 
-from shared.devstack import SERVICES
+from devstack import SERVICES
 
 REPO = Path(__file__).parents[1]
 #: Classes FastAPI instantiates as dependencies (a thread hop each; only on cold routes).

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from starlette.applications import Starlette
@@ -32,7 +30,7 @@ from starlette.routing import Route
 
 from api_gateway.config import Settings
 from api_gateway.main import create_app
-from shared.testing import LocalTokens
+from service_testing import LocalTokens, free_port, serve
 
 UPSTREAM_NAMES = ("user", "product", "order", "inventory", "notification")
 
@@ -164,31 +162,6 @@ def upstream_app(upstream: Upstream) -> Starlette:
     )
 
 
-@asynccontextmanager
-async def serve(app: Any, **config: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
-    """Run `app` with uvicorn on a free port of this process's event loop."""
-    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say so, and
-    # without it every small response waits 40 ms for a delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    options: dict[str, Any] = {"log_config": None, "lifespan": "off", "log_level": "warning"}
-    options.update(config)
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 @pytest.fixture(scope="session")
 async def upstream_servers() -> AsyncIterator[dict[str, Upstream]]:
     """One fake service per upstream, for the whole session."""
@@ -211,25 +184,17 @@ async def _serve_all(running: dict[str, Upstream], names: list[str]) -> AsyncIte
         yield
         return
     upstream = Upstream(names[0])
-    async with serve(upstream_app(upstream)) as (url, _):
+    async with serve(upstream_app(upstream), lifespan="off") as url:
         upstream.url = url
         running[upstream.name] = upstream
         async with _serve_all(running, names[1:]):
             yield
 
 
-@pytest.fixture(scope="session")
-def tokens() -> LocalTokens:
-    return LocalTokens()
-
-
 @pytest.fixture
 def closed_port_url() -> str:
     """A URL nothing listens on: connections are refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def gateway_settings(upstreams: dict[str, Upstream], **overrides: Any) -> Settings:
@@ -256,11 +221,15 @@ def make_gateway(upstreams: dict[str, Upstream], tokens: LocalTokens) -> MakeGat
 
     @asynccontextmanager
     async def make(
-        *, client: tuple[str, int] = ("127.0.0.1", 50000), **overrides: Any
+        *,
+        client: tuple[str, int] = ("127.0.0.1", 50000),
+        local_tokens: bool = True,
+        **overrides: Any,
     ) -> AsyncIterator[Gateway]:
-        app = create_app(gateway_settings(upstreams, **overrides))
+        """`local_tokens=False`: the real verifier, which asks the user service."""
+        verifier = tokens.verifier() if local_tokens else None
+        app = create_app(gateway_settings(upstreams, **overrides), token_verifier=verifier)
         async with LifespanManager(app):
-            app.state.token_verifier = tokens.verifier()
             transport = httpx.ASGITransport(app=app, client=client)
             async with Gateway(transport=transport, base_url="http://gateway.test") as gateway:
                 gateway.app = app
@@ -284,9 +253,8 @@ def serve_gateway(upstreams: dict[str, Upstream], tokens: LocalTokens) -> MakeGa
 
     @asynccontextmanager
     async def make(*, uvicorn_options: dict[str, Any] | None = None, **overrides: Any) -> Any:
-        app = create_app(gateway_settings(upstreams, **overrides))
-        async with serve(app, lifespan="on", **(uvicorn_options or {})) as (url, _):
-            app.state.token_verifier = tokens.verifier()
+        app = create_app(gateway_settings(upstreams, **overrides), token_verifier=tokens.verifier())
+        async with serve(app, **(uvicorn_options or {})) as url:
             yield url
 
     return make

@@ -5,8 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
-from shared.testing import LocalTokens, assert_problem
+from service_testing import LocalTokens, assert_problem
 
 
 class TestPublicRoutes:
@@ -131,12 +130,10 @@ class TestVerificationUnavailable:
         assert_problem(response, 503)
 
     async def test_user_service_down_is_a_503(self, make_gateway, closed_port_url) -> None:
-        async with make_gateway(user_service_url=closed_port_url, http_retries=0) as gateway:
-            # The real verifier, which fetches the JWKS from the (missing) user service.
-            client = gateway.app.state.http_client
-            gateway.app.state.token_verifier = TokenVerifier(
-                RemoteJWKS(client), RemoteUserStatus(client), issuer="i", audience="a"
-            )
+        # The real verifier, which fetches the JWKS from the (missing) user service.
+        async with make_gateway(
+            user_service_url=closed_port_url, http_retries=0, local_tokens=False
+        ) as gateway:
             headers = LocalTokens().headers()
             response = await gateway.get("/api/v1/orders", headers=headers)
         assert_problem(response, 503)

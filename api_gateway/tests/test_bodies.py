@@ -7,7 +7,7 @@ import hashlib
 import httpx
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 LIMIT = 1024 * 1024
 

@@ -10,7 +10,7 @@ from ipaddress import ip_network
 from limits.aio.storage import MemoryStorage
 
 from api_gateway.ratelimit import ClientAddresses, RateLimiter, rate_limit_key
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 
 class TestRateLimit:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 
 class TestPrefixMapping:

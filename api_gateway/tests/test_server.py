@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 
 async def raw_exchange(url: str, request: bytes, *, read_timeout: float = 5.0) -> bytes:

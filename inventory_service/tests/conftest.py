@@ -1,75 +1,40 @@
 """Fixtures: one migrated database and running app per backend, shared by the whole run,
-and the real product service on a free port as the catalog the inventory asks."""
+and the real product service on a free port as the catalog the inventory asks (the rest
+comes from the `service_testing` plugin)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-import uvicorn
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 from sqlalchemy import select
 
 import product_service.config
 import product_service.main
+from eventbus import Topology
 from inventory_service.config import Settings
 from inventory_service.main import create_app
 from inventory_service.models import Base, Stock
-from shared.config import Environment
-from shared.events import Topology
-from shared.testing import (
+from service_testing import (
     LocalTokens,
+    accept_local_tokens,
     delete_topology,
     migrated_database,
+    running_app,
+    serve,
     truncate_all,
     unique_topology,
 )
-
-ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
-PRODUCT_ALEMBIC_INI = Path(__file__).resolve().parents[2] / "product_service" / "alembic.ini"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+from service_testing.plugin import MigratedDatabase, alembic_ini
+from shared.config import Environment
 
 MakeProduct = Callable[..., Awaitable[uuid.UUID]]
-
-
-class QuietServer(uvicorn.Server):
-    """uvicorn inside the test run: Ctrl-C stays pytest's."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve `app` over real HTTP on a free port; yields its base URL."""
-    server = QuietServer(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@pytest.fixture(scope="session")
-def tokens() -> LocalTokens:
-    return LocalTokens()
 
 
 @dataclass
@@ -96,7 +61,8 @@ async def catalog(
     # The catalog publishes where the inventory app does not listen: the tests decide
     # when stock records appear (test_events.py sends the events itself).
     catalog_topology = unique_topology("catalog")
-    async with migrated_database("sqlite", "product_service", PRODUCT_ALEMBIC_INI, tmp_dir) as url:
+    product_ini = alembic_ini("product_service")
+    async with migrated_database("sqlite", "product_service", product_ini, tmp_dir) as url:
         settings = product_service.config.Settings(
             _env_file=None,
             database_url=url,
@@ -105,8 +71,8 @@ async def catalog(
             events_queue_prefix=catalog_topology.queue_prefix,
         )
         app = product_service.main.create_app(settings)
+        accept_local_tokens(app, tokens)
         async with serve(app) as base_url:
-            app.state.token_verifier = tokens.verifier()
             yield Catalog(base_url, app)
     await delete_topology(catalog_topology)
 
@@ -147,12 +113,9 @@ def make_product(catalog: Catalog, tokens: LocalTokens) -> MakeProduct:
     return make
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
-    tmp_dir = tmp_path_factory.mktemp(f"inventory_{request.param}")
-    async with migrated_database(request.param, "inventory_service", ALEMBIC_INI, tmp_dir) as url:
+@pytest.fixture(scope="session")
+async def database_url(migrated_database_of: MigratedDatabase) -> AsyncIterator[str]:
+    async with migrated_database_of("inventory_service") as url:
         yield url
 
 
@@ -171,17 +134,9 @@ def settings(database_url: str, catalog: Catalog, topology: Topology) -> Setting
     )
 
 
-@contextlib.asynccontextmanager
-async def running_app(settings: Settings, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with LifespanManager(app):
-        app.state.token_verifier = tokens.verifier()
-        yield app
-
-
 @pytest.fixture(scope="session")
 async def app(settings: Settings, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
-    async with running_app(settings, tokens) as app:
+    async with running_app(create_app(settings), tokens) as app:
         yield app
 
 
@@ -191,29 +146,13 @@ StartApp = Callable[[Settings], contextlib.AbstractAsyncContextManager[FastAPI]]
 @pytest.fixture
 def start_app(tokens: LocalTokens) -> StartApp:
     """Run another app (other settings, same database) beside the shared one."""
-    return lambda settings: running_app(settings, tokens)
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
-        yield client
+    return lambda settings: running_app(create_app(settings), tokens)
 
 
 @pytest.fixture(autouse=True)
 async def _empty_tables(app: FastAPI) -> AsyncIterator[None]:
     yield
     await truncate_all(app.state.database.engine, Base.metadata)
-
-
-@pytest.fixture
-def admin(tokens: LocalTokens) -> dict[str, str]:
-    return tokens.headers(role="admin")
-
-
-@pytest.fixture
-def customer(tokens: LocalTokens) -> dict[str, str]:
-    return tokens.headers(role="customer")
 
 
 class Units(NamedTuple):

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import func, select
 
+from eventbus import EventEnvelope, Topology
+from eventbus.metrics import EVENTS_CONSUMED
+from eventbus.types import OrderChanged, OrderItem, ProductChanged
 from inventory_service.models import inbox_event
-from shared.events import EventEnvelope, Topology
-from shared.events.metrics import EVENTS_CONSUMED
-from shared.events.types import OrderChanged, OrderItem, ProductChanged
-from shared.testing import RABBITMQ_URL, eventually
+from service_testing import RABBITMQ_URL, eventually
 
 if TYPE_CHECKING:
     from conftest import Inventory

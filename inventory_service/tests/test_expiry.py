@@ -12,8 +12,8 @@ from fastapi import FastAPI
 
 from inventory_service.config import Settings
 from inventory_service.expiry import release_expired_reservations
+from service_testing import assert_problem
 from shared.db import utcnow
-from shared.testing import assert_problem
 
 if TYPE_CHECKING:
     from conftest import Inventory, StartApp

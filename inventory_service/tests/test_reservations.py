@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from httpx import AsyncClient
 
+from service_testing import assert_problem
 from shared.db import utcnow
-from shared.testing import assert_problem
 
 if TYPE_CHECKING:
     from conftest import Inventory

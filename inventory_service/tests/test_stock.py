@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ import pytest
 from httpx import ASGITransport, AsyncClient
 
 from inventory_service.config import Settings
-from shared.testing import LocalTokens, assert_problem
+from service_testing import LocalTokens, assert_problem, free_port
 
 if TYPE_CHECKING:
     from conftest import Inventory, MakeProduct, StartApp
@@ -24,10 +23,7 @@ def slug(body: dict[str, Any]) -> str:
 
 def closed_port() -> int:
     """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port()
 
 
 class TestGetStock:

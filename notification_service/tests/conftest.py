@@ -1,37 +1,21 @@
 """Fixtures: one migrated database and running app per backend, shared by the whole run,
-consuming from this run's own exchange on the shared broker."""
+consuming from this run's own exchange on the shared broker (the rest comes from the
+`service_testing` plugin)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
 
+from eventbus import Topology
 from notification_service.config import Settings
 from notification_service.main import create_app
 from notification_service.models import Base
+from service_testing import LocalTokens, delete_topology, running_app, truncate_all, unique_topology
+from service_testing.plugin import MigratedDatabase
 from shared.config import Environment
-from shared.events import Topology
-from shared.testing import (
-    LocalTokens,
-    delete_topology,
-    migrated_database,
-    truncate_all,
-    unique_topology,
-)
-
-ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="session")
-def tokens() -> LocalTokens:
-    return LocalTokens()
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +26,9 @@ async def topology() -> AsyncIterator[Topology]:
     await delete_topology(names, ("notification_service",))
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
-    tmp_dir = tmp_path_factory.mktemp(f"notification_{request.param}")
-    async with migrated_database(
-        request.param, "notification_service", ALEMBIC_INI, tmp_dir
-    ) as url:
+@pytest.fixture(scope="session")
+async def database_url(migrated_database_of: MigratedDatabase) -> AsyncIterator[str]:
+    async with migrated_database_of("notification_service") as url:
         yield url
 
 
@@ -66,24 +45,10 @@ def settings(database_url: str, topology: Topology) -> Settings:
     )
 
 
-@contextlib.asynccontextmanager
-async def running_app(settings: Settings, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
-    app = create_app(settings)
-    async with LifespanManager(app):
-        app.state.token_verifier = tokens.verifier()
-        yield app
-
-
 @pytest.fixture(scope="session")
 async def app(settings: Settings, tokens: LocalTokens) -> AsyncIterator[FastAPI]:
-    async with running_app(settings, tokens) as app:
+    async with running_app(create_app(settings), tokens) as app:
         yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
-        yield client
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -16,13 +15,13 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import func, select
 
+from eventbus import EventConsumer, EventEnvelope, Topology
+from eventbus.types import OrderChanged, OrderItem, UserRegistered
 from notification_service.config import Settings
 from notification_service.events import RecipientUnknown, event_handlers
 from notification_service.mailer import Mailer
 from notification_service.models import Notification, Recipient
-from shared.events import EventConsumer, EventEnvelope, Topology
-from shared.events.types import OrderChanged, OrderItem, UserRegistered
-from shared.testing import RABBITMQ_URL, LocalTokens, assert_problem, eventually
+from service_testing import RABBITMQ_URL, LocalTokens, assert_problem, eventually, free_port
 
 
 def user_registered(
@@ -77,13 +76,6 @@ class FakeSmtp:
         content = self.messages[index].content
         assert isinstance(content, bytes)
         return content.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -2,31 +2,27 @@
 ports (each with its own migrated database), and order_service talks to them over HTTP.
 
 Everything runs once per backend (SQLite, then PostgreSQL): the three databases of a
-run are all of that backend."""
+run are all of that backend (the `backend` fixture of the `service_testing` plugin)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from eventbus import Topology
 from inventory_service.config import Settings as InventorySettings
 from inventory_service.main import create_app as create_inventory_app
 from order_service.config import Settings
@@ -34,28 +30,25 @@ from order_service.main import create_app
 from order_service.models import Base
 from product_service.config import Settings as ProductSettings
 from product_service.main import create_app as create_product_app
-from shared.config import Environment
-from shared.db import Database
-from shared.events import Topology
-from shared.testing import (
+from service_testing import (
     LocalTokens,
+    accept_local_tokens,
     delete_topology,
-    migrated_database,
+    free_port,
+    running_app,
+    serve,
     truncate_all,
     unique_topology,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+from service_testing.plugin import MigratedDatabase
+from shared.config import Environment
+from shared.db import Database
 
 
 @pytest.fixture
 def closed_port() -> int:
     """A port nothing listens on (a service that is down)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_port()
 
 
 @dataclass
@@ -65,27 +58,11 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[Server]:
+async def serve_in_thread(app: Any) -> AsyncIterator[Server]:
     """Serve an ASGI app over real HTTP on a free port, from a thread of its own (its
     own event loop, as if it were another process), until the block ends."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
-        )
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        async with asyncio.timeout(30):
-            while not server.started:
-                if not thread.is_alive():
-                    raise RuntimeError("the server did not start")
-                await asyncio.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield Server(app, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        await asyncio.to_thread(thread.join, 15)
+    async with serve(app, in_thread=True) as url:
+        yield Server(app, url)
 
 
 def order_settings(database_url: str, **overrides: Any) -> Settings:
@@ -97,11 +74,6 @@ def order_settings(database_url: str, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(_env_file=None, **values)
-
-
-@pytest.fixture(scope="session")
-def tokens() -> LocalTokens:
-    return LocalTokens()
 
 
 def events_settings(topology: Topology) -> dict[str, Any]:
@@ -130,22 +102,11 @@ async def order_topology() -> AsyncIterator[Topology]:
     await delete_topology(names)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    param: str = request.param
-    return param
-
-
 @pytest.fixture(scope="session")
 async def product_server(
-    backend: str,
-    tmp_path_factory: pytest.TempPathFactory,
-    tokens: LocalTokens,
-    catalog_topology: Topology,
+    migrated_database_of: MigratedDatabase, tokens: LocalTokens, catalog_topology: Topology
 ) -> AsyncIterator[Server]:
-    tmp = tmp_path_factory.mktemp(f"product_{backend}")
-    ini = ROOT / "product_service" / "alembic.ini"
-    async with migrated_database(backend, "product_service", ini, tmp) as url:
+    async with migrated_database_of("product_service") as url:
         settings = ProductSettings(
             _env_file=None,
             database_url=url,
@@ -153,22 +114,19 @@ async def product_server(
             **events_settings(catalog_topology),
         )
         app = create_product_app(settings)
-        async with serve(app) as server:
-            app.state.token_verifier = tokens.verifier()
+        accept_local_tokens(app, tokens)
+        async with serve_in_thread(app) as server:
             yield server
 
 
 @pytest.fixture(scope="session")
 async def inventory_server(
-    backend: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    migrated_database_of: MigratedDatabase,
     tokens: LocalTokens,
     product_server: Server,
     catalog_topology: Topology,
 ) -> AsyncIterator[Server]:
-    tmp = tmp_path_factory.mktemp(f"inventory_{backend}")
-    ini = ROOT / "inventory_service" / "alembic.ini"
-    async with migrated_database(backend, "inventory_service", ini, tmp) as url:
+    async with migrated_database_of("inventory_service") as url:
         settings = InventorySettings(
             _env_file=None,
             database_url=url,
@@ -177,18 +135,14 @@ async def inventory_server(
             **events_settings(catalog_topology),
         )
         app = create_inventory_app(settings)
-        async with serve(app) as server:
-            app.state.token_verifier = tokens.verifier()
+        accept_local_tokens(app, tokens)
+        async with serve_in_thread(app) as server:
             yield server
 
 
 @pytest.fixture(scope="session")
-async def database_url(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
-    tmp = tmp_path_factory.mktemp(f"order_{backend}")
-    ini = ROOT / "order_service" / "alembic.ini"
-    async with migrated_database(backend, "order_service", ini, tmp) as url:
+async def database_url(migrated_database_of: MigratedDatabase) -> AsyncIterator[str]:
+    async with migrated_database_of("order_service") as url:
         yield url
 
 
@@ -214,9 +168,7 @@ def order_app_factory(
             **events_settings(order_topology),
         }
         settings = order_settings(database_url, **{**upstreams, **overrides})
-        app = create_app(settings)
-        async with LifespanManager(app):
-            app.state.token_verifier = tokens.verifier()
+        async with running_app(create_app(settings), tokens) as app:
             yield app
 
     return make
@@ -226,13 +178,6 @@ def order_app_factory(
 async def app(order_app_factory: OrderAppFactory) -> AsyncIterator[FastAPI]:
     async with order_app_factory() as app:
         yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://order-service") as c:
-        yield c
 
 
 @pytest.fixture(autouse=True)
@@ -252,11 +197,6 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
             await truncate_all(database.engine, Base.metadata)
         finally:
             await database.dispose()
-
-
-@pytest.fixture
-def admin(tokens: LocalTokens) -> dict[str, str]:
-    return tokens.headers(role="admin")
 
 
 @dataclass
@@ -389,7 +329,7 @@ def slow_proxy_factory() -> Callable[[str], AbstractAsyncContextManager[SlowProx
     @asynccontextmanager
     async def make(target: str) -> AsyncIterator[SlowProxy]:
         proxy = SlowProxy(target)
-        async with serve(proxy.app) as server:
+        async with serve_in_thread(proxy.app) as server:
             proxy.url = server.url
             yield proxy
             proxy.mode = "pass"

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from order_service.domain.pricing import PricedLine, PricedOrder
 from order_service.models import IdempotencyState, outbox_event
 from order_service.repository import IdempotencyRepository, OrderRepository
+from service_testing import assert_problem
 from shared.db import utcnow
-from shared.testing import assert_problem
 
 if TYPE_CHECKING:
     from conftest import Customer, OrderAppFactory, PlaceOrder, Server, Shop, SlowProxy

@@ -1,44 +1,33 @@
-"""Fixtures: one migrated database and running app per backend, shared by the whole run."""
+"""Fixtures: one migrated database and running app per backend, shared by the whole run
+(the rest comes from the `service_testing` plugin)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from httpx import ASGITransport, AsyncClient
+from httpx import AsyncClient
 
+from eventbus import Topology
 from product_service.config import Settings
 from product_service.main import create_app
 from product_service.models import Base
-from shared.config import Environment
-from shared.events import Topology
-from shared.testing import (
+from service_testing import (
     LocalTokens,
     delete_topology,
-    migrated_database,
+    running_app,
     truncate_all,
     unique_topology,
 )
-
-ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+from service_testing.plugin import MigratedDatabase
+from shared.config import Environment
 
 
 @pytest.fixture(scope="session")
-def tokens() -> LocalTokens:
-    return LocalTokens()
-
-
-@pytest.fixture(scope="session", params=BACKENDS)
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
-    tmp_dir = tmp_path_factory.mktemp(f"product_{request.param}")
-    async with migrated_database(request.param, "product_service", ALEMBIC_INI, tmp_dir) as url:
+async def database_url(migrated_database_of: MigratedDatabase) -> AsyncIterator[str]:
+    async with migrated_database_of("product_service") as url:
         yield url
 
 
@@ -59,32 +48,14 @@ async def app(database_url: str, tokens: LocalTokens, topology: Topology) -> Asy
         events_exchange=topology.exchange,
         events_queue_prefix=topology.queue_prefix,
     )
-    app = create_app(settings)
-    async with LifespanManager(app):
-        app.state.token_verifier = tokens.verifier()
+    async with running_app(create_app(settings), tokens) as app:
         yield app
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
-        yield client
 
 
 @pytest.fixture(autouse=True)
 async def _empty_tables(app: FastAPI) -> AsyncIterator[None]:
     yield
     await truncate_all(app.state.database.engine, Base.metadata)
-
-
-@pytest.fixture
-def admin(tokens: LocalTokens) -> dict[str, str]:
-    return tokens.headers(role="admin")
-
-
-@pytest.fixture
-def customer(tokens: LocalTokens) -> dict[str, str]:
-    return tokens.headers(role="customer")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 
 def cache_hits(app: FastAPI) -> float:

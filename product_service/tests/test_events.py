@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import select
 
+from eventbus import Topology
 from product_service.models import outbox_event
 from product_service.seed import demo_products, seed_catalog
-from shared.events import Topology
-from shared.testing import RABBITMQ_URL, eventually
+from service_testing import RABBITMQ_URL, eventually
 
 MakeProduct = Callable[..., Awaitable[dict[str, Any]]]
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from shared.testing import LocalTokens, assert_problem
+from service_testing import LocalTokens, assert_problem
 
 MakeProduct = Callable[..., Awaitable[dict[str, Any]]]
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from shared.devstack import SERVICES, ServiceSpec
+from devstack import SERVICES, ServiceSpec
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "prod")

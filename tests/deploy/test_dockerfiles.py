@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,20 @@ def stages(pkg: str) -> list[Stage]:
     path = REPO / pkg / "Dockerfile"
     assert path.is_file(), f"{pkg} has no Dockerfile"
     return parse_dockerfile(path)
+
+
+def shared_libraries(pkg: str) -> list[str]:
+    """The folders of the shared libraries (shared/<name>) the service depends on."""
+    project = tomllib.loads((REPO / pkg / "pyproject.toml").read_text())["project"]
+    names = {
+        dependency.split(">")[0].split("[")[0].strip() for dependency in project["dependencies"]
+    }
+    return [
+        str(folder.relative_to(REPO))
+        for folder in sorted((REPO / "shared").iterdir())
+        if (folder / "pyproject.toml").is_file()
+        and dist_name(str(folder.relative_to(REPO))) in names
+    ]
 
 
 def has_migrations(pkg: str) -> bool:
@@ -93,13 +108,14 @@ class TestDockerfileRules:
     def test_builder_copies_only_the_lock_the_pyprojects_shared_and_this_service(
         self, pkg: str
     ) -> None:
+        libraries = shared_libraries(pkg)
         allowed = {
             "uv.lock",
             "pyproject.toml",
-            "shared/pyproject.toml",
-            "shared/src",
             f"{pkg}/pyproject.toml",
             f"{pkg}/src",
+            *(f"{folder}/pyproject.toml" for folder in libraries),
+            *(f"{folder}/src" for folder in libraries),
         }
         copied = {
             source
@@ -108,7 +124,7 @@ class TestDockerfileRules:
             for source in copy.operands[:-1]
         }
         assert copied <= allowed, copied - allowed
-        assert {"uv.lock", "shared/src", f"{pkg}/src"} <= copied
+        assert {"uv.lock", f"{pkg}/src", *(f"{folder}/src" for folder in libraries)} <= copied
 
     def test_runtime_holds_only_the_venv_and_the_migrations(self, pkg: str) -> None:
         runtime = stages(pkg)[1]
@@ -182,10 +198,10 @@ class TestDockerfileRules:
 def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     patterns = dockerignore_patterns()
     for path in (".env", ".git/config", ".venv/bin/python", ".data/users.db",
-                 "user_service/tests/test_api.py", "shared/src/shared/__pycache__/x.pyc",
-                 "deploy/key.pem"):  # fmt: skip
+                 "user_service/tests/test_api.py", "shared/kit/src/shared/__pycache__/x.pyc",
+                 "deploy/key.pem", "dev/devstack/src/devstack/stack.py"):  # fmt: skip
         assert dockerignored(path, patterns), path
-    for path in ("uv.lock", "shared/src/shared/config.py", "user_service/migrations/env.py"):
+    for path in ("uv.lock", "shared/kit/src/shared/config.py", "user_service/migrations/env.py"):
         assert not dockerignored(path, patterns), path
 
 
@@ -279,6 +295,7 @@ def test_built_image_runs_the_service_and_its_migrations(pkg: str, tmp_path: Pat
     assert {dist_name(pkg), "shared", "uvicorn", "alembic"} <= installed
     assert not (installed & (WORKSPACE_MEMBERS - {dist_name(pkg)})), "other services installed"
     assert not (installed & DEV_TOOLS), "development tools installed"
+    assert not (installed & {"devstack", "service-testing"}), "the runner or test support installed"
 
     # The runtime stage: the venv and, for a service with a database, its migrations.
     app = tmp_path / "app"
@@ -295,6 +312,8 @@ def test_built_image_runs_the_service_and_its_migrations(pkg: str, tmp_path: Pat
     where = in_venv(
         venv,
         f"import {module} as m, shared; assert callable(m.{factory});"
+        "import importlib.util as u;"
+        "assert u.find_spec('devstack') is None and u.find_spec('service_testing') is None;"
         "print(m.__file__, shared.__file__)",
         app,
     )
@@ -322,4 +341,4 @@ def test_built_image_runs_the_service_and_its_migrations(pkg: str, tmp_path: Pat
 
 def test_every_service_of_the_topology_has_an_image() -> None:
     dockerfiles = {path.parent.name for path in REPO.glob("*/Dockerfile")}
-    assert dockerfiles == set(SPECS), "a Dockerfile per service in shared.devstack.SERVICES"
+    assert dockerfiles == set(SPECS), "a Dockerfile per service in devstack.SERVICES"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -12,18 +11,17 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.devstack import SERVICES, Stack, running_stack
-from shared.events import Topology
-from shared.testing import OtlpReceiver, delete_topology, postgres_database, unique_topology
+from devstack import SERVICES, Stack, running_stack
+from eventbus import Topology
+from service_testing import (
+    OtlpReceiver,
+    delete_topology,
+    free_port,
+    postgres_database,
+    unique_topology,
+)
 
 ADMIN = {"username": "admin@example.com", "password": "admin-e2e-password"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

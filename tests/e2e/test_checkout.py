@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 if TYPE_CHECKING:
     from conftest import Shop

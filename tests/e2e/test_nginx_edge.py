@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.devstack import REPO_ROOT, Stack
+from devstack import REPO_ROOT, Stack
+from service_testing import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +38,6 @@ def nginx_binary() -> str:
     if found is None:
         pytest.skip("nginx is not installed: scripts/ensure-deploy-tools.sh installs Debian's")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def render(directory: Path, upstream_port: int, port: int, rate: str, burst: int) -> Path:

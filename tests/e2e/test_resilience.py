@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from shared.devstack import SERVICES, Stack, start_process, wait_ready
-from shared.testing import assert_problem
+from devstack import SERVICES, Stack, start_process, wait_ready
+from service_testing import assert_problem
 
 pytestmark = pytest.mark.e2e
 

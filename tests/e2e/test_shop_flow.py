@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 pytestmark = pytest.mark.e2e
 

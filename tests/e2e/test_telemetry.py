@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from shared.devstack import SERVICES
+from devstack import SERVICES
 from tests.e2e.test_events import place_order, stocked_product, wait_for_notifications
 
 if TYPE_CHECKING:
-    from shared.devstack import Stack
-    from shared.testing import OtlpReceiver, ReceivedSpan
+    from devstack import Stack
+    from service_testing import OtlpReceiver, ReceivedSpan
     from tests.e2e.conftest import Shop
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]

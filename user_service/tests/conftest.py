@@ -1,34 +1,27 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
-from shared.events import Topology
-from shared.testing import delete_topology, migrated_database, truncate_all, unique_topology
+from eventbus import Topology
+from service_testing import delete_topology, running_app, truncate_all, unique_topology
+from service_testing.plugin import MigratedDatabase
 from user_service.config import Settings
 from user_service.main import create_app
 from user_service.models import Base
 from user_service.service import AccountService
 
-ALEMBIC_INI = Path(__file__).parents[1] / "alembic.ini"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-1"
 
 
-@pytest.fixture(
-    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[str]:
-    tmp = tmp_path_factory.mktemp("user-db")
-    async with migrated_database(request.param, "user_service", ALEMBIC_INI, tmp) as url:
+@pytest.fixture(scope="session")
+async def database_url(migrated_database_of: MigratedDatabase) -> AsyncIterator[str]:
+    async with migrated_database_of("user_service") as url:
         yield url
 
 
@@ -58,8 +51,7 @@ def settings(
 
 @pytest.fixture(scope="session")
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    async with LifespanManager(application):
+    async with running_app(create_app(settings)) as application:
         yield application
 
 
@@ -72,13 +64,6 @@ async def clean_database(app: FastAPI) -> None:
         await AccountService(session, app.state.password_hasher).ensure_admin(
             ADMIN_EMAIL, ADMIN_PASSWORD
         )
-
-
-@pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://user-service") as c:
-        yield c
 
 
 class UserApi:

@@ -8,7 +8,7 @@ import httpx
 import jwt
 import pytest
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 
 class TestRegister:

@@ -11,8 +11,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from shared.events import Topology
-from shared.testing import RABBITMQ_URL, eventually
+from eventbus import Topology
+from service_testing import RABBITMQ_URL, eventually
 from user_service.models import outbox_event
 
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from shared.testing import assert_problem
+from service_testing import assert_problem
 
 
 class TestOwnProfile:

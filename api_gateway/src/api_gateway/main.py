@@ -13,11 +13,16 @@ from api_gateway.health import HealthChecker
 from api_gateway.health import router as health_router
 from api_gateway.proxy import Proxy
 from api_gateway.ratelimit import RateLimiter
-from shared.service import create_service_app
+from shared.auth import TokenVerifier
+from shared.service import ServiceBuilder
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the gateway: service defaults, `GET /health` and the proxy behind `/api/`."""
+def create_app(
+    settings: Settings | None = None, *, token_verifier: TokenVerifier | None = None
+) -> FastAPI:
+    """Build the gateway: service defaults, `GET /health` and the proxy behind `/api/`.
+
+    `token_verifier` replaces the one that asks the user service (tests sign their own)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -31,25 +36,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if limiter is not None:
                 await limiter.aclose()
 
-    app = create_service_app(
+    service = ServiceBuilder(
         settings,
         title="E-commerce API gateway",
         description=(
             "The single entry point: `/api/v1/<resource>/...` goes to the service that owns "
             "the resource. See each service's API for the routes."
         ),
-        routers=[health_router],
-        # The user service is the client's default upstream already.
+        stream_request_bodies=True,
+    )
+    service.add_tracing()
+    service.add_metrics()
+    service.add_health()
+    # The user service is the client's default upstream already.
+    service.add_http_client(
         upstreams={
             "product": settings.product_service_url,
             "order": settings.order_service_url,
             "inventory": settings.inventory_service_url,
             "notification": settings.notification_service_url,
-        },
-        lifespan=lifespan,
-        use_database=False,
-        stream_request_bodies=True,
+        }
     )
+    service.add_auth(None if token_verifier is None else lambda app: token_verifier)
+    service.add_lifespan(lifespan)
+    service.add_routers(health_router)
+    app = service.build()
     # First in the table: nearly every request is a proxied one.
     app.router.routes.insert(0, Route("/api/{path:path}", Proxy(settings), include_in_schema=False))
     # `/api` -> 307 `/api/` would only lead to a 404; the services redirect their own routes.

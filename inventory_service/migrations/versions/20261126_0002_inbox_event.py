@@ -1,4 +1,4 @@
-"""inbox of processed events (shared.events)
+"""inbox of processed events (eventbus)
 
 Revision ID: 0002
 Revises: 0001

@@ -13,12 +13,8 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory_service.metrics import count_reservation
-from inventory_service.repository import StockRepository
-from inventory_service.service import ReservationService
-from shared.db import utcnow
-from shared.events import EventEnvelope, EventHandlers
-from shared.events.types import (
+from eventbus import EventEnvelope, EventHandlers
+from eventbus.types import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
     PRODUCT_CREATED,
@@ -26,6 +22,10 @@ from shared.events.types import (
     OrderChanged,
     ProductChanged,
 )
+from inventory_service.metrics import count_reservation
+from inventory_service.repository import StockRepository
+from inventory_service.service import ReservationService
+from shared.db import utcnow
 
 logger = logging.getLogger(__name__)
 

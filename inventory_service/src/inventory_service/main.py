@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from eventbus import add_events
 from inventory_service.api import internal, stock
 from inventory_service.catalog import PRODUCT_UPSTREAM
 from inventory_service.config import Settings, get_settings
 from inventory_service.events import handlers
 from inventory_service.expiry import sweep_expired_reservations
-from shared.service import create_service_app
+from shared.service import ServiceBuilder
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,13 +39,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
 
-    return create_service_app(
+    service = ServiceBuilder(
         settings,
         title="Inventory service",
         description="Stock levels for everyone to read and admins to set, and the "
         "reservations that hold stock for orders (internal API for order_service).",
-        routers=[stock.router, internal.router],
-        upstreams={PRODUCT_UPSTREAM: settings.product_service_url},
-        lifespan=lifespan,
-        event_handlers=handlers,
     )
+    service.add_tracing()
+    service.add_metrics()
+    service.add_health()
+    service.add_database()
+    add_events(service, handlers=handlers)
+    service.add_http_client(upstreams={PRODUCT_UPSTREAM: settings.product_service_url})
+    service.add_auth()
+    service.add_lifespan(lifespan)
+    service.add_routers(stock.router, internal.router)
+    return service.build()

@@ -18,8 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from eventbus import inbox_table
 from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, TimestampMixin, utcnow
-from shared.events import inbox_table
 
 
 class Base(DeclarativeBase):
@@ -105,5 +105,5 @@ class ReservationLine(Base):
     reservation: Mapped[Reservation] = relationship(back_populates="lines", lazy="raise")
 
 
-#: Ids of the events already processed (shared.events): each takes effect once.
+#: Ids of the events already processed (eventbus): each takes effect once.
 inbox_event = inbox_table(Base.metadata)

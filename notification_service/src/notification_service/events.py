@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from notification_service.mailer import Mailer
-from notification_service.models import NotificationKind
-from notification_service.repository import RecipientRepository
-from notification_service.service import NotificationService
-from notification_service.templates import order_message, welcome
-from shared.events import EventEnvelope, EventHandlers
-from shared.events.types import (
+from eventbus import EventEnvelope, EventHandlers
+from eventbus.types import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
     ORDER_SHIPPED,
@@ -25,6 +20,11 @@ from shared.events.types import (
     OrderChanged,
     UserRegistered,
 )
+from notification_service.mailer import Mailer
+from notification_service.models import NotificationKind
+from notification_service.repository import RecipientRepository
+from notification_service.service import NotificationService
+from notification_service.templates import order_message, welcome
 
 KIND_OF_EVENT = {
     ORDER_CONFIRMED: NotificationKind.ORDER_CONFIRMED,
@@ -38,7 +38,7 @@ class RecipientUnknown(LookupError):
 
     Raised so the consumer hands the event back: the two come from different producers
     and may arrive in either order. One that never resolves ends in the dead-letter
-    queue, from where `python -m shared.events.dlq replay` brings it back."""
+    queue, from where `python -m eventbus.dlq replay` brings it back."""
 
 
 def event_handlers(mailer: Mailer) -> EventHandlers:

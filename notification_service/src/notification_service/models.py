@@ -9,6 +9,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, Index, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from eventbus import inbox_table
 from shared.db import (
     NAMING_CONVENTION,
     TYPE_ANNOTATION_MAP,
@@ -17,7 +18,6 @@ from shared.db import (
     string_enum,
     utcnow,
 )
-from shared.events import inbox_table
 
 
 class Base(DeclarativeBase):
@@ -76,5 +76,5 @@ class Notification(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-#: Ids of the events already processed (shared.events): each takes effect once.
+#: Ids of the events already processed (eventbus): each takes effect once.
 inbox_event = inbox_table(Base.metadata)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from string import Template
 
+from eventbus.types import OrderChanged
 from notification_service.models import NotificationKind
-from shared.events.types import OrderChanged
 
 SHOP_NAME = "E-Shop"
 

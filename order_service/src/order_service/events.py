@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.domain.states import OrderStatus
-from order_service.models import PurchaseOrder
-from shared.events import add_event
-from shared.events.types import (
+from eventbus import add_event
+from eventbus.types import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
     ORDER_CREATED,
@@ -19,6 +17,8 @@ from shared.events.types import (
     OrderChanged,
     OrderItem,
 )
+from order_service.domain.states import OrderStatus
+from order_service.models import PurchaseOrder
 
 SOURCE = "order_service"
 

@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from eventbus import add_events
 from order_service.api import orders
 from order_service.clients import INVENTORY_UPSTREAM, PRODUCT_UPSTREAM, Inventory
 from order_service.config import Settings, get_settings
 from order_service.payments import SandboxPaymentProvider
 from order_service.sweeper import Sweeper
-from shared.service import create_service_app
+from shared.service import ServiceBuilder
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,16 +39,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    return create_service_app(
+    service = ServiceBuilder(
         settings,
         title="Order service",
         description="Orders and the checkout saga: catalog prices, stock reservations, "
         "sandbox payments and idempotent order placement.",
-        routers=[orders.router],
+    )
+    service.add_tracing()
+    service.add_metrics()
+    service.add_health()
+    service.add_database()
+    add_events(service, publishes=True)
+    service.add_http_client(
         upstreams={
             PRODUCT_UPSTREAM: settings.product_service_url,
             INVENTORY_UPSTREAM: settings.inventory_service_url,
-        },
-        lifespan=lifespan,
-        publishes_events=True,
+        }
     )
+    service.add_auth()
+    service.add_lifespan(lifespan)
+    service.add_routers(orders.router)
+    return service.build()

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from eventbus import outbox_table
 from order_service.domain.states import CancelReason, OrderStatus
 from shared.db import (
     NAMING_CONVENTION,
@@ -30,7 +31,6 @@ from shared.db import (
     one_of,
     string_enum,
 )
-from shared.events import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -150,5 +150,5 @@ class IdempotencyKey(TimestampMixin, Base):
     order_id: Mapped[uuid.UUID]
 
 
-#: Events waiting for the relay (shared.events): written with the change they report.
+#: Events waiting for the relay (eventbus): written with the change they report.
 outbox_event = outbox_table(Base.metadata)

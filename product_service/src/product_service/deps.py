@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from product_service.cache import ProductCache
 from product_service.schemas import ProductFilters
 from product_service.service import ProductService
-from shared.auth import TokenClaims, current_claims
+from shared.auth import TokenClaims, TokenVerifier, current_claims, get_token_verifier
 from shared.service import SessionDep
 
 _optional_bearer = HTTPBearer(
@@ -23,13 +23,13 @@ async def get_product_service(session: SessionDep) -> ProductService:
 
 
 async def optional_claims(
-    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
+    verifier: Annotated[TokenVerifier, Depends(get_token_verifier)],
 ) -> TokenClaims | None:
     """The caller's claims when a token was sent (a bad one is still a 401), else None."""
     if credentials is None:
         return None
-    return await current_claims(request, credentials)
+    return await current_claims(credentials, verifier)
 
 
 async def get_product_cache(request: Request) -> ProductCache:

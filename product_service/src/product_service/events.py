@@ -8,8 +8,8 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.events import add_event
-from shared.events.types import PRODUCT_CREATED, PRODUCT_UPDATED, ProductChanged
+from eventbus import add_event
+from eventbus.types import PRODUCT_CREATED, PRODUCT_UPDATED, ProductChanged
 
 SOURCE = "product_service"
 

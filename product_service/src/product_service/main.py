@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from eventbus import add_events
 from product_service.api import internal, products
 from product_service.cache import ProductCache
 from product_service.config import Settings, get_settings
-from shared.service import create_service_app
+from shared.service import ServiceBuilder
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = create_service_app(
+    service = ServiceBuilder(
         settings,
         title="Product service",
         description="The catalog: product search and reads for everyone, writes for admins.",
-        routers=[products.router, internal.router],
-        publishes_events=True,
     )
+    service.add_tracing()
+    service.add_metrics()
+    service.add_health()
+    service.add_database()
+    add_events(service, publishes=True)
+    service.add_http_client()
+    service.add_auth()
+    service.add_routers(products.router, internal.router)
+    app = service.build()
     app.state.product_cache = ProductCache(settings.product_cache_seconds)
     return app

@@ -7,8 +7,8 @@ from decimal import Decimal
 from sqlalchemy import CheckConstraint, Index, MetaData, String, Text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from eventbus import outbox_table
 from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin
-from shared.events import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -33,5 +33,5 @@ class Product(IdMixin, TimestampMixin, Base):
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
 
 
-#: Events waiting for the relay (shared.events): written with the change they report.
+#: Events waiting for the relay (eventbus): written with the change they report.
 outbox_event = outbox_table(Base.metadata)

@@ -1,4 +1,4 @@
-"""outbox of events (shared.events)
+"""outbox of events (eventbus)
 
 Revision ID: 0002
 Revises: 0001

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.events import add_event
-from shared.events.types import USER_REGISTERED, UserRegistered
+from eventbus import add_event
+from eventbus.types import USER_REGISTERED, UserRegistered
 from user_service.models import User
 
 SOURCE = "user_service"

@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from eventbus import add_events
 from shared.auth import TokenVerifier, UserStatus
 from shared.db import Database
-from shared.service import create_service_app
+from shared.service import ServiceBuilder
 from user_service.api import auth, internal, users
 from user_service.config import Settings, get_settings
 from user_service.keys import load_key_ring
@@ -42,13 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database: Database = app.state.database
         app.state.key_ring = key_ring
         app.state.password_hasher = hasher
-        # Tokens are verified locally here: no JWKS round trip to ourselves.
-        app.state.token_verifier = TokenVerifier(
-            key_ring,
-            DatabaseUserStatus(database),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-        )
         if settings.admin_email and settings.admin_password:
             async with database.sessionmaker() as session:
                 await AccountService(session, hasher).ensure_admin(
@@ -56,11 +50,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
         yield
 
-    return create_service_app(
+    def local_verifier(app: FastAPI) -> TokenVerifier:
+        """Tokens are verified here with our own keys: no JWKS round trip to ourselves."""
+        return TokenVerifier(
+            app.state.key_ring,
+            DatabaseUserStatus(app.state.database),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+
+    service = ServiceBuilder(
         settings,
         title="User service",
         description="Accounts, argon2 passwords, access and refresh tokens, and the JWKS.",
-        routers=[auth.router, users.router, internal.router],
-        lifespan=lifespan,
-        publishes_events=True,
     )
+    service.add_tracing()
+    service.add_metrics()
+    service.add_health()
+    service.add_database()
+    add_events(service, publishes=True)
+    service.add_lifespan(lifespan)
+    service.add_auth(local_verifier)
+    service.add_routers(auth.router, users.router, internal.router)
+    return service.build()

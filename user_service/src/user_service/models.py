@@ -9,8 +9,8 @@ from enum import StrEnum
 from sqlalchemy import ForeignKey, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from eventbus import outbox_table
 from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin, utcnow
-from shared.events import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -52,5 +52,5 @@ class RefreshToken(IdMixin, Base):
     revoked_at: Mapped[datetime | None]
 
 
-#: Events waiting for the relay (shared.events): written with the change they report.
+#: Events waiting for the relay (eventbus): written with the change they report.
 outbox_event = outbox_table(Base.metadata)

@@ -1,0 +1,5 @@
+"""`python -m devstack run|migrate`."""
+
+from devstack.stack import main
+
+main()

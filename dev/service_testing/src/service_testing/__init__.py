@@ -1,0 +1,34 @@
+"""Test support for the services: the pytest plugin (`service_testing.plugin`, registered
+by this distribution's `pytest11` entry point) and the helpers its fixtures and the tests
+use. Development only: no service depends on it, so no image contains it."""
+
+from service_testing.broker import RABBITMQ_URL, delete_topology, unique_topology
+from service_testing.checks import assert_problem, eventually
+from service_testing.databases import (
+    POSTGRES_ADMIN_URL,
+    migrated_database,
+    postgres_database,
+    truncate_all,
+)
+from service_testing.otlp import OtlpReceiver, ReceivedSpan
+from service_testing.servers import accept_local_tokens, free_port, running_app, serve
+from service_testing.tokens import LocalTokens
+
+__all__ = [
+    "POSTGRES_ADMIN_URL",
+    "RABBITMQ_URL",
+    "LocalTokens",
+    "OtlpReceiver",
+    "ReceivedSpan",
+    "accept_local_tokens",
+    "assert_problem",
+    "delete_topology",
+    "eventually",
+    "free_port",
+    "migrated_database",
+    "postgres_database",
+    "running_app",
+    "serve",
+    "truncate_all",
+    "unique_topology",
+]

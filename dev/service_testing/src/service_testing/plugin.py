@@ -1,0 +1,82 @@
+"""Fixtures every service's tests share, instead of a copy in each conftest.
+
+A service's conftest provides `app` (its app, started) and, for the database,
+`database_url` (usually `migrated_database_of(<package>)`); the plugin gives the rest:
+the backend parameter, locally signed tokens and the headers of an administrator and
+a customer, and an HTTP client of `app`."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from service_testing.databases import migrated_database
+from service_testing.tokens import LocalTokens
+
+#: Every database test runs on SQLite and, marked `postgres`, on PostgreSQL.
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+MigratedDatabase = Callable[[str], AbstractAsyncContextManager[str]]
+
+
+def alembic_ini(package: str) -> Path:
+    """A service's `alembic.ini`, beside its `src/` folder (`user_service` ->
+    `user_service/alembic.ini`)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise LookupError(f"{package} is not installed")
+    return Path(spec.origin).resolve().parents[2] / "alembic.ini"
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this part of the run: "sqlite" or "postgresql"."""
+    param: str = request.param
+    return param
+
+
+@pytest.fixture(scope="session")
+def migrated_database_of(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> MigratedDatabase:
+    """`async with migrated_database_of("order_service") as url:` a fresh database of this
+    run's backend, migrated with that service's Alembic, dropped afterwards."""
+
+    @asynccontextmanager
+    async def make(package: str) -> AsyncIterator[str]:
+        folder = tmp_path_factory.mktemp(f"{package}_{backend}")
+        async with migrated_database(backend, package, alembic_ini(package), folder) as url:
+            yield url
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tokens() -> LocalTokens:
+    """Signs access tokens the services under test accept (see `accept_local_tokens`)."""
+    return LocalTokens()
+
+
+@pytest.fixture
+def admin(tokens: LocalTokens) -> dict[str, str]:
+    """Bearer headers of a new administrator."""
+    return tokens.headers(role="admin")
+
+
+@pytest.fixture
+def customer(tokens: LocalTokens) -> dict[str, str]:
+    """Bearer headers of a new customer."""
+    return tokens.headers(role="customer")
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """An HTTP client of the service's `app`, in process."""
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
+        yield client

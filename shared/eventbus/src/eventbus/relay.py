@@ -1,0 +1,366 @@
+"""The outbox relay: a background task in each producing process that publishes the
+outbox's pending rows with publisher confirms and marks them published only once the
+broker has confirmed them.
+
+Guarantees: an event committed to the outbox is published at least once, however long
+the broker or this process is down (it is only late); it may be published twice (a
+confirm lost with the connection), which consumers absorb with their inbox. Events are
+published in about the order they occurred, not strictly (a batch is in flight at once,
+replicas publish side by side).
+
+A batch is claimed with `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas
+never publish the same rows at once; SQLite (one process) reads without locking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from opentelemetry.trace import Span, Status, StatusCode
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from eventbus.broker import Broker, BrokerUnavailable, Topology, declare_exchange
+from eventbus.metrics import (
+    EVENT_PUBLISH_FAILURES,
+    EVENTS_PUBLISHED,
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_PENDING_AGE,
+)
+from eventbus.outbox import OUTBOX, on_outbox_commit
+from shared.db import Database, utcnow
+from shared.tracing import message_traceparent, publish_span, untraced
+
+logger = logging.getLogger(__name__)
+
+#: Pause before the first retry of an event the broker refused or could not route.
+ROW_RETRY_SECONDS = 1.0
+#: How often the backlog gauges are refreshed and old published rows purged.
+GAUGE_SECONDS = 1.0
+PURGE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    row_id: uuid.UUID
+    attempts: int
+    reason: str
+    error: str
+
+
+class OutboxRelay:
+    """Publishes one service's outbox; `start()` in the lifespan, `stop()` at the end.
+
+    It wakes up after each commit that staged an event (through `on_outbox_commit`) or
+    when `notify()` is called, and otherwise polls every `poll_seconds`."""
+
+    def __init__(
+        self,
+        database: Database,
+        broker: Broker,
+        topology: Topology,
+        *,
+        service: str,
+        batch_size: int = 100,
+        poll_seconds: float = 0.5,
+        publish_timeout_seconds: float = 10.0,
+        retry_max_seconds: float = 60.0,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self.database = database
+        self.broker = broker
+        self.topology = topology
+        self.service = service
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self.publish_timeout_seconds = publish_timeout_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.retention = retention
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._gauges_at = 0.0
+        self._purged_at = time.monotonic()
+
+    def notify(self) -> None:
+        """Publish now rather than at the next poll (after a commit that staged events)."""
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._unsubscribe = on_outbox_commit(self.database.engine, self.notify)
+            self._task = asyncio.create_task(self.run(), name=f"outbox-relay-{self.service}")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._unsubscribe()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+        self._channel = self._exchange = None
+
+    async def run(self) -> None:
+        """Publish forever (until cancelled); the broker being down only delays."""
+        # Its own polling SQL is no trace; each event it publishes is a span of the trace
+        # that wrote it.
+        with untraced():
+            await self._run()
+
+    async def _run(self) -> None:
+        delay = min(self.poll_seconds, self.retry_max_seconds)
+        while True:
+            self._wakeup.clear()
+            try:
+                published = await self.publish_pending()
+            except Exception as error:
+                if not isinstance(error, BrokerUnavailable):
+                    logger.exception("the outbox relay failed; trying again")
+                else:
+                    logger.warning(
+                        "events wait for RabbitMQ",
+                        extra={"error": str(error), "retry_in_seconds": round(delay, 2)},
+                    )
+                await self._refresh_gauges()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+                continue
+            delay = min(self.poll_seconds, self.retry_max_seconds)
+            await self._refresh_gauges()
+            await self._purge_published()
+            if published < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wakeup.wait()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of due rows; returns how many the broker confirmed.
+
+        Raises `BrokerUnavailable` when the broker cannot be reached (after marking
+        whatever was confirmed before that)."""
+        async with self.database.sessionmaker() as session:
+            rows = await self._claim(session)
+            if not rows:
+                await session.rollback()
+                return 0
+            exchange = await self._get_exchange()
+            if self.database.backend != "postgresql":
+                # SQLite: end the read snapshot before publishing, or the later write
+                # would fail whenever a producer committed in between.
+                await session.commit()
+            confirmed, failures, unavailable = await self._publish(exchange, rows)
+            await self._record(session, confirmed, failures)
+            await session.commit()
+        for row in rows:
+            if row.id in confirmed:
+                EVENTS_PUBLISHED.labels(row.type).inc()
+        if unavailable is not None:
+            await self._drop_channel()
+            raise BrokerUnavailable(unavailable)
+        return len(confirmed)
+
+    async def _get_exchange(self) -> AbstractExchange:
+        connection = self.broker.connection_now()
+        if self._exchange is None or self._channel is None or self._channel.is_closed:
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._exchange = await declare_exchange(channel, self.topology)
+            except Exception as error:
+                raise BrokerUnavailable(f"cannot open a channel: {error!r}") from error
+            self._channel = channel
+        return self._exchange
+
+    async def _drop_channel(self) -> None:
+        """Forget the channel after a failure (the next pass opens a fresh one)."""
+        channel, self._channel, self._exchange = self._channel, None, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await channel.close()
+
+    async def _claim(self, session: AsyncSession) -> Sequence[Any]:
+        now = utcnow()
+        statement = (
+            select(
+                OUTBOX.c.id,
+                OUTBOX.c.type,
+                OUTBOX.c.payload,
+                OUTBOX.c.occurred_at,
+                OUTBOX.c.traceparent,
+                OUTBOX.c.attempts,
+            )
+            .where(
+                OUTBOX.c.published_at.is_(None),
+                (OUTBOX.c.next_attempt_at.is_(None)) | (OUTBOX.c.next_attempt_at <= now),
+            )
+            .order_by(OUTBOX.c.occurred_at, OUTBOX.c.id)
+            .limit(self.batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        return (await session.execute(statement)).all()
+
+    def _message(self, row: Any, span: Span | None) -> aio_pika.Message:
+        traceparent = message_traceparent(span, row.traceparent)
+        return aio_pika.Message(
+            row.payload.encode(),
+            message_id=str(row.id),
+            content_type="application/json",
+            type=row.type,
+            timestamp=row.occurred_at,
+            app_id=self.service,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={"traceparent": traceparent} if traceparent else None,
+        )
+
+    async def _publish(
+        self, exchange: AbstractExchange, rows: Sequence[Any]
+    ) -> tuple[set[uuid.UUID], list[_Failure], str | None]:
+        """Publish every row at once and wait for all the confirms together (one round
+        trip per batch, not per message). Returns the confirmed ids, the rows the broker
+        turned down, and why the broker was unreachable (None if it was not)."""
+        spans = [
+            publish_span(row.type, str(row.id), self.topology.exchange, row.traceparent)
+            for row in rows
+        ]
+        tasks = [
+            asyncio.ensure_future(
+                exchange.publish(self._message(row, span), routing_key=row.type, mandatory=True)
+            )
+            for row, span in zip(rows, spans, strict=True)
+        ]
+        _, late = await asyncio.wait(tasks, timeout=self.publish_timeout_seconds)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+        confirmed: set[uuid.UUID] = set()
+        failures: list[_Failure] = []
+        unavailable: str | None = None
+        for row, task in zip(rows, tasks, strict=True):
+            error = None if task.cancelled() else task.exception()
+            if task.cancelled():
+                unavailable = unavailable or "no confirm within the publish timeout"
+            elif error is None and isinstance(task.result(), aiormq.spec.Basic.Ack):
+                confirmed.add(row.id)
+            elif isinstance(error, aio_pika.exceptions.PublishError):
+                # Basic.Return: no queue is bound for this type. An error, not a success:
+                # the row stays pending and is tried again later.
+                failures.append(_Failure(row.id, row.attempts, "unroutable", str(error)))
+            elif isinstance(error, aio_pika.exceptions.DeliveryError):
+                failures.append(_Failure(row.id, row.attempts, "refused", str(error)))
+            else:
+                unavailable = unavailable or repr(error or task.result())
+        _end_spans(rows, spans, confirmed)
+        for failure in failures:
+            EVENT_PUBLISH_FAILURES.labels(failure.reason).inc()
+        if unavailable is not None:
+            EVENT_PUBLISH_FAILURES.labels("broker_unavailable").inc(
+                len(rows) - len(confirmed) - len(failures)
+            )
+        if failures:
+            logger.warning(
+                "events were not accepted by the broker; they stay pending",
+                extra={
+                    "count": len(failures),
+                    "reasons": sorted({failure.reason for failure in failures}),
+                    "first_error": failures[0].error,
+                },
+            )
+        return confirmed, failures, unavailable
+
+    async def _record(
+        self, session: AsyncSession, confirmed: set[uuid.UUID], failures: list[_Failure]
+    ) -> None:
+        now = utcnow()
+        if confirmed:
+            await session.execute(
+                update(OUTBOX).where(OUTBOX.c.id.in_(confirmed)).values(published_at=now)
+            )
+        if failures:
+            await session.execute(
+                update(OUTBOX)
+                .where(OUTBOX.c.id == bindparam("row_id"))
+                .values(
+                    attempts=bindparam("new_attempts"),
+                    last_error=bindparam("error"),
+                    next_attempt_at=bindparam("retry_at"),
+                ),
+                [
+                    {
+                        "row_id": failure.row_id,
+                        "new_attempts": failure.attempts + 1,
+                        "error": f"{failure.reason}: {failure.error}"[:1000],
+                        "retry_at": now + timedelta(seconds=self._row_delay(failure.attempts)),
+                    }
+                    for failure in failures
+                ],
+            )
+
+    def _row_delay(self, attempts_before: int) -> float:
+        return float(min(ROW_RETRY_SECONDS * 2 ** min(attempts_before, 20), self.retry_max_seconds))
+
+    async def _refresh_gauges(self) -> None:
+        if time.monotonic() - self._gauges_at < GAUGE_SECONDS:
+            return
+        self._gauges_at = time.monotonic()
+        try:
+            pending, oldest = await self.backlog()
+        except Exception:
+            logger.warning("the outbox backlog could not be read", exc_info=True)
+            return
+        OUTBOX_BACKLOG.labels(self.service).set(pending)
+        age = 0.0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
+        OUTBOX_OLDEST_PENDING_AGE.labels(self.service).set(age)
+
+    async def backlog(self) -> tuple[int, datetime | None]:
+        """How many rows are not published yet, and when the oldest of them occurred."""
+        async with self.database.sessionmaker() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(OUTBOX.c.occurred_at)).where(
+                        OUTBOX.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+        return int(count), oldest
+
+    async def _purge_published(self) -> None:
+        """Forget rows published longer ago than the retention (kept that long to look
+        into what was sent)."""
+        if time.monotonic() - self._purged_at < PURGE_SECONDS:
+            return
+        self._purged_at = time.monotonic()
+        try:
+            async with self.database.sessionmaker() as session:
+                await session.execute(
+                    delete(OUTBOX).where(OUTBOX.c.published_at < utcnow() - self.retention)
+                )
+                await session.commit()
+        except Exception:
+            logger.warning("published outbox rows could not be purged", exc_info=True)
+
+
+def _end_spans(rows: Sequence[Any], spans: list[Span | None], confirmed: set[uuid.UUID]) -> None:
+    for row, span in zip(rows, spans, strict=True):
+        if span is None:
+            continue
+        if row.id not in confirmed:
+            span.set_status(Status(StatusCode.ERROR, "not confirmed by the broker"))
+        span.end()

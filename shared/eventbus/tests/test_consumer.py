@@ -1,0 +1,231 @@
+"""The consumer against a real RabbitMQ: each event id takes effect once, whatever the
+broker redelivers, and a message that cannot be processed ends in the dead-letter queue
+after a bounded number of tries without holding up the others."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from eventbus import MAX_DELIVERIES, Broker, EventConsumer, Topology
+from eventbus.dlq import list_dead_letters, replay_dead_letters
+from eventbus.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
+from service_testing import RABBITMQ_URL, eventually
+from shared.db import Database
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage
+
+    from conftest import Harness
+
+pytestmark = pytest.mark.rabbitmq
+
+SERVICE = "listener"
+
+
+def envelope_json(note: str, *, event_id: uuid.UUID | None = None, **overrides: Any) -> bytes:
+    envelope = {
+        "id": str(event_id or uuid.uuid4()),
+        "type": "thing.happened",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "source": "test_service",
+        "version": 1,
+        "data": {"note": note},
+        **overrides,
+    }
+    return json.dumps(envelope).encode()
+
+
+def consumed(outcome: str, type_: str = "thing.happened") -> float:
+    value: float = EVENTS_CONSUMED.labels(type_, outcome)._value.get()
+    return value
+
+
+class TestOnce:
+    async def test_a_duplicate_delivery_takes_effect_once(self, harness: Harness) -> None:
+        await harness.start(harness.consumer())
+        duplicates_before = consumed("duplicate")
+        event_id = uuid.uuid4()
+
+        for _ in range(3):  # a producer that published the same event three times
+            await harness.publish_raw(envelope_json("twice", event_id=event_id))
+
+        await eventually(lambda: consumed("duplicate") == duplicates_before + 2)
+        assert await harness.effects("twice") == 1
+
+    async def test_a_consumer_killed_after_commit_before_ack_does_not_apply_it_twice(
+        self, harness: Harness, database: Database, topology: Topology
+    ) -> None:
+        committed = asyncio.Event()
+
+        class DiesBeforeAck(EventConsumer):
+            async def _settle(
+                self, settling: Awaitable[object], message: AbstractIncomingMessage
+            ) -> None:
+                getattr(settling, "close", lambda: None)()  # the ack never happens
+                committed.set()
+
+        dying_broker = Broker(RABBITMQ_URL, name="dies-before-ack")
+        await dying_broker.start()
+        dying = DiesBeforeAck(database, dying_broker, topology, harness.handlers, service=SERVICE)
+        await harness.start(dying)
+        duplicates_before = consumed("duplicate")
+
+        await harness.publish_raw(envelope_json("once"))
+        async with asyncio.timeout(10):
+            await committed.wait()
+        assert await harness.effects("once") == 1
+        # The process dies: its connection goes, and the unacknowledged message goes back.
+        await dying_broker.close()
+        await harness.start(harness.consumer())
+
+        await eventually(lambda: consumed("duplicate") == duplicates_before + 1)
+        assert await harness.effects("once") == 1
+        assert harness.handler_calls == 1
+
+    async def test_the_handler_runs_in_the_events_trace(self, harness: Harness) -> None:
+        await harness.start(harness.consumer())
+        await harness.start(harness.relay())
+
+        await harness.stage("traced")
+
+        await eventually(lambda: harness.effects("traced"))
+        [row] = await harness.outbox_rows()
+        assert harness.seen_traceparents == [row.traceparent]
+
+
+class TestDeadLetters:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b"{not json",
+            b"[]",
+            envelope_json("v2", version=2),
+            envelope_json("no type", type=None),
+        ],
+        ids=["bad-json", "not-an-object", "unknown-version", "missing-type"],
+    )
+    async def test_a_message_that_is_not_an_event_goes_to_the_dlq_at_once(
+        self, harness: Harness, body: bytes
+    ) -> None:
+        await harness.start(harness.consumer())
+        unparseable_before = EVENTS_DEAD_LETTERED.labels("unparseable")._value.get()
+
+        await harness.publish_raw(body, message_id="poison")
+        await harness.publish_raw(envelope_json("after the poison"))
+
+        await eventually(lambda: harness.effects("after the poison"))
+        await eventually(lambda: harness.dead_letters_are(1))
+        assert harness.handler_calls == 1
+        assert EVENTS_DEAD_LETTERED.labels("unparseable")._value.get() == unparseable_before + 1
+
+    async def test_a_handler_that_keeps_failing_sends_the_event_to_the_dlq_and_the_queue_flows(
+        self, harness: Harness
+    ) -> None:
+        harness.fail_notes.add("poison")
+        await harness.start(harness.consumer())
+        failed_before = EVENTS_DEAD_LETTERED.labels("failed")._value.get()
+
+        await harness.publish_raw(envelope_json("poison"))
+        for number in range(5):
+            await harness.publish_raw(envelope_json(f"good{number}"))
+
+        await eventually(lambda: harness.dead_letters_are(1), message="not dead-lettered")
+        assert await harness.effects() == 5
+        assert await harness.effects("poison") == 0
+        assert harness.handler_calls == 5 + MAX_DELIVERIES
+        assert EVENTS_DEAD_LETTERED.labels("failed")._value.get() == failed_before + 1
+        await asyncio.sleep(0.3)
+        assert harness.handler_calls == 5 + MAX_DELIVERIES  # no loop
+
+    async def test_events_wait_out_a_database_outage_without_spending_their_tries(
+        self, harness: Harness, database: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def unreachable() -> None:
+            raise ConnectionRefusedError("the database is down")
+
+        harness.fail_notes.add("outage")  # every statement fails...
+        monkeypatch.setattr(database, "ping", unreachable)  # ...and so does the ping
+        await harness.start(harness.consumer())
+
+        await harness.publish_raw(envelope_json("outage"))
+
+        await eventually(lambda: harness.handler_calls > MAX_DELIVERIES, message="gave up")
+        assert await harness.dead_letters() == 0
+        harness.fail_notes.clear()  # the database is back
+        monkeypatch.undo()
+        await eventually(lambda: harness.effects("outage"), message="never processed")
+        assert await harness.dead_letters() == 0
+
+    async def test_dead_letters_can_be_listed_and_replayed_once_fixed(
+        self, harness: Harness
+    ) -> None:
+        harness.fail_notes.add("needs a fix")
+        await harness.start(harness.consumer())
+        event_id = uuid.uuid4()
+        await harness.publish_raw(
+            envelope_json("needs a fix", event_id=event_id),
+            message_id=str(event_id),
+            type="thing.happened",
+        )
+        await eventually(lambda: harness.dead_letters_are(1))
+
+        [entry] = await list_dead_letters(RABBITMQ_URL, harness.topology, SERVICE, 10)
+        assert entry["message_id"] == str(event_id)
+        assert entry["routing_key"] == "thing.happened"
+        assert entry["reason"] == "rejected"
+        assert entry["queue"] == harness.topology.queue(SERVICE)
+        assert json.loads(entry["body"])["id"] == str(event_id)
+        assert await harness.dead_letters() == 1  # listing took nothing away
+
+        harness.fail_notes.clear()  # the fix is deployed
+        assert await replay_dead_letters(RABBITMQ_URL, harness.topology, SERVICE) == 1
+
+        await eventually(lambda: harness.effects("needs a fix"))
+        assert await harness.dead_letters() == 0
+
+    async def test_the_command_line_lists_and_replays(self, harness: Harness) -> None:
+        harness.fail_notes.add("cli")
+        await harness.start(harness.consumer())
+        await harness.publish_raw(envelope_json("cli"), message_id="cli-1", type="thing.happened")
+        await eventually(lambda: harness.dead_letters_are(1))
+        env = {
+            **os.environ,
+            "RABBITMQ_URL": RABBITMQ_URL,
+            "EVENTS_EXCHANGE": harness.topology.exchange,
+            "EVENTS_QUEUE_PREFIX": harness.topology.queue_prefix,
+        }
+
+        listed = await run_dlq(env, "list", "--service", SERVICE)
+        harness.fail_notes.clear()
+        replayed = await run_dlq(env, "replay", "--service", SERVICE)
+
+        assert [json.loads(line)["message_id"] for line in listed.splitlines()] == ["cli-1"]
+        assert json.loads(replayed.splitlines()[0]) == {
+            "message_id": "cli-1",
+            "replayed_to": "thing.happened",
+        }
+        await eventually(lambda: harness.effects("cli"))
+
+
+async def run_dlq(env: dict[str, str], *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "eventbus.dlq",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()

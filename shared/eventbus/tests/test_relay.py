@@ -1,0 +1,230 @@
+"""The outbox relay against a real RabbitMQ: what is committed is published, once the
+broker confirmed it, and is never lost while the broker or the producer is down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import TYPE_CHECKING
+
+import aio_pika
+import pytest
+
+from eventbus import OutboxRelay, add_event
+from eventbus.metrics import EVENT_PUBLISH_FAILURES, EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from service_testing import eventually
+from shared.db import utcnow
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractQueue
+
+    from conftest import Harness
+
+pytestmark = pytest.mark.rabbitmq
+
+
+async def probe_queue(harness: Harness) -> tuple[AbstractChannel, AbstractQueue]:
+    """A private queue that sees every message the relay publishes."""
+    connection = await harness.broker.connection()
+    channel = await connection.channel()
+    exchange = await channel.declare_exchange(
+        harness.topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    probe = await channel.declare_queue(exclusive=True)
+    await probe.bind(exchange, "#")
+    return channel, probe
+
+
+async def stage_many(harness: Harness, count: int, prefix: str) -> None:
+    async with harness.database.sessionmaker() as session:
+        for number in range(count):
+            await add_event(session, "thing.changed", {"note": f"{prefix}{number}"}, "test_service")
+        await session.commit()
+
+
+class TestPublishing:
+    async def test_a_committed_event_reaches_the_consumer_once(self, harness: Harness) -> None:
+        await harness.start(harness.consumer())
+        await harness.start(harness.relay())
+        published_before = EVENTS_PUBLISHED.labels("thing.happened")._value.get()
+
+        envelope = await harness.stage("hello")
+
+        await eventually(lambda: harness.effects("hello"), message="not consumed")
+        await eventually(lambda: harness.pending_is(0), message="not marked published")
+        await asyncio.sleep(0.3)  # room for a duplicate to show up, were there one
+        assert await harness.effects("hello") == 1
+        [row] = await harness.outbox_rows()
+        assert row.id == envelope.id
+        assert row.published_at is not None
+        assert row.published_at >= row.occurred_at
+        assert row.attempts == 0
+        assert EVENTS_PUBLISHED.labels("thing.happened")._value.get() == published_before + 1
+
+    async def test_the_message_has_the_contract_properties(self, harness: Harness) -> None:
+        channel, probe = await probe_queue(harness)
+        envelope = await harness.stage("props")
+        [row] = await harness.outbox_rows()
+
+        assert await harness.relay().publish_pending() == 1
+
+        message = await probe.get(timeout=5, no_ack=True)
+        await channel.close()
+        assert message.message_id == str(envelope.id)
+        assert message.content_type == "application/json"
+        assert message.type == "thing.happened"
+        assert message.routing_key == "thing.happened"
+        assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert message.app_id == "test_service"
+        assert message.headers["traceparent"] == row.traceparent
+        assert len(row.traceparent) == 55
+        assert row.traceparent.startswith("00-")
+        body = json.loads(message.body)
+        assert body == {
+            "id": str(envelope.id),
+            "type": "thing.happened",
+            "occurred_at": body["occurred_at"],
+            "source": "test_service",
+            "version": 1,
+            "data": {"note": "props"},
+        }
+        assert body["occurred_at"].endswith("Z")
+
+    async def test_many_events_go_out_in_batches_all_confirmed(self, harness: Harness) -> None:
+        await stage_many(harness, 250, "n")
+        await harness.start(harness.consumer())
+        relay = harness.relay(batch_size=100)
+
+        assert [await relay.publish_pending() for _ in range(4)] == [100, 100, 50, 0]
+
+        await eventually(lambda: harness.effects_are(250), message="not all consumed")
+        assert await harness.pending() == 0
+
+    async def test_a_rolled_back_transaction_publishes_nothing(self, harness: Harness) -> None:
+        async with harness.database.sessionmaker() as session:
+            await add_event(session, "thing.happened", {"note": "never"}, "test_service")
+            await session.rollback()
+
+        assert await harness.outbox_rows() == []
+
+    async def test_a_commit_wakes_the_relay_before_its_next_poll(self, harness: Harness) -> None:
+        await harness.start(harness.consumer())
+        await harness.start(harness.relay(poll_seconds=30))
+        await asyncio.sleep(0.2)  # the relay now waits out its 30 s poll
+
+        await harness.stage("woken")
+
+        await eventually(lambda: harness.pending_is(0), within=5, message="the relay slept on")
+
+
+class TestNothingIsLost:
+    async def test_an_unroutable_event_is_an_error_and_stays_pending(
+        self, harness: Harness
+    ) -> None:
+        unroutable_before = EVENT_PUBLISH_FAILURES.labels("unroutable")._value.get()
+        await harness.stage("nobody listens")  # no queue is bound for it yet
+        relay = harness.relay()
+
+        assert await relay.publish_pending() == 0
+
+        [row] = await harness.outbox_rows()
+        assert row.published_at is None
+        assert row.attempts == 1
+        assert row.last_error.startswith("unroutable")
+        assert row.next_attempt_at > utcnow()
+        assert EVENT_PUBLISH_FAILURES.labels("unroutable")._value.get() == unroutable_before + 1
+        # Not due yet: the next pass leaves it alone instead of hammering the broker.
+        assert await relay.publish_pending() == 0
+        assert (await harness.outbox_rows())[0].attempts == 1
+
+        # Once a consumer has declared its queue, a later try delivers it.
+        await harness.start(harness.consumer())
+        await harness.start(relay)
+        await eventually(lambda: harness.effects("nobody listens"), message="never delivered")
+        assert await harness.pending() == 0
+
+    async def test_an_event_committed_while_no_relay_ran_is_published_later(
+        self, harness: Harness
+    ) -> None:
+        """The producer "died" between its commit and the publish: a relay started later
+        (the restarted process, or another replica) publishes the row."""
+        await harness.start(harness.consumer())
+        await harness.stage("orphan")
+        await asyncio.sleep(0.2)
+        assert await harness.pending() == 1
+
+        await harness.start(harness.relay())
+
+        await eventually(lambda: harness.effects("orphan"), message="never published")
+        assert await harness.pending() == 0
+
+    async def test_events_written_while_the_broker_is_down_go_out_when_it_returns(
+        self, harness: Harness
+    ) -> None:
+        """`rabbitmqctl stop_app` while a producer commits: the events wait, then all of
+        them are delivered, each once."""
+        await harness.start(harness.consumer())
+        await harness.start(harness.relay())
+        await harness.stage("before")
+        await eventually(lambda: harness.effects("before"), message="the broker is not working")
+
+        rabbitmqctl("stop_app")
+        try:
+            await eventually(
+                lambda: not harness.broker.is_connected, message="connected after stop_app"
+            )
+            for number in range(20):
+                await harness.stage(f"during{number}")
+            await asyncio.sleep(1.0)
+            assert await harness.pending() == 20
+        finally:
+            rabbitmqctl("start_app")
+
+        await eventually(lambda: harness.effects_are(21), within=60, message="events were lost")
+        await eventually(lambda: harness.pending_is(0), within=30)
+        await asyncio.sleep(0.3)
+        assert await harness.effects() == 21
+
+    async def test_the_backlog_is_measured(self, harness: Harness) -> None:
+        for number in range(3):
+            await harness.stage(f"b{number}")
+        relay = harness.relay()
+
+        assert (await relay.backlog())[0] == 3
+        # No queue is bound: the relay keeps failing, and says how far behind it is.
+        await harness.start(relay)
+        await eventually(
+            lambda: OUTBOX_BACKLOG.labels("test_service")._value.get() == 3,
+            message="the backlog gauge was not set",
+        )
+
+
+@pytest.mark.postgres
+async def test_replicas_publish_each_row_once(harness: Harness) -> None:
+    """Two relays on one PostgreSQL outbox: `FOR UPDATE SKIP LOCKED` hands each row to
+    one of them (counted at the broker, where no inbox hides a duplicate)."""
+    if harness.database.backend != "postgresql":
+        pytest.skip("row locks are PostgreSQL's")
+    await stage_many(harness, 400, "r")
+    channel, probe = await probe_queue(harness)
+    first, second = harness.relay(batch_size=50), harness.relay(batch_size=50)
+
+    async def drain(relay: OutboxRelay) -> int:
+        total = 0
+        while published := await relay.publish_pending():
+            total += published
+        return total
+
+    counts = await asyncio.gather(drain(first), drain(second))
+
+    assert sum(counts) == 400
+    ids = []
+    while (message := await probe.get(fail=False, no_ack=True)) is not None:
+        ids.append(message.message_id)
+    await channel.close()
+    assert len(ids) == len(set(ids)) == 400
+
+
+def rabbitmqctl(command: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", command], check=True, capture_output=True, timeout=120)

@@ -1,0 +1,287 @@
+"""Service defaults as small named steps, in the spirit of eShop's `AddServiceDefaults()`:
+a service's `main.py` lists what it uses and nothing else.
+
+    service = ServiceBuilder(settings, title="Order service")  # logs, problems, request ids
+    service.add_tracing()
+    service.add_metrics()
+    service.add_health()
+    service.add_database()
+    service.add_http_client(upstreams={"product": settings.product_service_url})
+    add_events(service, publishes=True)  # eventbus
+    service.add_auth()
+    service.add_lifespan(lifespan)  # the service's own background work
+    service.add_routers(orders.router)
+    return service.build()
+
+Each step that owns a resource adds a lifespan part; the parts start in the order they
+were added and stop in reverse, so a part may use what the earlier ones made. What the
+parts make lives on `app.state` (Starlette's place for app-wide objects) and is reached
+by routes only through the dependencies below (`get_database`, `get_http_client`,
+`shared.auth.get_token_verifier`), which tests replace with `app.dependency_overrides`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
+from shared.config import ServiceSettings
+from shared.db import Database
+from shared.errors import ServiceUnavailable, install_error_handlers
+from shared.http import ServiceClient
+from shared.logging import configure_logging
+from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from shared.tracing import configure_tracing, trace_engine
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+ReadyCheck = Callable[[FastAPI], Awaitable[None]]
+VerifierFactory = Callable[[FastAPI], TokenVerifier]
+
+HEALTH_PATHS = frozenset({"/health/live", "/health/ready", "/metrics"})
+READINESS_TIMEOUT_SECONDS = 2.0
+
+
+class ServiceBuilder:
+    """Collects a service's steps; `build()` makes the FastAPI app.
+
+    Every app gets JSON logs, RFC 9457 problem documents, request ids and a body size
+    limit. `stream_request_bodies` hands a body without a length to the app as it
+    arrives instead of reading it first (see `BodySizeLimitMiddleware`)."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        title: str,
+        description: str = "",
+        version: str = "1.0.0",
+        stream_request_bodies: bool = False,
+    ) -> None:
+        configure_logging(settings.service_name, settings.log_level)
+        self.settings = settings
+        self._app_options: dict[str, Any] = {
+            "title": title,
+            "description": description,
+            "version": version,
+        }
+        self._stream_request_bodies = stream_request_bodies
+        self._parts: list[Lifespan] = []
+        self._routers: list[APIRouter] = []
+        self._ready_checks: dict[str, ReadyCheck] = {}
+        self._degraded_checks: dict[str, ReadyCheck] = {}
+        self._upstreams: dict[str, str] = {}
+        self._health = False
+        self._metrics = False
+
+    # --- telemetry and probes -----------------------------------------------------------
+
+    def add_tracing(self) -> None:
+        """OpenTelemetry traces, exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
+        configure_tracing(self.settings)
+
+    def add_metrics(self) -> None:
+        """`GET /metrics`: the process's Prometheus metrics."""
+        self._metrics = True
+
+    def add_health(self) -> None:
+        """`/health/live` and `/health/ready` (which runs the checks the steps add)."""
+        self._health = True
+
+    def add_ready_check(self, name: str, check: ReadyCheck, *, degraded: bool = False) -> None:
+        """A check `/health/ready` runs: failing, it is a 503, or with `degraded` a 200
+        that reports it."""
+        (self._degraded_checks if degraded else self._ready_checks)[name] = check
+
+    # --- resources ----------------------------------------------------------------------
+
+    def add_lifespan(self, part: Lifespan) -> None:
+        """Run `part` around the app's life, after the parts added before it."""
+        self._parts.append(part)
+
+    def add_database(self) -> None:
+        """The service's database (`app.state.database`, `SessionDep`), checked by
+        /health/ready, its queries traced."""
+        settings = self.settings
+
+        @asynccontextmanager
+        async def database_lifespan(app: FastAPI) -> AsyncIterator[None]:
+            database = Database(
+                settings.effective_database_url(),
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
+                echo=settings.database_echo,
+            )
+            trace_engine(database.engine)
+            app.state.database = database
+            try:
+                yield
+            finally:
+                await database.dispose()
+
+        self.add_lifespan(database_lifespan)
+        self.add_ready_check("database", _ping_database)
+
+    def add_http_client(self, upstreams: Mapping[str, str] | None = None) -> None:
+        """One `ServiceClient` (retries, circuit breakers) for the user service and
+        `upstreams` (`app.state.http_client`, `HttpClientDep`)."""
+        self._upstreams.update(upstreams or {})
+        settings, all_upstreams = self.settings, self._upstreams
+
+        @asynccontextmanager
+        async def http_client_lifespan(app: FastAPI) -> AsyncIterator[None]:
+            client = ServiceClient.from_settings(
+                settings, {"user": settings.user_service_url, **all_upstreams}
+            )
+            app.state.http_client = client
+            try:
+                yield
+            finally:
+                await client.aclose()
+
+        self.add_lifespan(http_client_lifespan)
+
+    def add_auth(self, verifier: VerifierFactory | None = None) -> None:
+        """Access-token verification (`CurrentClaims`, `AdminClaims`): by default against
+        the user service's JWKS and account status, through the HTTP client (so
+        `add_http_client` comes first); `verifier` builds another from the app."""
+        settings = self.settings
+
+        def remote(app: FastAPI) -> TokenVerifier:
+            client: ServiceClient = app.state.http_client
+            return TokenVerifier(
+                RemoteJWKS(client, cache_seconds=settings.jwks_cache_seconds),
+                RemoteUserStatus(client, cache_seconds=settings.user_status_cache_seconds),
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+            )
+
+        build = verifier or remote
+
+        @asynccontextmanager
+        async def auth_lifespan(app: FastAPI) -> AsyncIterator[None]:
+            app.state.token_verifier = build(app)
+            yield
+
+        self.add_lifespan(auth_lifespan)
+
+    def add_routers(self, *routers: APIRouter) -> None:
+        self._routers.extend(routers)
+
+    # --- the app ------------------------------------------------------------------------
+
+    def build(self) -> FastAPI:
+        parts = tuple(self._parts)
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with AsyncExitStack() as stack:
+                for part in parts:
+                    await stack.enter_async_context(part(app))
+                yield
+
+        app = FastAPI(
+            **self._app_options,
+            lifespan=lifespan,
+            docs_url="/docs",
+            redoc_url=None,
+            # FastAPI's own OpenTelemetry spans and metrics, on as soon as a tracer
+            # provider exists, are off: the request middleware makes the one span per
+            # request (named like the metrics' routes), and Prometheus has the metrics.
+            telemetry={"tracing": False, "metrics": False, "logs": False},
+        )
+        app.state.settings = self.settings
+        install_error_handlers(app)
+        app.add_middleware(
+            BodySizeLimitMiddleware,
+            max_bytes=self.settings.max_body_bytes,
+            stream_chunked=self._stream_request_bodies,
+        )
+        app.add_middleware(RequestContextMiddleware, quiet_paths=HEALTH_PATHS)
+        if self._health:
+            app.include_router(health_router(self._ready_checks, self._degraded_checks))
+        if self._metrics:
+            app.include_router(metrics_router())
+        for router in self._routers:
+            app.include_router(router)
+        return app
+
+
+async def _ping_database(app: FastAPI) -> None:
+    await app.state.database.ping()
+
+
+def health_router(
+    ready_checks: Mapping[str, ReadyCheck], degraded_checks: Mapping[str, ReadyCheck] | None = None
+) -> APIRouter:
+    """`/health/ready` is 503 when one of `ready_checks` fails; one of `degraded_checks`
+    failing is reported (`status: "degraded"`) with a 200."""
+    optional_checks = dict(degraded_checks or {})
+    required_checks = dict(ready_checks)
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/health/live")
+    async def live() -> dict[str, str]:
+        """The process is up and serving."""
+        return {"status": "ok"}
+
+    @router.get("/health/ready")
+    async def ready(request: Request) -> dict[str, Any]:
+        """The process can do its work: its dependencies answer."""
+        checks: dict[str, str] = {}
+        for name, check in {**required_checks, **optional_checks}.items():
+            try:
+                async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                    await check(request.app)
+            except Exception:
+                checks[name] = "unavailable"
+            else:
+                checks[name] = "ok"
+        failed = [name for name in required_checks if checks[name] != "ok"]
+        if failed:
+            raise ServiceUnavailable(
+                "A dependency is not ready: " + ", ".join(failed), extra={"checks": checks}
+            )
+        healthy = all(state == "ok" for state in checks.values())
+        return {"status": "ok" if healthy else "degraded", "checks": checks}
+
+    return router
+
+
+def metrics_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics of this process."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def get_session(
+    database: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
+    async with database.sessionmaker() as session:
+        yield session
+
+
+async def get_http_client(request: Request) -> ServiceClient:
+    client: ServiceClient = request.app.state.http_client
+    return client
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+HttpClientDep = Annotated[ServiceClient, Depends(get_http_client)]
