@@ -85,6 +85,26 @@ def upstream_app(upstream: Upstream) -> Starlette:
         upstream.uploads_completed += 1
         return JSONResponse({"received": size})
 
+    async def ready(request: Request) -> Response:
+        return JSONResponse({"status": "ok"}, status_code=200 if upstream.ready else 503)
+
+    return Starlette(
+        routes=[
+            Route("/health/ready", ready),
+            Route("/v1/{resource}/upload", upload, methods=["POST", "PUT"]),
+            *misbehaving_routes(upstream),
+            Route(
+                "/{path:path}",
+                echo,
+                methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            ),
+        ]
+    )
+
+
+def misbehaving_routes(upstream: Upstream) -> list[Route]:
+    """Routes that are slow, stream, never end, fail, redirect or set odd headers."""
+
     async def slow(request: Request) -> Response:
         await asyncio.sleep(float(request.query_params.get("seconds", "1")))
         return JSONResponse({"slow": True})
@@ -139,27 +159,15 @@ def upstream_app(upstream: Upstream) -> Starlette:
         response.set_cookie("session", "user-a-secret")
         return response
 
-    async def ready(request: Request) -> Response:
-        return JSONResponse({"status": "ok"}, status_code=200 if upstream.ready else 503)
-
-    return Starlette(
-        routes=[
-            Route("/health/ready", ready),
-            Route("/v1/{resource}/upload", upload, methods=["POST", "PUT"]),
-            Route("/v1/{resource}/slow", slow),
-            Route("/v1/{resource}/stream", stream),
-            Route("/v1/{resource}/endless", endless),
-            Route("/v1/{resource}/status/{code:int}", status),
-            Route("/v1/{resource}/redirect", redirect),
-            Route("/v1/{resource}/hop", hop),
-            Route("/v1/{resource}/cookie", cookie),
-            Route(
-                "/{path:path}",
-                echo,
-                methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            ),
-        ]
-    )
+    return [
+        Route("/v1/{resource}/slow", slow),
+        Route("/v1/{resource}/stream", stream),
+        Route("/v1/{resource}/endless", endless),
+        Route("/v1/{resource}/status/{code:int}", status),
+        Route("/v1/{resource}/redirect", redirect),
+        Route("/v1/{resource}/hop", hop),
+        Route("/v1/{resource}/cookie", cookie),
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 Per request: rate limit, route, authenticate, then forward through the process's one
 `ServiceClient`, streaming the body up and the response down. It is plain ASGI rather
 than a FastAPI endpoint because it is the hot path: no request object, no dependency
-resolution, no response class, one pass over the headers each way.
+resolution, no response class, one pass over the headers each way. What it decides
+(which service, which headers each way) is pure functions in `routing` and `headers`;
+this module only does the I/O around them.
 
 Each request is sent once (no retries: a POST may not be repeated, and the services
 retry their own idempotent calls). A body without a length is counted as it streams
@@ -22,11 +24,17 @@ from typing import cast
 
 import anyio
 import httpx
-from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from api_gateway.auth import authenticate
 from api_gateway.config import Settings
+from api_gateway.headers import (
+    Hop,
+    client_response_headers,
+    read_client_headers,
+    upstream_headers,
+    upstream_url,
+)
 from api_gateway.ratelimit import ClientAddresses, RateLimiter, rate_limit_key
 from api_gateway.routing import ProxyRoute, resolve
 from shared.errors import BadRequest
@@ -34,36 +42,6 @@ from shared.http import ServiceClient, UpstreamTimeout, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
 
-# Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the gateway sets itself.
-_REQUEST_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"expect",  # the gateway answers `100-continue` itself
-        b"x-request-id",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-    }
-)
-_RESPONSE_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"date",  # the gateway's server sets its own Date and Server
-        b"server",
-    }
-)
 #: A response longer than this (or of unknown length) is relayed while watching for the
 #: client going away; a shorter one is over before that would matter.
 _WATCH_DISCONNECT_ABOVE = 64 * 1024
@@ -113,144 +91,86 @@ class Proxy:
         self.extensions = {"timeout": timeout.as_dict()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app: FastAPI = scope["app"]
-        state = app.state
+        state = scope["app"].state
         peer = scope["client"][0] if scope.get("client") else ""
         peer_trusted = self.addresses.is_trusted(peer)
-
-        # One pass over the client's headers: keep what is forwarded, note what matters.
-        headers: list[tuple[bytes, bytes]] = []
-        authorization = host = forwarded_for = forwarded_proto = forwarded_host = None
-        connection = None
-        has_body = False
-        for name, value in scope["headers"]:
-            if name in _REQUEST_DROP:
-                if name == b"host":
-                    host = value
-                elif name == b"x-forwarded-for":
-                    forwarded_for = value if forwarded_for is None else forwarded_for + b"," + value
-                elif name == b"x-forwarded-proto":
-                    forwarded_proto = value
-                elif name == b"x-forwarded-host":
-                    forwarded_host = value
-                elif name == b"connection":
-                    connection = value
-                elif name == b"transfer-encoding":
-                    has_body = True
-                continue
-            if name.startswith(b"proxy-"):
-                continue
-            if name == b"authorization":
-                authorization = value
-            elif name == b"content-length":
-                has_body = value != b"0"
-            headers.append((name, value))
-        if connection is not None:
-            named = {token.strip().lower() for token in connection.split(b",")}
-            headers = [(name, value) for name, value in headers if name not in named]
+        client = read_client_headers(scope["headers"])
 
         limiter: RateLimiter | None = state.rate_limiter
         if limiter is not None:
-            client = self.addresses.client(peer, forwarded_for, peer_trusted)
-            await limiter.check(rate_limit_key(client))
+            address = self.addresses.client(peer, client.forwarded_for, peer_trusted)
+            await limiter.check(rate_limit_key(address))
 
         method: str = scope["method"]
         target = resolve(method, scope.get("raw_path") or scope["path"].encode(), scope["path"])
         scope["route"] = target.route  # metrics and access logs per resource
         if not target.public:
             await authenticate(
-                authorization, state.token_verifier, max_bytes=self.max_authorization_bytes
+                client.authorization, state.token_verifier, max_bytes=self.max_authorization_bytes
             )
 
-        request_id: str = scope["state"]["request_id"]
-        peer_bytes = peer.encode("latin-1")
-        if peer_trusted and forwarded_for:
-            headers.append((b"x-forwarded-for", forwarded_for + b", " + peer_bytes))
-        elif peer_bytes:
-            # An untrusted peer's own X-Forwarded-For is dropped, not extended: the chain
-            # the services see holds only addresses a trusted hop vouched for.
-            headers.append((b"x-forwarded-for", peer_bytes))
-        headers.append(
-            (
-                b"x-forwarded-proto",
-                forwarded_proto
-                if peer_trusted and forwarded_proto
-                else scope["scheme"].encode("latin-1"),
-            )
-        )
-        if peer_trusted and forwarded_host:
-            headers.append((b"x-forwarded-host", forwarded_host))
-        elif host:
-            headers.append((b"x-forwarded-host", host))
-        headers.append((b"x-request-id", request_id.encode("latin-1")))
-
-        client_http: ServiceClient = state.http_client
+        hop = Hop(peer, peer_trusted, scope["scheme"], scope["state"]["request_id"])
+        http: ServiceClient = state.http_client
         upstream = target.route.upstream
-        base = client_http.upstreams[upstream]
-        query: bytes = scope["query_string"]
-        url = f"{base}{target.path}?{query.decode('latin-1')}" if query else base + target.path
-        body = RequestBody(receive) if has_body else None
+        base = http.upstreams[upstream]
+        body = RequestBody(receive) if client.has_body else None
         request = httpx.Request(
-            method, _parse_url(url), headers=headers, content=body, extensions=self.extensions
+            method,
+            _parse_url(upstream_url(base, target.path, scope["query_string"])),
+            headers=upstream_headers(client, hop),
+            content=body,
+            extensions=self.extensions,
         )
-        response = await client_http.send(upstream, request)
+        response = await http.send(upstream, request)
         try:
-            await self._relay(response, target.route, base, receive, send, body)
+            await _relay(response, target.route, base, receive, send, body)
         except BaseException:
             with anyio.CancelScope(shield=True):  # closed even when the task is cancelled
                 await response.aclose()
             raise
         await response.aclose()
 
-    async def _relay(
-        self,
-        response: httpx.Response,
-        route: ProxyRoute,
-        base: str,
-        receive: Receive,
-        send: Send,
-        body: RequestBody | None,
-    ) -> None:
-        headers: list[tuple[bytes, bytes]] = []
-        connection = None
-        length: int | None = None
-        for name, value in response.headers.raw:
-            name = name.lower()
-            if name in _RESPONSE_DROP or name.startswith(b"proxy-"):
-                if name == b"connection":
-                    connection = value
-                continue
-            if name == b"content-length" and value.isdigit():
-                length = int(value)
-            elif name == b"location":
-                value = _rewrite_location(value, base.encode("latin-1"))
-            headers.append((name, value))
-        if connection is not None:
-            named = {token.strip().lower() for token in connection.split(b",")}
-            headers = [(name, value) for name, value in headers if name not in named]
 
-        chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-        try:
-            # The first chunk is read before the status goes out, so that an upstream
-            # failing before its body still becomes a 503/504 problem document.
-            try:
-                first = await anext(chunks, b"")
-            except httpx.TimeoutException as error:
-                raise UpstreamTimeout(f"{route.upstream} did not answer in time.") from error
-            except httpx.TransportError as error:
-                raise UpstreamUnavailable(f"{route.upstream} broke off its answer.") from error
-            await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": headers}
-            )
-            watch = (length is None or length > _WATCH_DISCONNECT_ABOVE) and (
-                body is None or body.finished
-            )
-            if watch:
-                await _relay_until_disconnect(first, chunks, route, receive, send)
-            else:
-                await _relay_rest(first, chunks, route, send)
-        finally:
-            await chunks.aclose()
+async def _relay(
+    response: httpx.Response,
+    route: ProxyRoute,
+    base: str,
+    receive: Receive,
+    send: Send,
+    body: RequestBody | None,
+) -> None:
+    """Send the service's answer to the client, streaming its body."""
+    headers, length = client_response_headers(response.headers.raw, base.encode("latin-1"))
+    chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    try:
+        first = await _first_chunk(chunks, route)
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        if _watches_disconnect(length, body):
+            await _relay_until_disconnect(first, chunks, route, receive, send)
+        else:
+            await _relay_rest(first, chunks, route, send)
+    finally:
+        await chunks.aclose()
+
+
+async def _first_chunk(chunks: AsyncIterator[bytes], route: ProxyRoute) -> bytes:
+    """The body's first chunk, read before the status goes out, so that a service
+    failing before its body still becomes a 503/504 problem document."""
+    try:
+        return await anext(chunks, b"")
+    except httpx.TimeoutException as error:
+        raise UpstreamTimeout(f"{route.upstream} did not answer in time.") from error
+    except httpx.TransportError as error:
+        raise UpstreamUnavailable(f"{route.upstream} broke off its answer.") from error
+
+
+def _watches_disconnect(length: int | None, body: RequestBody | None) -> bool:
+    """Whether to relay while watching for the client going away: for a long or endless
+    answer, once the request body is in (until then `receive` is the body's)."""
+    long = length is None or length > _WATCH_DISCONNECT_ABOVE
+    return long and (body is None or body.finished)
 
 
 async def _relay_rest(
@@ -305,12 +225,3 @@ def _parse_url(url: str) -> httpx.URL:
         return httpx.URL(url)
     except httpx.InvalidURL as error:
         raise BadRequest("The request target is not a valid URL.") from error
-
-
-def _rewrite_location(value: bytes, origin: bytes) -> bytes:
-    """Point a redirect at the gateway, not at the service behind it."""
-    if value.startswith(origin):
-        value = value[len(origin) :]
-    if value.startswith(b"/v1/"):
-        return b"/api" + value
-    return value
