@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from api_gateway.config import Settings
 from api_gateway.main import create_app
+from api_gateway.routing import ROUTES
 from service_testing import LocalTokens, free_port, serve
 
 UPSTREAM_NAMES = ("user", "product", "order", "inventory", "notification")
@@ -42,6 +43,8 @@ class Upstream:
     name: str
     url: str = ""
     ready: bool = True
+    #: Whether it serves its OpenAPI document (503 otherwise).
+    documented: bool = True
     fail_status: int | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     uploads_completed: int = 0
@@ -49,6 +52,7 @@ class Upstream:
 
     def reset(self) -> None:
         self.ready = True
+        self.documented = True
         self.fail_status = None
         self.requests.clear()
         self.uploads_completed = 0
@@ -88,9 +92,15 @@ def upstream_app(upstream: Upstream) -> Starlette:
     async def ready(request: Request) -> Response:
         return JSONResponse({"status": "ok"}, status_code=200 if upstream.ready else 503)
 
+    async def openapi(request: Request) -> Response:
+        if not upstream.documented:
+            return JSONResponse({"status": 503}, status_code=503)
+        return JSONResponse(openapi_document(upstream.name))
+
     return Starlette(
         routes=[
             Route("/health/ready", ready),
+            Route("/openapi.json", openapi),
             Route("/v1/{resource}/upload", upload, methods=["POST", "PUT"]),
             *misbehaving_routes(upstream),
             Route(
@@ -168,6 +178,50 @@ def misbehaving_routes(upstream: Upstream) -> list[Route]:
         Route("/v1/{resource}/hop", hop),
         Route("/v1/{resource}/cookie", cookie),
     ]
+
+
+def openapi_document(upstream: str) -> dict[str, Any]:
+    """A small document in the shape FastAPI gives a service: a public list of each
+    resource it owns, an item that needs a token, an internal route, a schema name every
+    service uses for something else (`Page`) and one they all share (`Money`)."""
+    resources = [resource for resource, route in ROUTES.items() if route.upstream == upstream]
+    bearer = [{"HTTPBearer": []}]
+    validation = {
+        "description": "Validation Error",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+        },
+    }
+    page = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}}}
+    paths: dict[str, Any] = {"/internal/v1/secret": {"get": {"operationId": f"{upstream}_secret"}}}
+    for resource in resources:
+        paths[f"/v1/{resource}"] = {
+            "get": {
+                "operationId": f"list_{resource}",
+                "responses": {"200": {"description": "A page", **page}, "422": validation},
+            }
+        }
+        paths[f"/v1/{resource}/{{item_id}}"] = {
+            "delete": {
+                "operationId": f"delete_{resource}",
+                "security": bearer,
+                "responses": {"204": {"description": "Gone"}, "404": {"description": "None"}},
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": upstream, "version": "1.0.0"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Page": {"title": f"{upstream} page", "$ref": "#/components/schemas/Money"},
+                "Money": {"type": "string", "pattern": "^[0-9]+[.][0-9]{2}$"},
+                "HTTPValidationError": {"type": "object"},
+                "Secret": {"type": "object"},
+            },
+            "securitySchemes": {"HTTPBearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,11 @@ class Settings(ServiceSettings):
     #: a flood of readiness calls to every service.
     health_cache_seconds: float = Field(default=1.0, ge=0)
 
+    #: How often `/openapi.json` asks a service again for its document, and how soon
+    #: again when it did not answer (it comes up, its routes appear).
+    openapi_refresh_seconds: float = Field(default=30.0, ge=0)
+    openapi_retry_seconds: float = Field(default=2.0, ge=0)
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:

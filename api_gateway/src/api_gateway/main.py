@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.routing import Route
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute, Route
 
+from api_gateway import docs
 from api_gateway.config import Settings
 from api_gateway.health import HealthChecker
 from api_gateway.health import router as health_router
+from api_gateway.openapi import ApiDocument, Document
 from api_gateway.proxy import Proxy
 from api_gateway.ratelimit import RateLimiter
 from shared.auth import TokenVerifier
@@ -20,7 +23,8 @@ from shared.service import ServiceBuilder
 def create_app(
     settings: Settings | None = None, *, token_verifier: TokenVerifier | None = None
 ) -> FastAPI:
-    """Build the gateway: service defaults, `GET /health` and the proxy behind `/api/`.
+    """Build the gateway: service defaults, `GET /health`, the proxy behind `/api/`, and
+    the merged API document with its `/docs`.
 
     `token_verifier` replaces the one that asks the user service (tests sign their own)."""
     settings = settings or Settings()
@@ -30,6 +34,15 @@ def create_app(
         limiter = RateLimiter.from_settings(settings)
         app.state.rate_limiter = limiter
         app.state.health_checker = HealthChecker(app.state.http_client, settings)
+        app.state.api_document = ApiDocument(
+            app.state.http_client,
+            lambda: _own_document(app),
+            title="E-commerce API",
+            version=app.version,
+            timeout=settings.health_timeout_seconds,
+            refresh_seconds=settings.openapi_refresh_seconds,
+            retry_seconds=settings.openapi_retry_seconds,
+        )
         try:
             yield
         finally:
@@ -41,7 +54,7 @@ def create_app(
         title="E-commerce API gateway",
         description=(
             "The single entry point: `/api/v1/<resource>/...` goes to the service that owns "
-            "the resource. See each service's API for the routes."
+            "the resource; `/openapi.json` and `/docs` document every route."
         ),
         stream_request_bodies=True,
     )
@@ -65,4 +78,18 @@ def create_app(
     app.router.routes.insert(0, Route("/api/{path:path}", Proxy(settings), include_in_schema=False))
     # `/api` -> 307 `/api/` would only lead to a 404; the services redirect their own routes.
     app.router.redirect_slashes = False
+    # The merged document and its page replace FastAPI's own, which would show only the
+    # gateway's few routes (and load Swagger UI from a CDN).
+    app.router.routes[:] = [route for route in app.router.routes if not _fastapi_docs(route)]
+    app.include_router(docs.router)
+    app.router.routes.append(docs.assets())
     return app
+
+
+def _fastapi_docs(route: BaseRoute) -> bool:
+    return getattr(route, "path", None) in {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
+
+
+def _own_document(app: FastAPI) -> Document:
+    """The gateway's own routes (`/health`) in OpenAPI form, to merge with the services'."""
+    return get_openapi(title=app.title, version=app.version, routes=app.routes)

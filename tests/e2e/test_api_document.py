@@ -1,0 +1,85 @@
+"""The gateway's `/openapi.json` built from the real services: every route of the
+contract is in it, under its public path, and nothing else."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from openapi_spec_validator import validate
+
+pytestmark = pytest.mark.e2e
+
+#: Every public route of the contract (shared CONTRACT.md), path parameters unnamed.
+CONTRACT_ROUTES = {
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/token"),
+    ("post", "/api/v1/auth/refresh"),
+    ("get", "/api/v1/auth/jwks"),
+    ("get", "/api/v1/users/me"),
+    ("patch", "/api/v1/users/me"),
+    ("get", "/api/v1/users"),
+    ("get", "/api/v1/users/{}"),
+    ("patch", "/api/v1/users/{}"),
+    ("get", "/api/v1/products"),
+    ("post", "/api/v1/products"),
+    ("get", "/api/v1/products/{}"),
+    ("patch", "/api/v1/products/{}"),
+    ("delete", "/api/v1/products/{}"),
+    ("get", "/api/v1/inventory/{}"),
+    ("put", "/api/v1/inventory/{}"),
+    ("post", "/api/v1/orders"),
+    ("get", "/api/v1/orders"),
+    ("get", "/api/v1/orders/{}"),
+    ("post", "/api/v1/orders/{}/cancel"),
+    ("post", "/api/v1/orders/{}/ship"),
+    ("post", "/api/v1/orders/{}/deliver"),
+    ("get", "/api/v1/notifications"),
+}
+#: Anyone may call these; every other route needs a bearer token.
+PUBLIC = {
+    ("post", "/api/v1/auth/register"),
+    ("post", "/api/v1/auth/token"),
+    ("post", "/api/v1/auth/refresh"),
+    ("get", "/api/v1/auth/jwks"),
+    ("get", "/api/v1/products"),
+    ("get", "/api/v1/products/{}"),
+    ("get", "/api/v1/inventory/{}"),
+}
+
+
+def operations(document: dict) -> dict[tuple[str, str], dict]:
+    found = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            found[method, re.sub(r"\{[^}]+\}", "{}", path)] = operation
+    return found
+
+
+async def test_every_contract_route_is_documented(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    validate(document)  # a valid OpenAPI 3.1 document
+    assert document["x-missing-services"] == []
+    found = operations(document)
+    assert CONTRACT_ROUTES - found.keys() == set()
+    # Only public paths (the gateway's own `/health` aside): nothing internal, no health.
+    assert [p for p in document["paths"] if not p.startswith("/api/v1/")] == ["/health"]
+    assert not [path for path in document["paths"] if "internal" in path]
+
+
+async def test_security_and_problem_answers(gateway: httpx.AsyncClient) -> None:
+    found = operations((await gateway.get("/openapi.json")).json())
+    for key in CONTRACT_ROUTES:
+        operation = found[key]
+        if key in PUBLIC:
+            assert {"bearerAuth": []} not in operation.get("security", [{}])[:1], key
+        else:
+            assert operation["security"] == [{"bearerAuth": []}], key
+            assert "401" in operation["responses"], key
+        errors = {s: r for s, r in operation["responses"].items() if s[0] in "45"}
+        assert errors, key
+        for answer in errors.values():
+            assert "application/problem+json" in answer["content"], key
