@@ -17,6 +17,7 @@ test: ## Every test: unit, integration (real PostgreSQL and RabbitMQ) and end-to
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-rabbitmq.sh
 	./scripts/ensure-deploy-tools.sh
+	./scripts/ensure-chromium.sh
 	$(UV) run pytest
 
 test-fast: ## The tests that need no PostgreSQL or RabbitMQ

@@ -166,6 +166,24 @@ class TestThroughNginx:
             assert me.json()["email"] == email
             assert_security_headers(me)
 
+    def test_pages_carry_the_gateways_own_policy_and_the_api_none(self, edge: Edge) -> None:
+        with httpx.Client(base_url=edge.url, timeout=10) as client:
+            for path in ("/", "/docs"):
+                page = client.get(path)
+                assert page.status_code == 200, path
+                # One policy, the page's: nginx's API policy would block every script.
+                assert page.headers.get_list("content-security-policy") == [
+                    page.headers["content-security-policy"]
+                ]
+                assert "script-src 'self'" in page.headers["content-security-policy"], path
+                assert page.headers["x-frame-options"] == "DENY"
+            script = client.get("/storefront/js/app.js", headers={"Accept-Encoding": "gzip"})
+            assert script.status_code == 200
+            assert script.headers["content-encoding"] == "gzip"
+            assert "content-security-policy" not in script.headers
+            api = client.get("/api/v1/products", params={"limit": 1})
+            assert api.headers["content-security-policy"].startswith("default-src 'none'")
+
     def test_json_is_gzipped(self, edge: Edge) -> None:
         response = httpx.get(
             f"{edge.url}/api/v1/products",

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.routing import BaseRoute, Route
 
-from api_gateway import docs
+from api_gateway import docs, storefront
 from api_gateway.config import Settings
 from api_gateway.health import HealthChecker
 from api_gateway.health import router as health_router
@@ -23,8 +23,8 @@ from shared.service import ServiceBuilder
 def create_app(
     settings: Settings | None = None, *, token_verifier: TokenVerifier | None = None
 ) -> FastAPI:
-    """Build the gateway: service defaults, `GET /health`, the proxy behind `/api/`, and
-    the merged API document with its `/docs`.
+    """Build the gateway: service defaults, `GET /health`, the proxy behind `/api/`, the
+    merged API document with its `/docs`, and the storefront at `/`.
 
     `token_verifier` replaces the one that asks the user service (tests sign their own)."""
     settings = settings or Settings()
@@ -82,7 +82,8 @@ def create_app(
     # gateway's few routes (and load Swagger UI from a CDN).
     app.router.routes[:] = [route for route in app.router.routes if not _fastapi_docs(route)]
     app.include_router(docs.router)
-    app.router.routes.append(docs.assets())
+    app.include_router(storefront.router)
+    app.router.routes.extend([docs.assets(), storefront.assets()])
     return app
 
 
