@@ -4,14 +4,14 @@ SHELL := /bin/bash
 
 UV = $(shell ./scripts/bootstrap.sh)
 
-.PHONY: help run test test-fast lint format bench bench-checkout migrate clean
+.PHONY: help run test test-fast lint format bench bench-checkout load migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 run: ## Migrate, seed and run every service and the gateway locally (SQLite) until Ctrl-C
 	./scripts/ensure-rabbitmq.sh
-	$(UV) run python -m devstack run
+	LOG_FORMAT=$${LOG_FORMAT:-auto} $(UV) run python -m devstack run
 
 test: ## Every test: unit, integration (real PostgreSQL and RabbitMQ) and end-to-end through the gateway
 	./scripts/ensure-postgres.sh
@@ -40,6 +40,14 @@ bench-checkout: ## Checkout (POST /api/v1/orders) throughput through the gateway
 	./scripts/ensure-wrk.sh
 	./scripts/ensure-postgres.sh
 	$(UV) run python bench/checkout.py
+
+USERS ?= 20
+SPAWN ?= 2
+DURATION ?= 60s
+HOST ?= http://127.0.0.1:8000
+load: ## Locust against the running system (make run): USERS=20 DURATION=60s HOST=...; table + invariants
+	$(UV) run locust -f load/locustfile.py --headless --users $(USERS) --spawn-rate $(SPAWN) \
+		--run-time $(DURATION) --host $(HOST) --only-summary --stop-timeout 10
 
 migrate: ## Apply every service's migrations and seed the demo catalog
 	$(UV) run python -m devstack migrate

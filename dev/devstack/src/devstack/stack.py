@@ -305,8 +305,8 @@ def main() -> None:
             flush=True,
         )
         print(
-            f"\n  Ready. Gateway: {stack.gateway_url}   (API docs of a service: "
-            f"{stack.url('product_service')}/docs)\n  Admin: {stack.env['ADMIN_EMAIL']} / "
+            f"\n  Ready. The shop: {stack.gateway_url}/   The API: {stack.gateway_url}/docs"
+            f"\n  Admin: {stack.env['ADMIN_EMAIL']} / "
             f"{stack.env['ADMIN_PASSWORD']}   Press Ctrl-C to stop.\n",
             flush=True,
         )

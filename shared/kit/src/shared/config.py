@@ -33,6 +33,10 @@ class ServiceSettings(BaseSettings):
     service_name: str = "service"
     environment: Environment = Environment.DEVELOPMENT
     log_level: str = "INFO"
+    #: `json` (one object per line, for collectors: the default everywhere), `console`
+    #: (short coloured lines for a person), or `auto`: console on a terminal, else JSON
+    #: (`make run` sets it).
+    log_format: Literal["json", "console", "auto"] = "json"
     data_dir: str = ".data"
     database_url: str = ""
     # Connections kept open; a request beyond them opens (and then closes) an overflow

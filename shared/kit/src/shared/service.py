@@ -64,7 +64,7 @@ class ServiceBuilder:
         version: str = "1.0.0",
         stream_request_bodies: bool = False,
     ) -> None:
-        configure_logging(settings.service_name, settings.log_level)
+        configure_logging(settings.service_name, settings.log_level, settings.log_format)
         self.settings = settings
         self._app_options: dict[str, Any] = {
             "title": title,
