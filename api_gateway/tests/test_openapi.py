@@ -25,7 +25,16 @@ class TestMergedDocument:
         document = response.json()
         assert document["openapi"] == "3.1.0"
         expected = {"/health"}
-        for resource in ("auth", "users", "products", "orders", "inventory", "notifications"):
+        resources = (
+            "auth",
+            "users",
+            "products",
+            "orders",
+            "inventory",
+            "notifications",
+            "webhooks",
+        )
+        for resource in resources:
             expected |= {f"/api/v1/{resource}", f"/api/v1/{resource}/{{item_id}}"}
         assert set(document["paths"]) == expected
         assert document["x-missing-services"] == []

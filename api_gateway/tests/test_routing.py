@@ -20,6 +20,7 @@ class TestPrefixMapping:
             ("/api/v1/orders/1/cancel", "order", "/v1/orders/1/cancel"),
             ("/api/v1/inventory/42", "inventory", "/v1/inventory/42"),
             ("/api/v1/notifications", "notification", "/v1/notifications"),
+            ("/api/v1/webhooks/abc/deliveries", "notification", "/v1/webhooks/abc/deliveries"),
         ],
     )
     async def test_resource_goes_to_its_service(

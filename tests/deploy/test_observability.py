@@ -63,6 +63,12 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "inventory_reservations": ("counter", frozenset({"outcome", "reason"})),
     "orders": ("counter", frozenset({"status", "cancel_reason"})),
     "checkout_step_duration_seconds": ("histogram", frozenset({"step", "outcome"})),
+    "webhook_delivery_attempts": ("counter", frozenset({"outcome"})),
+    "webhook_deliveries": ("counter", frozenset({"status"})),
+    "webhook_delivery_attempt_duration_seconds": ("histogram", frozenset()),
+    "webhook_delivery_latency_seconds": ("histogram", frozenset()),
+    "webhook_deliveries_pending": ("gauge", frozenset()),
+    "webhook_oldest_pending_delivery_age_seconds": ("gauge", frozenset()),
 }
 #: What Prometheus adds to every series it scrapes (job = the service, see prometheus.yml).
 TARGET_LABELS = frozenset({"job", "instance"})
@@ -381,6 +387,12 @@ def healthy_system() -> list[dict[str, str]]:
             series("events_dead_letter_depth", "0x40", **target(job), service=job),
             series("events_dead_lettered_total", "0x40", **target(job), reason="failed"),
         ]
+    notifications = target("notification_service")
+    found += [
+        series("webhook_delivery_attempts_total", "0+60x40", **notifications, outcome="succeeded"),
+        series("webhook_delivery_attempts_total", "0+20x40", **notifications, outcome="retry"),
+        series("webhook_oldest_pending_delivery_age_seconds", "0 30 0 90x37", **notifications),
+    ]
     return found
 
 
@@ -397,6 +409,7 @@ def scenarios() -> list[dict[str, Any]]:
     """promtool unit tests: each group its own made-up series, and which alerts must be
     firing (with which labels) at which time. `exp_alerts: []` means none."""
     quiet = [expect(rule["alert"], at) for rule in alert_rules() for at in ("12m", "30m")]
+    notifications = target("notification_service")
     return [
         {"name": "a healthy system raises nothing", "input_series": healthy_system(),
          "alert_rule_test": quiet},
@@ -487,6 +500,23 @@ def scenarios() -> list[dict[str, Any]]:
                 expect("EventsDeadLettered", "30m"),
                 expect("DeadLettersPresent", "8m"),
                 expect("DeadLettersPresent", "30m", {"service": "inventory_service"}),
+            ],
+        },
+        {
+            "name": "an endpoint that stopped answering; a receiver that refused a few",
+            "input_series": [
+                series("webhook_delivery_attempts_total", "0+30x60", **notifications,
+                       outcome="retry"),
+                series("webhook_delivery_attempts_total", "0+10x60", **notifications,
+                       outcome="succeeded"),
+                series("webhook_oldest_pending_delivery_age_seconds", "0+60x100",
+                       **notifications),
+            ],
+            "alert_rule_test": [
+                expect("WebhookDeliveriesFailing", "10m"),
+                expect("WebhookDeliveriesFailing", "40m", {"job": "notification_service"}),
+                expect("WebhookBacklogTooOld", "70m"),
+                expect("WebhookBacklogTooOld", "90m", {"job": "notification_service"}),
             ],
         },
         {

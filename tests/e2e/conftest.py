@@ -66,6 +66,8 @@ def stack(
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
         # The SDK's own setting: export within 0.1 s instead of 5 s.
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        # Webhook retries within a test's patience (production starts at 5 s).
+        "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
         **events_env("e2e"),
     }
     with running_stack(ports, data_dir, extra, log_dir=data_dir / "logs") as running:

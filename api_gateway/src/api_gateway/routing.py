@@ -39,6 +39,7 @@ ROUTES: dict[str, ProxyRoute] = {
         ProxyRoute("orders", "order"),
         ProxyRoute("inventory", "inventory"),
         ProxyRoute("notifications", "notification"),
+        ProxyRoute("webhooks", "notification"),
     )
 }
 

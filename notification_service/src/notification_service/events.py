@@ -1,18 +1,25 @@
 """What the notification service does with the events it consumes (it publishes none):
 `user.registered` teaches it the user's address and sends the welcome e-mail;
-`order.confirmed`, `order.cancelled` and `order.shipped` mail the order's owner.
-`order.created` is not bound: nothing is mailed for an order still `pending`.
+`order.confirmed`, `order.cancelled` and `order.shipped` mail the order's owner. Every
+type of the contract (`EVENT_TYPES`) is also owed to the webhook endpoints subscribed
+to it: a pending delivery each, which the delivery worker sends.
 
 Each handler runs in the consumer's transaction, with the event id's inbox row (so an
-event mails once however often it is delivered): it issues SQL and does not commit.
+event mails once and is owed once however often it is delivered): it issues SQL and
+does not commit.
 """
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventbus import EventEnvelope, EventHandlers
+from eventbus import EventEnvelope, EventHandlers, Handler
 from eventbus.types import (
+    EVENT_TYPES,
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
     ORDER_SHIPPED,
@@ -25,6 +32,7 @@ from notification_service.models import NotificationKind
 from notification_service.repository import RecipientRepository
 from notification_service.service import NotificationService
 from notification_service.templates import order_message, welcome
+from notification_service.webhooks.service import owe_deliveries
 
 KIND_OF_EVENT = {
     ORDER_CONFIRMED: NotificationKind.ORDER_CONFIRMED,
@@ -41,7 +49,39 @@ class RecipientUnknown(LookupError):
     queue, from where `python -m eventbus.dlq replay` brings it back."""
 
 
-def event_handlers(mailer: Mailer) -> EventHandlers:
+def event_handlers(
+    mailer: Mailer, *, deliveries_due: asyncio.Event, retry_window: timedelta
+) -> EventHandlers:
+    """The e-mail handlers, each followed by the webhook fan-out; the types nothing is
+    mailed for get the fan-out alone."""
+    mail = mail_handlers(mailer)
+
+    async def owe_webhooks(session: AsyncSession, event: EventEnvelope) -> None:
+        if await owe_deliveries(session, event, retry_window=retry_window):
+            # Wake the worker once the deliveries are committed (not before: it would
+            # find nothing yet), instead of leaving them to its next poll.
+            sa_event.listen(
+                session.sync_session, "after_commit", lambda _: deliveries_due.set(), once=True
+            )
+
+    handlers = EventHandlers()
+    for type_ in EVENT_TYPES:
+        handlers.on(type_)(_then(mail.get(type_), owe_webhooks))
+    return handlers
+
+
+def _then(first: Handler | None, second: Handler) -> Handler:
+    if first is None:
+        return second
+
+    async def both(session: AsyncSession, event: EventEnvelope) -> None:
+        await first(session, event)
+        await second(session, event)
+
+    return both
+
+
+def mail_handlers(mailer: Mailer) -> EventHandlers:
     handlers = EventHandlers()
 
     @handlers.on(USER_REGISTERED)

@@ -13,6 +13,7 @@ from service_testing.databases import (
 from service_testing.otlp import OtlpReceiver, ReceivedSpan
 from service_testing.servers import accept_local_tokens, free_port, running_app, serve
 from service_testing.tokens import LocalTokens
+from service_testing.webhooks import ReceivedWebhook, WebhookReceiver, unanswering_endpoint
 
 __all__ = [
     "POSTGRES_ADMIN_URL",
@@ -20,6 +21,8 @@ __all__ = [
     "LocalTokens",
     "OtlpReceiver",
     "ReceivedSpan",
+    "ReceivedWebhook",
+    "WebhookReceiver",
     "accept_local_tokens",
     "assert_problem",
     "delete_topology",
@@ -30,5 +33,6 @@ __all__ = [
     "running_app",
     "serve",
     "truncate_all",
+    "unanswering_endpoint",
     "unique_topology",
 ]

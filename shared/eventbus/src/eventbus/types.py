@@ -20,6 +20,21 @@ ORDER_CREATED = "order.created"
 ORDER_CONFIRMED = "order.confirmed"
 ORDER_CANCELLED = "order.cancelled"
 ORDER_SHIPPED = "order.shipped"
+ORDER_DELIVERED = "order.delivered"
+ORDER_REFUNDED = "order.refunded"
+
+#: Every type of the contract's "Events" list (what a webhook may subscribe to).
+EVENT_TYPES = (
+    USER_REGISTERED,
+    PRODUCT_CREATED,
+    PRODUCT_UPDATED,
+    ORDER_CREATED,
+    ORDER_CONFIRMED,
+    ORDER_CANCELLED,
+    ORDER_SHIPPED,
+    ORDER_DELIVERED,
+    ORDER_REFUNDED,
+)
 
 #: Money in events is what it is in the API: a decimal string with two places.
 MoneyString = Annotated[Decimal, PlainSerializer(lambda value: f"{value:.2f}", return_type=str)]
