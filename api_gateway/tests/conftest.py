@@ -112,6 +112,20 @@ def upstream_app(upstream: Upstream) -> Starlette:
     )
 
 
+async def event_stream(request: Request) -> Response:
+    """Server-sent events, `count` of them, `gap` seconds apart."""
+    count = int(request.query_params.get("count", "3"))
+    gap = float(request.query_params.get("gap", "0.5"))
+
+    async def generate() -> AsyncIterator[bytes]:
+        for index in range(count):
+            if index:
+                await asyncio.sleep(gap)
+            yield f"event: status\ndata: {index}\n\n".encode()
+
+    return StreamingResponse(generate(), media_type="text/event-stream")
+
+
 def misbehaving_routes(upstream: Upstream) -> list[Route]:
     """Routes that are slow, stream, never end, fail, redirect or set odd headers."""
 
@@ -173,6 +187,7 @@ def misbehaving_routes(upstream: Upstream) -> list[Route]:
         Route("/v1/{resource}/slow", slow),
         Route("/v1/{resource}/stream", stream),
         Route("/v1/{resource}/endless", endless),
+        Route("/v1/{resource}/{id}/stream", event_stream),
         Route("/v1/{resource}/status/{code:int}", status),
         Route("/v1/{resource}/redirect", redirect),
         Route("/v1/{resource}/hop", hop),

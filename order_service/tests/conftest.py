@@ -175,6 +175,33 @@ def order_app_factory(
 
 
 @pytest.fixture(scope="session")
+async def order_servers(
+    database_url: str,
+    tokens: LocalTokens,
+    product_server: Server,
+    inventory_server: Server,
+    order_topology: Topology,
+) -> AsyncIterator[tuple[Server, Server]]:
+    """Two more order_service apps on the same database, each served over HTTP from a
+    thread of its own, as two replicas would be (streams need a real server)."""
+    settings = order_settings(
+        database_url,
+        product_service_url=product_server.url,
+        inventory_service_url=inventory_server.url,
+        order_stream_ping_seconds=1,
+        # Two more apps on a PostgreSQL server every test run shares: few connections.
+        database_pool_size=2,
+        database_max_overflow=2,
+        **events_settings(order_topology),
+    )
+    apps = create_app(settings), create_app(settings)
+    for app in apps:
+        accept_local_tokens(app, tokens)
+    async with serve_in_thread(apps[0]) as first, serve_in_thread(apps[1]) as second:
+        yield first, second
+
+
+@pytest.fixture(scope="session")
 async def app(order_app_factory: OrderAppFactory) -> AsyncIterator[FastAPI]:
     async with order_app_factory() as app:
         yield app

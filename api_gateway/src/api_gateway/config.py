@@ -64,6 +64,13 @@ class Settings(ServiceSettings):
     #: Longest `Authorization` header looked at; a longer one is refused with 401.
     max_authorization_bytes: int = Field(default=8192, ge=64)
 
+    #: Event streams (`GET /api/v1/orders/{id}/stream`) go over a pool of their own, so
+    #: that open streams never take the connections of ordinary calls; an upstream that
+    #: sends nothing, not even its keep-alive comment (every 15 s at most), for this long
+    #: is given up.
+    stream_max_connections: int = Field(default=2000, ge=1)
+    stream_read_timeout_seconds: float = Field(default=45.0, gt=15)
+
     #: Services `GET /health` checks (comma-separated). All of them by default: a
     #: deployment missing one is degraded. A partial deployment (say, only users and
     #: products while the rest is being built) lists what it runs.

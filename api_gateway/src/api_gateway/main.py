@@ -17,6 +17,7 @@ from api_gateway.openapi import ApiDocument, Document
 from api_gateway.proxy import Proxy
 from api_gateway.ratelimit import RateLimiter
 from shared.auth import TokenVerifier
+from shared.http import ServiceClient
 from shared.service import ServiceBuilder
 
 
@@ -43,9 +44,17 @@ def create_app(
             refresh_seconds=settings.openapi_refresh_seconds,
             retry_seconds=settings.openapi_retry_seconds,
         )
+        # Streams stay open for minutes: their own pool, never the ordinary calls'.
+        app.state.stream_client = ServiceClient.from_settings(
+            settings,
+            app.state.http_client.upstreams,
+            max_connections=settings.stream_max_connections,
+            read_timeout=settings.stream_read_timeout_seconds,
+        )
         try:
             yield
         finally:
+            await app.state.stream_client.aclose()
             if limiter is not None:
                 await limiter.aclose()
 

@@ -89,6 +89,11 @@ class Proxy:
         # Set here, because a request not made by `AsyncClient.build_request` (which would
         # add the client's default headers) gets its timeouts only from its extensions.
         self.extensions = {"timeout": timeout.as_dict()}
+        # Event streams: their keep-alive comes every 15 s at most, so a longer read
+        # timeout cuts only a hung service, never a quiet stream.
+        self.stream_extensions = {
+            "timeout": {**timeout.as_dict(), "read": settings.stream_read_timeout_seconds}
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope["app"].state
@@ -110,7 +115,8 @@ class Proxy:
             )
 
         hop = Hop(peer, peer_trusted, scope["scheme"], scope["state"]["request_id"])
-        http: ServiceClient = state.http_client
+        # Streams stay open for minutes: a pool of their own, never the ordinary calls'.
+        http: ServiceClient = state.stream_client if target.stream else state.http_client
         upstream = target.route.upstream
         base = http.upstreams[upstream]
         body = RequestBody(receive) if client.has_body else None
@@ -119,7 +125,7 @@ class Proxy:
             _parse_url(upstream_url(base, target.path, scope["query_string"])),
             headers=upstream_headers(client, hop),
             content=body,
-            extensions=self.extensions,
+            extensions=self.stream_extensions if target.stream else self.extensions,
         )
         response = await http.send(upstream, request)
         try:
@@ -148,7 +154,9 @@ async def _relay(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         if _watches_disconnect(length, body):
-            await _relay_until_disconnect(first, chunks, route, receive, send)
+            # An event must not wait for the next one: a stream goes out chunk by chunk.
+            immediate = _is_event_stream(response)
+            await _relay_until_disconnect(first, chunks, route, receive, send, immediate)
         else:
             await _relay_rest(first, chunks, route, send)
     finally:
@@ -173,14 +181,29 @@ def _watches_disconnect(length: int | None, body: RequestBody | None) -> bool:
     return long and (body is None or body.finished)
 
 
+def _is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
 async def _relay_rest(
-    pending: bytes, chunks: AsyncIterator[bytes], route: ProxyRoute, send: Send
+    pending: bytes,
+    chunks: AsyncIterator[bytes],
+    route: ProxyRoute,
+    send: Send,
+    immediate: bool = False,
 ) -> None:
     """Send the rest of the body, each chunk once the next is known (the last one goes
-    out with `more_body: False`: one ASGI message fewer per response)."""
+    out with `more_body: False`: one ASGI message fewer per response); `immediate`
+    sends each chunk as it comes."""
     try:
+        if immediate:
+            await send({"type": "http.response.body", "body": pending, "more_body": True})
+            pending = b""
         async for chunk in chunks:
-            if chunk:
+            if chunk and immediate:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            elif chunk:
                 await send({"type": "http.response.body", "body": pending, "more_body": True})
                 pending = chunk
     except httpx.HTTPError:
@@ -197,13 +220,14 @@ async def _relay_until_disconnect(
     route: ProxyRoute,
     receive: Receive,
     send: Send,
+    immediate: bool = False,
 ) -> None:
     """`_relay_rest`, stopped as soon as the client goes away (the server does not say
     so on `send`), so that a long or endless upstream stream is not read for nobody."""
     async with anyio.create_task_group() as group:
 
         async def relay() -> None:
-            await _relay_rest(pending, chunks, route, send)
+            await _relay_rest(pending, chunks, route, send, immediate)
             group.cancel_scope.cancel()
 
         group.start_soon(relay)

@@ -56,6 +56,10 @@ PUBLIC_ROUTES = frozenset(
     }
 )
 
+#: Routes whose answer is an endless event stream: relayed as it comes, without the
+#: read timeout of ordinary calls, over connections of their own (see `proxy`).
+STREAM_ROUTES = frozenset({("GET", ("orders", "*", "stream"))})
+
 # A dot, slash, backslash, percent or NUL has no business being percent-encoded in our
 # paths; encoded, each is a classic way past a path check (`%2e%2e/`, `%252e`, `..%5c`).
 _ENCODED_FORBIDDEN = (b"%2e", b"%2f", b"%5c", b"%25", b"%00")
@@ -69,6 +73,7 @@ class Target:
     route: ProxyRoute
     path: str
     public: bool
+    stream: bool = False
 
 
 class BadPath(BadRequest):
@@ -99,7 +104,12 @@ def resolve(method: str, raw_path: bytes, path: str) -> Target:
     route = ROUTES.get(segments[0])
     if route is None:
         raise NotFound("No such route.")
-    return Target(route=route, path="/v1/" + rest, public=is_public(method, segments))
+    return Target(
+        route=route,
+        path="/v1/" + rest,
+        public=is_public(method, segments),
+        stream=is_stream(method, segments),
+    )
 
 
 def is_public(method: str, segments: list[str]) -> bool:
@@ -112,3 +122,10 @@ def is_public(method: str, segments: list[str]) -> bool:
     if (method, key) in PUBLIC_ROUTES:
         return True
     return len(key) == 2 and key[1] != "" and (method, (key[0], "*")) in PUBLIC_ROUTES
+
+
+def is_stream(method: str, segments: list[str]) -> bool:
+    """Whether a route answers with an event stream (`segments` as for `is_public`)."""
+    if method != "GET" or len(segments) != 3 or not segments[1]:
+        return False
+    return (method, (segments[0], "*", segments[2])) in STREAM_ROUTES

@@ -27,6 +27,11 @@ class Settings(ServiceSettings):
     pending_order_grace_seconds: float = Field(default=60.0, ge=0)
     #: How often the sweep looks for abandoned orders and unfinished compensations.
     order_sweep_seconds: float = Field(default=30.0, gt=0)
+    #: Live status streams: how often a process reads the orders its clients watch
+    #: (changes made by this process are sent at once), and the keep-alive comment's
+    #: interval (the contract promises one at least every 15 s).
+    order_stream_poll_seconds: float = Field(default=0.25, gt=0, le=5)
+    order_stream_ping_seconds: int = Field(default=10, ge=1, le=15)
     #: How long a completed Idempotency-Key is remembered (and replayed).
     idempotency_key_retention_hours: float = Field(default=24.0, gt=0)
 

@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from eventbus import add_events
-from order_service.api import orders
+from order_service.api import order_stream, orders
 from order_service.clients import INVENTORY_UPSTREAM, PRODUCT_UPSTREAM, Inventory
 from order_service.config import Settings, get_settings
 from order_service.payments import SandboxPaymentProvider
+from order_service.status_watch import OrderStatusWatch
 from order_service.sweeper import Sweeper
 from shared.service import ServiceBuilder
 
@@ -31,10 +32,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings,
         )
         app.state.sweeper = sweeper
+        status_watch = OrderStatusWatch(
+            app.state.database, poll_seconds=settings.order_stream_poll_seconds
+        )
+        app.state.status_watch = status_watch
+        await status_watch.start()
         task = asyncio.create_task(sweeper.run_forever(), name="order-sweeper")
         try:
             yield
         finally:
+            await status_watch.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -58,5 +65,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     service.add_auth()
     service.add_lifespan(lifespan)
-    service.add_routers(orders.router)
+    service.add_routers(orders.router, order_stream.router)
     return service.build()
