@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 UV = $(shell ./scripts/bootstrap.sh)
 
-.PHONY: help run test test-fast lint format bench bench-checkout load migrate clean
+.PHONY: help run test test-fast test-compose lint format bench bench-checkout load migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,10 +18,15 @@ test: ## Every test: unit, integration (real PostgreSQL and RabbitMQ) and end-to
 	./scripts/ensure-rabbitmq.sh
 	./scripts/ensure-deploy-tools.sh
 	./scripts/ensure-chromium.sh
+	./scripts/ensure-containers.sh
 	$(UV) run pytest
 
-test-fast: ## The tests that need no PostgreSQL or RabbitMQ
-	$(UV) run pytest -m "not postgres and not rabbitmq"
+test-fast: ## The tests that need no PostgreSQL, RabbitMQ or podman
+	$(UV) run pytest -m "not postgres and not rabbitmq and not compose"
+
+test-compose: ## Only the compose stack under podman (images built, stack up, smoke journey)
+	./scripts/ensure-containers.sh
+	$(UV) run pytest -m compose
 
 lint: ## ruff and mypy (strict)
 	$(UV) run ruff check .

@@ -97,8 +97,35 @@ class Stage:
         return [i for i in self.instructions if i.keyword == keyword]
 
 
-def parse_dockerfile(path: Path) -> list[Stage]:
-    """Stages of a Dockerfile, with continuation lines joined and comments dropped."""
+#: The one Dockerfile of every service's image.
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def build_arguments(pkg: str) -> dict[str, str]:
+    """The build arguments that make the Dockerfile build `pkg`'s image (docker-compose.yml
+    passes these; tests/deploy/test_compose.py checks it)."""
+    arguments = {"SERVICE": pkg, "PORT": str(PORTS[pkg])}
+    if pkg == "api_gateway":
+        arguments["PROXY_HEADERS"] = "false"
+    return arguments
+
+
+def substitute(text: str, arguments: Mapping[str, str]) -> str:
+    """`${NAME}` and `$NAME` replaced by the build argument's value, as the builder does
+    in FROM, COPY, ENV, EXPOSE and the like."""
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)",
+        lambda m: arguments.get(m.group(1) or m.group(2), m.group(0)),
+        text,
+    )
+
+
+def parse_dockerfile(path: Path, arguments: Mapping[str, str] | None = None) -> list[Stage]:
+    """Stages of a Dockerfile, with continuation lines joined and comments dropped, and
+    build arguments (`arguments` over the ARG defaults) substituted in every instruction
+    but RUN, CMD and HEALTHCHECK (a shell or the process reads those at run time)."""
+    given = dict(arguments or {})
+    values: dict[str, str] = {}
     stages: list[Stage] = []
     logical = ""
     start = 0
@@ -114,9 +141,16 @@ def parse_dockerfile(path: Path) -> list[Stage]:
             logical += stripped[:-1] + " "
             continue
         logical += stripped
-        keyword, _, arguments = logical.partition(" ")
-        instruction = Instruction(keyword.upper(), arguments.strip(), start)
+        keyword, _, text = logical.partition(" ")
+        keyword = keyword.upper()
         logical = ""
+        if keyword == "ARG":
+            name, _, default = text.strip().partition("=")
+            values[name] = given.get(name, substitute(default, values))
+            continue
+        if keyword not in ("RUN", "CMD", "HEALTHCHECK"):
+            text = substitute(text, values)
+        instruction = Instruction(keyword, text.strip(), start)
         if instruction.keyword == "FROM":
             parts = instruction.arguments.split()
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
@@ -214,13 +248,13 @@ def compose_run(
 
 
 def compose_package(service: Mapping[str, Any]) -> str | None:
-    """The Python package a compose service runs (its image is built from
-    `<package>/Dockerfile`), None for the stores and nginx."""
+    """The Python package a compose service runs (its image is built from the Dockerfile
+    with SERVICE=<package>), None for the stores and nginx."""
     build = service.get("build")
     if not isinstance(build, Mapping):
         return None
-    dockerfile = Path(str(build.get("dockerfile", "")))
-    return dockerfile.parent.name if dockerfile.name == "Dockerfile" else None
+    package: str | None = (build.get("args") or {}).get("SERVICE")
+    return package
 
 
 # --- Kubernetes --------------------------------------------------------------------------
@@ -262,9 +296,9 @@ def pod_spec(workload: Mapping[str, Any]) -> dict[str, Any]:
 
 def image_package(image: str) -> str | None:
     """`registry/ecommerce/user-service:1.2` -> `user_service` when that is one of the
-    services (it has a Dockerfile here), None for anything else (postgres, rabbitmq)."""
+    services, None for anything else (postgres, rabbitmq)."""
     name = image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0].replace("-", "_")
-    return name if (REPO / name / "Dockerfile").is_file() else None
+    return name if name in SPECS else None
 
 
 def container_environment(

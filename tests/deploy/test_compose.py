@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from tests.deploy.manifests import (
     PORTS,
     REPO,
     SPECS,
+    build_arguments,
     compose_package,
     compose_run,
     docker_compose,
@@ -60,7 +62,8 @@ def test_every_service_runs_with_its_migration_first(compose_config: dict[str, A
             continue
         migrate = services[f"{pkg}-migrate"]
         assert migrate["image"] == service["image"], "the migration runs the service's image"
-        assert migrate["command"] == ["alembic", "-c", spec.migrations, "upgrade", "head"]
+        # The migration waits for a database that is not accepting connections yet.
+        assert migrate["command"] == ["migrate", spec.migrations]
         assert migrate["restart"] == "no"
         assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert service["depends_on"][f"{pkg}-migrate"] == {
@@ -68,6 +71,36 @@ def test_every_service_runs_with_its_migration_first(compose_config: dict[str, A
         }
         assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
         assert migrate["environment"]["DATABASE_URL"] == service["environment"]["DATABASE_URL"]
+
+
+def test_every_image_is_built_from_the_one_dockerfile(compose_config: dict[str, Any]) -> None:
+    for name, (pkg, service) in ours(compose_config).items():
+        build = service["build"]
+        assert Path(build["context"]) == REPO, name
+        assert build["dockerfile"] == "Dockerfile", name
+        assert build["args"] == build_arguments(pkg), name
+
+
+def test_postgres_counts_as_healthy_only_once_it_accepts_tcp(
+    compose_config: dict[str, Any],
+) -> None:
+    """On a fresh volume the server first runs the init scripts listening on its socket
+    only: a check over the socket passes before any service can connect."""
+    test = compose_config["services"]["postgres"]["healthcheck"]["test"]
+    # CMD-SHELL: podman's Docker API splits an exec-form test whose arguments hold spaces.
+    assert test[0] == "CMD-SHELL"
+    command = shlex.split(test[1])
+    assert command[0] == "pg_isready"
+    assert command[command.index("-h") + 1] in ("127.0.0.1", "localhost"), command
+
+
+def test_health_checks_survive_podmans_docker_api(compose_config: dict[str, Any]) -> None:
+    """Podman 4.3's Docker API splits an exec-form (`CMD`) test at spaces inside its
+    arguments: such a test must be written as CMD-SHELL."""
+    for name, service in compose_config["services"].items():
+        test = (service.get("healthcheck") or {}).get("test")
+        if test and test[0] == "CMD":
+            assert not [arg for arg in test[1:] if " " in arg], name
 
 
 def test_stores_are_healthchecked_and_waited_for(compose_config: dict[str, Any]) -> None:
