@@ -13,6 +13,7 @@ import subprocess
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -265,10 +266,15 @@ def kubectl() -> str | None:
 
 
 def kustomize(overlay: str) -> list[dict[str, Any]]:
+    return kustomize_directory(REPO / "kubernetes" / "overlays" / overlay)
+
+
+def kustomize_directory(directory: Path) -> list[dict[str, Any]]:
     binary = kubectl()
     assert binary is not None
+    overlay = directory.name
     result = subprocess.run(
-        [binary, "kustomize", str(REPO / "kubernetes" / "overlays" / overlay)],
+        [binary, "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -480,3 +486,101 @@ def workload_pods(docs: Iterable[dict[str, Any]]) -> dict[str, Pod]:
         name = labels["app.kubernetes.io/name"]
         pods[name] = Pod(name, workload["metadata"]["namespace"], labels, ports)
     return pods
+
+
+# --- what a workload is configured with, and where it leads ------------------------------
+
+Docs = list[dict[str, Any]]
+SECRETS_TEMPLATE = REPO / "kubernetes" / "overlays" / "prod" / "secrets.example.yaml"
+NAMESPACE = "ecommerce"
+#: The port a URL means when it names none.
+DEFAULT_PORTS = {
+    "http": 80,
+    "https": 443,
+    "postgresql": 5432,
+    "postgres": 5432,
+    "amqp": 5672,
+    "amqps": 5671,
+    "redis": 6379,
+    "rediss": 6379,
+}
+OUTSIDE = Pod("outside", None, {})
+
+
+@cache
+def template_secrets() -> dict[str, dict[str, str]]:
+    """The Secrets prod expects to exist, with the example values of their keys."""
+    return {
+        doc["metadata"]["name"]: {k: str(v) for k, v in doc.get("stringData", {}).items()}
+        for doc in yaml.safe_load_all(SECRETS_TEMPLATE.read_text())
+        if doc and doc["kind"] == "Secret"
+    }
+
+
+def secret_data(docs: Docs, name: str, overlay: str) -> dict[str, str] | None:
+    secrets = by_name(docs, "Secret")
+    if name in secrets:
+        return dict(secret_values(secrets[name]))
+    if overlay == "prod":
+        return template_secrets().get(name)
+    return None
+
+
+def settings(container: dict[str, Any], docs: Docs, overlay: str) -> dict[str, str]:
+    """Every variable the container gets, with its value."""
+    config_maps = by_name(docs, "ConfigMap")
+    values: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            data = config_maps[source["configMapRef"]["name"]].get("data", {})
+        else:
+            data = secret_data(docs, source["secretRef"]["name"], overlay) or {}
+        values.update({source.get("prefix", "") + k: str(v) for k, v in data.items()})
+    for item in container.get("env", []):
+        if "value" in item:
+            values[item["name"]] = str(item["value"])
+    return values
+
+
+def server_container(docs: Docs, pkg: str) -> dict[str, Any]:
+    (container,) = pod_spec(by_name(docs, "Deployment")[kube_name(pkg)])["containers"]
+    return container
+
+
+def configured_url(docs: Docs, overlay: str, pkg: str, variable: str) -> str:
+    return settings(server_container(docs, pkg), docs, overlay).get(variable, "")
+
+
+def cluster_service(docs: Docs, host: str) -> dict[str, Any] | None:
+    """The Service a host name resolves to in the namespace, None for a name outside the
+    cluster. A bare name (or `<name>.<namespace>[.svc[.cluster.local]]`) that names no
+    Service fails: inside the cluster it would not resolve."""
+    parts = host.split(".")
+    if host.upper() == PLACEHOLDER:  # the template's stand-in for a managed server's name
+        return None
+    in_cluster = len(parts) == 1 or (
+        parts[1] == NAMESPACE and parts[2:] in ([], ["svc"], ["svc", "cluster", "local"])
+    )
+    if not in_cluster:
+        return None
+    services = by_name(docs, "Service")
+    assert parts[0] in services, f"{host} names no Service of the namespace"
+    return services[parts[0]]
+
+
+def endpoint(docs: Docs, pods: dict[str, Pod], url: str) -> tuple[Pod, int]:
+    """The pod and port a URL leads to: through its Service inside the cluster, or
+    `OUTSIDE` on the URL's port."""
+    parts = urlsplit(url)
+    assert parts.hostname, url
+    port = parts.port or DEFAULT_PORTS[parts.scheme.split("+")[0]]
+    service = cluster_service(docs, parts.hostname)
+    if service is None:
+        return OUTSIDE, port
+    (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == port] or [None]
+    assert service_port is not None, f"{url}: Service {parts.hostname} has no port {port}"
+    selector = {"matchLabels": service["spec"]["selector"]}
+    (pod,) = [p for p in pods.values() if selects(selector, p.labels)] or [None]
+    assert pod is not None, f"{url}: Service {parts.hostname} selects no workload"
+    target = service_port.get("targetPort", port)
+    return pod, pod.ports[target] if isinstance(target, str) else target

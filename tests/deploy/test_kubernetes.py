@@ -22,7 +22,9 @@ from tests.deploy.manifests import (
     Pod,
     allowed,
     by_name,
+    configured_url,
     container_environment,
+    endpoint,
     image_package,
     image_tag,
     kube_name,
@@ -172,11 +174,12 @@ class TestOverlay:
             job = jobs[f"{kube_name(pkg)}-migrate"]
             (migrate,) = pod_spec(job)["containers"]
             (server,) = pod_spec(deployment(docs, pkg))["containers"]
-            assert migrate["command"] == ["alembic", "-c", SPECS[pkg].migrations, "upgrade", "head"]
+            # `migrate` retries while the database is not accepting connections yet.
+            assert migrate["command"] == ["migrate", SPECS[pkg].migrations]
             assert migrate["image"] == server["image"]
             assert migrate["envFrom"] == server["envFrom"], "the same settings as the service"
             assert pod_spec(job)["restartPolicy"] == "Never"
-            assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+            assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "Sync"
 
     def test_containers_get_only_variables_their_settings_read(
         self, overlays: dict[str, Docs], overlay: str
@@ -347,13 +350,14 @@ class TestNetworkPolicies:
     def test_stores_are_reached_by_the_services_that_own_data_only(
         self, overlays: dict[str, Docs], overlay: str
     ) -> None:
-        policies, pods = self.pods(overlays[overlay])
+        docs = overlays[overlay]
+        policies, pods = self.pods(docs)
         gateway = pods[kube_name("api_gateway")]
-        stores = (
-            {"postgres": (pods["postgres"], 5432), "rabbitmq": (pods["rabbitmq"], 5672)}
-            if overlay == "dev"
-            else {"postgres": (OUTSIDE, 5432), "rabbitmq": (OUTSIDE, 5672)}
-        )
+        # Where the configured URLs lead (the dev overlay's Secrets, prod's template).
+        stores = {
+            store: endpoint(docs, pods, configured_url(docs, overlay, "order_service", variable))
+            for store, variable in (("postgres", "DATABASE_URL"), ("rabbitmq", "RABBITMQ_URL"))
+        }
         for pkg in DATABASE_SERVICES:
             server, migration = pods[kube_name(pkg)], pods[f"{kube_name(pkg)}-migrate"]
             for store, port in stores.values():
@@ -364,7 +368,10 @@ class TestNetworkPolicies:
             assert not allowed(policies, migration, rabbitmq, port), migration.name
         for store, port in stores.values():
             assert not allowed(policies, gateway, store, port), f"gateway -> {store.name}"
-        assert allowed(policies, gateway, OUTSIDE, 6379), "the gateway's Redis"
+        redis = configured_url(docs, overlay, "api_gateway", "REDIS_URL")
+        if redis:
+            store, port = endpoint(docs, pods, redis)
+            assert allowed(policies, gateway, store, port), f"the gateway's Redis ({redis})"
         if overlay == "dev":
             for store, _ in stores.values():
                 for pkg in SPECS:
