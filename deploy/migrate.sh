@@ -1,12 +1,12 @@
 #!/bin/sh
-# migrate ALEMBIC_INI: `alembic -c ALEMBIC_INI upgrade head`, tried again while it fails
-# for up to a minute. The migration container (compose's <service>-migrate, the
+# migrate ALEMBIC_INI [SECONDS]: `alembic -c ALEMBIC_INI upgrade head`, tried again while
+# it fails for up to SECONDS (60). The migration container (compose's <service>-migrate, the
 # Kubernetes Job) may start while its database is not accepting connections yet (a
 # fresh volume, a managed database failing over); a migration that is really broken
-# still fails, with alembic's last error, once the minute is up.
+# still fails, with alembic's last error, once the time is up.
 set -u
 ini=${1:?usage: migrate ALEMBIC_INI}
-deadline=$(( $(date +%s) + 60 ))
+deadline=$(( $(date +%s) + ${2:-60} ))
 attempt=1
 until alembic -c "$ini" upgrade head; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
