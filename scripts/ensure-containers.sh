@@ -22,7 +22,7 @@ IMAGES=tests/deploy/images
 
 missing=()
 for tool in podman:podman runc:runc debootstrap:debootstrap netavark:netavark \
-  aardvark-dns:aardvark-dns docker-compose:docker-compose; do
+  aardvark-dns:aardvark-dns docker-compose:docker-compose iptables:iptables; do
   command -v "${tool%%:*}" >/dev/null 2>&1 \
     || [ -x "/usr/lib/podman/${tool%%:*}" ] || missing+=("${tool#*:}")
 done
@@ -46,6 +46,11 @@ default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
 
 [engine]
 runtime = "runc"
+
+# Containers find each other by name through aardvark-dns, which comes with netavark
+# (podman would pick CNI where its plugins happen to be installed).
+[network]
+network_backend = "netavark"
 EOF
 
 exec 9>/var/tmp/ecommerce-test-images.lock
