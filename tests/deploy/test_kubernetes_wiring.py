@@ -65,6 +65,43 @@ def annotations(doc: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def keys_of(docs: Docs, overlay: str, kind: str, name: str) -> set[str] | None:
+    """The keys of a ConfigMap or Secret, None when it does not exist."""
+    if kind == "ConfigMap":
+        found = by_name(docs, "ConfigMap").get(name)
+        return None if found is None else set(found.get("data", {}))
+    data = secret_data(docs, name, overlay)
+    return None if data is None else set(data)
+
+
+def missing_references(spec: dict[str, Any], docs: Docs, overlay: str) -> Iterator[str]:
+    """The ConfigMaps, Secrets and keys a pod names that do not exist."""
+    for container in spec["containers"] + spec.get("initContainers", []):
+        for source in container.get("envFrom", []):
+            kind = "ConfigMap" if "configMapRef" in source else "Secret"
+            ref = source.get("configMapRef") or source["secretRef"]
+            if keys_of(docs, overlay, kind, ref["name"]) is None and not ref.get("optional"):
+                yield f"{kind} {ref['name']}"
+        for item in container.get("env", []):
+            for kind, ref_key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                ref = (item.get("valueFrom") or {}).get(ref_key)
+                if ref and ref["key"] not in (keys_of(docs, overlay, kind, ref["name"]) or set()):
+                    yield f"{kind} {ref['name']} key {ref['key']}"
+    for volume in spec.get("volumes", []):
+        for kind, field, name_field in (("ConfigMap", "configMap", "name"),
+                                        ("Secret", "secret", "secretName")):  # fmt: skip
+            if field not in volume:
+                continue
+            name = volume[field][name_field]
+            present = keys_of(docs, overlay, kind, name)
+            if present is None:
+                yield f"{kind} {name} (volume)"
+                continue
+            for item in volume[field].get("items", []):
+                if item["key"] not in present:
+                    yield f"{kind} {name} key {item['key']}"
+
+
 @cache
 def applications() -> dict[str, Any]:
     return dict(apps())
@@ -108,45 +145,12 @@ class TestWiring:
         self, overlays: dict[str, Docs], overlay: str
     ) -> None:
         docs = overlays[overlay]
-        config_maps = by_name(docs, "ConfigMap")
         accounts = by_name(docs, "ServiceAccount")
         missing = []
-
-        def keys(kind: str, name: str) -> set[str] | None:
-            if kind == "ConfigMap":
-                found = config_maps.get(name)
-                return None if found is None else set(found.get("data", {}))
-            data = secret_data(docs, name, overlay)
-            return None if data is None else set(data)
-
         for workload, spec in pod_specs(docs):
             if spec.get("serviceAccountName", "default") not in accounts:
                 missing.append(f"{workload}: ServiceAccount {spec.get('serviceAccountName')}")
-            for container in spec["containers"] + spec.get("initContainers", []):
-                for source in container.get("envFrom", []):
-                    kind = "ConfigMap" if "configMapRef" in source else "Secret"
-                    ref = source.get("configMapRef") or source["secretRef"]
-                    if keys(kind, ref["name"]) is None and not ref.get("optional"):
-                        missing.append(f"{workload}: {kind} {ref['name']}")
-                for item in container.get("env", []):
-                    for kind, ref_key in (("ConfigMap", "configMapKeyRef"),
-                                          ("Secret", "secretKeyRef")):  # fmt: skip
-                        ref = (item.get("valueFrom") or {}).get(ref_key)
-                        if ref and ref["key"] not in (keys(kind, ref["name"]) or set()):
-                            missing.append(f"{workload}: {kind} {ref['name']} key {ref['key']}")
-            for volume in spec.get("volumes", []):
-                for kind, field, name_field in (("ConfigMap", "configMap", "name"),
-                                                ("Secret", "secret", "secretName")):  # fmt: skip
-                    if field not in volume:
-                        continue
-                    name = volume[field][name_field]
-                    present = keys(kind, name)
-                    if present is None:
-                        missing.append(f"{workload}: {kind} {name} (volume)")
-                        continue
-                    for item in volume[field].get("items", []):
-                        if item["key"] not in present:
-                            missing.append(f"{workload}: {kind} {name} key {item['key']}")
+            missing += [f"{workload}: {gap}" for gap in missing_references(spec, docs, overlay)]
         assert not missing, missing
 
     def test_every_workload_runs_as_a_service_account_of_its_own(
