@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Index, MetaData, String, Text, true
+from sqlalchemy import CheckConstraint, Index, MetaData, String, Text, text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventbus import outbox_table
@@ -16,12 +16,29 @@ class Base(DeclarativeBase):
     type_annotation_map = TYPE_ANNOTATION_MAP
 
 
+def _active_products_index(name: str, *columns: str) -> Index:
+    """An index of the active products only: the public list never shows the others."""
+    return Index(
+        name,
+        *columns,
+        postgresql_where=text("is_active"),
+        sqlite_where=text("is_active = 1"),  # as SQLAlchemy writes `is_active == true()`
+    )
+
+
 class Product(IdMixin, TimestampMixin, Base):
     __tablename__ = "product"
     __table_args__ = (
         CheckConstraint("price > 0", name="price_positive"),
-        # The public list: active products, newest first.
-        Index("ix_product_is_active_created_at", "is_active", "created_at"),
+        # One index per filter combination of the public list: newest first (and the
+        # keyset of its cursors), by category, by price range, by both. Text search has
+        # GIN indexes on PostgreSQL (migration 0003), which SQLite has no use for.
+        _active_products_index("ix_product_active_created_at", "created_at", "id"),
+        _active_products_index(
+            "ix_product_active_category_created_at", "category", "created_at", "id"
+        ),
+        _active_products_index("ix_product_active_price", "price"),
+        _active_products_index("ix_product_active_category_price", "category", "price"),
     )
 
     sku: Mapped[str] = mapped_column(String(64), unique=True)
@@ -29,7 +46,7 @@ class Product(IdMixin, TimestampMixin, Base):
     description: Mapped[str] = mapped_column(Text, default="", server_default="")
     price: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
-    category: Mapped[str] = mapped_column(String(100), index=True)
+    category: Mapped[str] = mapped_column(String(100))
     is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
 
 

@@ -3,17 +3,49 @@
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, or_, select, true, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Row,
+    Text,
+    and_,
+    cast,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from product_service import search
 from product_service.models import Product
+from shared.paging import PageResult, SortKey, fetch_page
+from shared.schemas import PageParams
 
 _LIKE_ESCAPE = "\\"
+
+# The text a search looks through: written exactly as the trigram index of migration 0003
+# is, so that PostgreSQL uses that index for `ILIKE` and `%>`.
+_DOCUMENT = literal_column(
+    "product.sku || ' ' || product.name || ' ' || product.category || ' ' || product.description",
+    Text,
+)
+# The generated, weighted tsvector of migration 0003 (PostgreSQL only, so not mapped).
+_SEARCH_VECTOR: ColumnElement[Any] = literal_column("product.search_vector")
+_ENGLISH: ColumnElement[Any] = literal_column("'english'::regconfig")
+# Newest first; ids break ties between rows created in the same instant.
+_NEWEST_FIRST = (SortKey(Product.created_at), SortKey(Product.id))
 
 
 def _contains_pattern(text: str) -> str:
@@ -21,6 +53,46 @@ def _contains_pattern(text: str) -> str:
     for char in (_LIKE_ESCAPE, "%", "_"):
         text = text.replace(char, _LIKE_ESCAPE + char)
     return f"%{text}%"
+
+
+#: SQLite connections that have the search functions already.
+_SQLITE_WITH_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class Relevance:
+    """How one backend matches and ranks a text search (see `product_service.search`)."""
+
+    matches: ColumnElement[bool]
+    rank: ColumnElement[float]
+
+    @classmethod
+    def postgresql(cls, q: str) -> Relevance:
+        query = func.websearch_to_tsquery(_ENGLISH, q)
+        typo = [_DOCUMENT.op("%>", return_type=Boolean)(word) for word in search.typo_words(q)]
+        matches = or_(
+            # Only exclusions would make a tsquery that no index can serve: none then.
+            _SEARCH_VECTOR.op("@@", return_type=Boolean)(query) if search.has_words(q) else false(),
+            and_(*typo) if typo else false(),
+            _DOCUMENT.ilike(_contains_pattern(q), escape=_LIKE_ESCAPE),
+        )
+        excluded = search.exclusions(q)
+        if excluded is not None:
+            # A query of negations only: checked on the rows found, never an index scan.
+            without = func.websearch_to_tsquery(_ENGLISH, excluded)
+            matches = and_(matches, _SEARCH_VECTOR.op("@@", return_type=Boolean)(without))
+        return cls(
+            matches=matches,
+            rank=cast(func.ts_rank(_SEARCH_VECTOR, query), Float),
+        )
+
+    @classmethod
+    def sqlite(cls, q: str) -> Relevance:
+        fields = (Product.sku, Product.name, Product.category, Product.description)
+        return cls(
+            matches=func.product_matches(q, *fields, type_=Boolean) == true(),
+            rank=func.product_rank(q, *fields, type_=Float),
+        )
 
 
 class ProductRepository:
@@ -34,6 +106,18 @@ class ProductRepository:
         statement = select(Product).where(Product.id.in_(set(product_ids)))
         return (await self.session.scalars(statement)).all()
 
+    async def _relevance(self, q: str) -> Relevance:
+        if self.session.get_bind().dialect.name == "postgresql":
+            return Relevance.postgresql(q)
+        # SQLite runs the rules in Python: register them on this connection once.
+        connection = await (await self.session.connection()).get_raw_connection()
+        driver = connection.driver_connection
+        if driver is not None and driver not in _SQLITE_WITH_FUNCTIONS:
+            await driver.create_function("product_matches", 5, search.matches, deterministic=True)
+            await driver.create_function("product_rank", 5, search.rank, deterministic=True)
+            _SQLITE_WITH_FUNCTIONS.add(driver)
+        return Relevance.sqlite(q)
+
     async def search(
         self,
         *,
@@ -41,36 +125,33 @@ class ProductRepository:
         category: str | None,
         min_price: Decimal | None,
         max_price: Decimal | None,
-        limit: int,
-        offset: int,
-    ) -> tuple[Sequence[Product], int]:
-        """One page of active products matching every criterion given, newest first,
-        and how many match in all."""
+        page: PageParams,
+    ) -> PageResult[Product]:
+        """One page of the active products matching every criterion given: most
+        relevant first when there is a text, else newest first."""
         conditions: list[ColumnElement[bool]] = [Product.is_active == true()]
-        if text is not None:
-            pattern = _contains_pattern(text)
-            conditions.append(
-                or_(
-                    Product.name.ilike(pattern, escape=_LIKE_ESCAPE),
-                    Product.description.ilike(pattern, escape=_LIKE_ESCAPE),
-                    Product.sku.ilike(pattern, escape=_LIKE_ESCAPE),
-                )
-            )
         if category is not None:
             conditions.append(Product.category == category)
         if min_price is not None:
             conditions.append(Product.price >= min_price)
         if max_price is not None:
             conditions.append(Product.price <= max_price)
-
-        total = await self.session.scalar(
-            select(func.count()).select_from(Product).where(*conditions)
+        order_by: Sequence[SortKey] = _NEWEST_FIRST
+        if text is not None:
+            relevance = await self._relevance(text)
+            conditions.append(relevance.matches)
+            lowered = func.lower(text)
+            exact = or_(func.lower(Product.name) == lowered, func.lower(Product.sku) == lowered)
+            order_by = (SortKey(exact), SortKey(relevance.rank), *_NEWEST_FIRST)
+        scope = repr((text, category, min_price, max_price))
+        return await fetch_page(
+            self.session,
+            select(Product).where(*conditions),
+            order_by=order_by,
+            page=page,
+            scope=scope,
+            sorts_every_match=text is not None,
         )
-        page = select(Product).where(*conditions)
-        # Ids break ties between rows created in the same instant, so pages never overlap.
-        page = page.order_by(Product.created_at.desc(), Product.id.desc())
-        items = (await self.session.scalars(page.limit(limit).offset(offset))).all()
-        return items, total or 0
 
     async def add(self, product: Product) -> Product:
         self.session.add(product)

@@ -102,7 +102,9 @@ class ProductFilters(BaseModel):
     q: str | None = Field(
         default=None,
         max_length=200,
-        description="Case-insensitive text to find in the name, description or SKU.",
+        description='Search text, read like a web search box (words, "phrases", or,'
+        " -excluded) over the SKU, name, category and description; tolerant of small"
+        " misspellings; most relevant first.",
     )
     category: str | None = Field(default=None, max_length=100, description="Exact category.")
     min_price: Decimal | None = Field(default=None, ge=0, le=MAX_FILTER_PRICE)

@@ -47,20 +47,14 @@ class ProductService:
         self.products = ProductRepository(session)
 
     async def search(self, filters: ProductFilters, page: PageParams) -> Page[ProductRead]:
-        items, total = await self.products.search(
+        found = await self.products.search(
             text=filters.q,
             category=filters.category,
             min_price=filters.min_cents,
             max_price=filters.max_cents,
-            limit=page.limit,
-            offset=page.offset,
+            page=page,
         )
-        return Page[ProductRead](
-            items=[ProductRead.model_validate(item) for item in items],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return found.to_page(ProductRead, page.limit)
 
     async def get(self, product_id: uuid.UUID, *, include_inactive: bool = False) -> Product:
         product = await self.products.get(product_id)

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/products", tags=["products"])
 async def list_products(
     products: ProductServiceDep, filters: ProductFiltersDep, page: PageDep
 ) -> Page[ProductRead]:
-    """Search the active products, newest first."""
+    """Search the active products: most relevant first with `q`, else newest first."""
     return await products.search(filters, page)
 
 

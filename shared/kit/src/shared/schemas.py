@@ -7,7 +7,14 @@ from decimal import Decimal
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from fastapi.exceptions import RequestValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
 
 # PostgreSQL cannot store NUL in text, and other control characters have no place in
 # names; line breaks and tabs are fine in multi-line text only.
@@ -59,24 +66,61 @@ class ResponseModel(BaseModel):
 
 T = TypeVar("T")
 
+#: Above this many matches a list's `total` may be the database's estimate (flagged).
+EXACT_TOTAL_UP_TO = 10_000
+
 
 class Page(BaseModel, Generic[T]):
+    """One page of a list. `next_cursor` (when there is a next page) asks for it by key,
+    as fast deep in the list as at its start; `total_is_estimate` appears, true, when
+    `total` is above `EXACT_TOTAL_UP_TO` and only estimated. Both are left out otherwise,
+    so a client that knows only `items`, `total`, `limit` and `offset` sees nothing new."""
+
     items: list[T]
     total: int
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Pass as `cursor` to get the next page; absent on the last one.",
+    )
+    total_is_estimate: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="Present, true, when `total` is an estimate.",
+    )
 
 
 class PageParams(BaseModel):
     limit: int
     offset: int
+    cursor: str | None = None
 
 
 async def page_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1..100.")] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip.")] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=1024,
+            description="`next_cursor` of the previous page: the page after it (instead of"
+            " `offset`).",
+        ),
+    ] = None,
 ) -> PageParams:
-    return PageParams(limit=limit, offset=offset)
+    if cursor is not None and offset:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "offset"),
+                    "msg": "Send either `cursor` or `offset`, not both.",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return PageParams(limit=limit, offset=offset, cursor=cursor or None)
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]

@@ -1,0 +1,241 @@
+"""Catalog search that ranks, and pages by cursor, on both backends alike."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+from sqlalchemy import insert, text
+
+from product_service import search
+from product_service.models import Product
+from service_testing import assert_problem
+from shared.db import utcnow
+
+MakeProduct = Callable[..., Awaitable[dict[str, Any]]]
+
+
+async def skus(client: AsyncClient, **params: Any) -> list[str]:
+    response = await client.get("/v1/products", params=params)
+    assert response.status_code == 200, response.text
+    return [item["sku"] for item in response.json()["items"]]
+
+
+async def walk(client: AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    """Every page of a list, following `next_cursor`."""
+    pages = [(await client.get("/v1/products", params=params)).json()]
+    while "next_cursor" in pages[-1]:
+        response = await client.get(
+            "/v1/products", params={**params, "cursor": pages[-1]["next_cursor"]}
+        )
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+    return pages
+
+
+@pytest.fixture
+async def keyboards(make_product: MakeProduct) -> None:
+    """A small shop; created oldest first, so `newest first` would list them backwards."""
+    await make_product(sku="KB-TKL", name="Keyboard", description="Tenkeyless.")
+    await make_product(sku="KB-MECH", name="Mechanical Keyboard", description="Brown switches.")
+    await make_product(sku="WRIST-1", name="Wrist rest", description="Soft rest for any keyboard.")
+    await make_product(sku="MSE-1", name="Wireless Mouse", description="Ergonomic.")
+    await make_product(sku="KB-COVER", name="Keyboard cover", description="Keeps dust out.")
+
+
+class TestRelevance:
+    @pytest.mark.usefixtures("keyboards")
+    async def test_exact_name_first_then_names_then_descriptions(self, client: AsyncClient) -> None:
+        found = await skus(client, q="keyboard")
+
+        assert found[0] == "KB-TKL"
+        assert set(found[1:3]) == {"KB-MECH", "KB-COVER"}
+        assert found[3] == "WRIST-1"
+        assert "MSE-1" not in found
+
+    @pytest.mark.usefixtures("keyboards")
+    async def test_exact_sku_comes_first(self, client: AsyncClient) -> None:
+        assert (await skus(client, q="kb-cover"))[0] == "KB-COVER"
+
+    @pytest.mark.usefixtures("keyboards")
+    @pytest.mark.parametrize("q", ["keybord", "keyboad", "mechanicl keybord", "KEYBORD"])
+    async def test_misspelled_words_find_keyboards(self, client: AsyncClient, q: str) -> None:
+        found = await skus(client, q=q)
+
+        assert "KB-MECH" in found
+        assert "MSE-1" not in found
+
+    @pytest.mark.usefixtures("keyboards")
+    @pytest.mark.parametrize(
+        ("q", "expected"),
+        [
+            ("keyboards", {"KB-TKL", "KB-MECH", "KB-COVER", "WRIST-1"}),  # stemming
+            ("switch", {"KB-MECH"}),  # "switches"
+            ("keyboard -mechanical", {"KB-TKL", "KB-COVER", "WRIST-1"}),
+            ('"keyboard cover"', {"KB-COVER"}),
+            ("mouse or cover", {"MSE-1", "KB-COVER"}),
+            ("zzzz", set()),
+            ("the", set()),  # a stop word alone is no search
+            ("-mouse", set()),  # nor are exclusions alone
+            ("keyboard -the -mechanical", {"KB-TKL", "KB-COVER", "WRIST-1"}),
+        ],
+    )
+    async def test_reads_q_like_a_search_box(
+        self, client: AsyncClient, q: str, expected: set[str]
+    ) -> None:
+        assert set(await skus(client, q=q)) == expected
+
+    @pytest.mark.usefixtures("keyboards")
+    async def test_filters_still_apply_to_a_search(
+        self, client: AsyncClient, make_product: MakeProduct
+    ) -> None:
+        await make_product(sku="KB-CHEAP", name="Keyboard", price="5.00", category="budget")
+
+        assert await skus(client, q="keyboard", category="budget") == ["KB-CHEAP"]
+        assert await skus(client, q="keyboard", max_price="6") == ["KB-CHEAP"]
+
+    async def test_inactive_products_are_not_found(
+        self, client: AsyncClient, make_product: MakeProduct, admin: dict[str, str]
+    ) -> None:
+        product = await make_product(sku="KB-OLD", name="Keyboard")
+        await client.delete(f"/v1/products/{product['id']}", headers=admin)
+
+        assert await skus(client, q="keyboard") == []
+        assert await skus(client, q="keybord") == []
+
+
+class TestCursorPaging:
+    async def test_cursor_walk_equals_the_offset_walk(
+        self, client: AsyncClient, make_product: MakeProduct
+    ) -> None:
+        for _ in range(7):
+            await make_product()
+        by_offset = [
+            item["id"]
+            for offset in range(0, 7, 3)
+            for item in (
+                await client.get("/v1/products", params={"limit": 3, "offset": offset})
+            ).json()["items"]
+        ]
+
+        pages = await walk(client, limit=3)
+
+        assert [item["id"] for page in pages for item in page["items"]] == by_offset
+        assert [page["offset"] for page in pages] == [0, 3, 6]
+        assert [page["total"] for page in pages] == [7, 7, 7]
+        assert "next_cursor" not in pages[-1]
+        assert all("total_is_estimate" not in page for page in pages)
+
+    async def test_pages_stay_stable_while_products_are_added(
+        self, client: AsyncClient, make_product: MakeProduct
+    ) -> None:
+        original = [await make_product() for _ in range(6)]
+        first = (await client.get("/v1/products", params={"limit": 2})).json()
+
+        added = [await make_product() for _ in range(3)]  # newer: they sort before the cursor
+        rest = await walk(client, limit=2, cursor=first["next_cursor"])
+
+        seen = [item["id"] for page in [first, *rest] for item in page["items"]]
+        assert seen == [product["id"] for product in reversed(original)]
+        assert not {product["id"] for product in added} & set(seen)
+
+    @pytest.mark.usefixtures("keyboards")
+    async def test_cursor_walk_of_a_search_keeps_its_order(self, client: AsyncClient) -> None:
+        whole = await skus(client, q="keyboard", limit=100)
+
+        pages = await walk(client, q="keyboard", limit=1)
+
+        assert [item["sku"] for page in pages for item in page["items"]] == whole
+        assert len(pages) == len(whole) == 4
+
+    @pytest.mark.parametrize("cursor", ["x", "eyJrIjpbXX0", "!!!", "e30", "a" * 1024])
+    async def test_garbage_cursor_is_a_422(
+        self, client: AsyncClient, make_product: MakeProduct, cursor: str
+    ) -> None:
+        response = await client.get("/v1/products", params={"cursor": cursor})
+
+        body = assert_problem(response, 422)
+        assert body["errors"][0]["loc"] == ["query", "cursor"]
+
+    async def test_too_long_cursor_is_a_422(self, client: AsyncClient) -> None:
+        assert_problem(await client.get("/v1/products", params={"cursor": "a" * 1025}), 422)
+
+    async def test_cursor_of_another_search_is_a_422(
+        self, client: AsyncClient, make_product: MakeProduct
+    ) -> None:
+        for _ in range(3):
+            await make_product(name="Blue mug")
+        cursor = (await client.get("/v1/products", params={"limit": 1})).json()["next_cursor"]
+
+        response = await client.get("/v1/products", params={"q": "mug", "cursor": cursor})
+
+        assert_problem(response, 422)
+
+    async def test_cursor_and_offset_together_is_a_422(self, client: AsyncClient) -> None:
+        response = await client.get("/v1/products", params={"cursor": "abc", "offset": 5})
+
+        assert_problem(response, 422)
+
+
+class TestLargeCatalogTotal:
+    async def test_total_above_ten_thousand_is_flagged_as_estimate_on_postgresql(
+        self, app: FastAPI, client: AsyncClient, make_product: MakeProduct
+    ) -> None:
+        await make_product(sku="RARE-1", name="Rare teapot", category="rare")
+        now = utcnow()
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "sku": f"BULK-{n:05d}",
+                "name": f"Bulk item {n}",
+                "description": "",
+                "price": Decimal("1.00"),
+                "currency": "USD",
+                "category": "bulk",
+                "created_at": now,
+                "updated_at": now,
+            }
+            for n in range(10_050)
+        ]
+        database = app.state.database
+        async with database.engine.begin() as connection:
+            await connection.execute(insert(Product), rows)
+            if database.backend == "postgresql":
+                await connection.execute(text("ANALYZE product"))
+
+        await client.get("/v1/products")  # the second time is served from cached SQL
+        page = (await client.get("/v1/products")).json()
+        rare = (await client.get("/v1/products", params={"category": "rare"})).json()
+
+        if database.backend == "postgresql":
+            assert page["total_is_estimate"] is True
+            assert 10_001 <= page["total"] <= 20_000
+        else:  # SQLite, the local default, counts exactly
+            assert "total_is_estimate" not in page
+            assert page["total"] == 10_051
+        assert len(page["items"]) == 20
+        assert (rare["total"], "total_is_estimate" in rare) == (1, False)
+
+
+class TestSearchRules:
+    """The rules SQLite runs in Python give PostgreSQL's pg_trgm figures."""
+
+    @pytest.mark.parametrize(
+        ("needle", "haystack", "expected"),
+        [
+            ("keybord", "Mechanical Keyboard", 0.625),
+            ("keyboards", "Keyboard", 0.8),
+            ("keyb", "Mechanical Keyboard", 0.8),
+            ("red keybord", "Red Mechanical Keyboard", 5 / 12),
+            ("nothing like it", "PCT_100 Gift card misc 100% off nothing", 0.5),
+            ("mse", "MSE-002 misc", 1.0),
+            ("%", "anything", 0.0),
+        ],
+    )
+    def test_word_similarity_is_pg_trgms(self, needle: str, haystack: str, expected: float) -> None:
+        assert search.word_similarity(needle, haystack) == pytest.approx(expected)

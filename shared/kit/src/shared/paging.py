@@ -1,0 +1,266 @@
+"""Pages of a list that cost the same at the millionth row as at the first.
+
+`fetch_page` serves every paged list the same way:
+
+- keyset ("seek") pagination: the page after a `cursor` starts where the previous one
+  ended, found through the index of the sort keys, instead of walking and throwing away
+  `offset` rows; `offset` still works for the pages near the start;
+- `total` counted exactly up to `EXACT_TOTAL_UP_TO` (a count that stops there, so it
+  never walks more rows than that) and, above, PostgreSQL's planner estimate, flagged
+  with `total_is_estimate`. SQLite, the local default, counts exactly.
+
+A cursor is opaque to clients: base64 of the sort keys of the last row served, the offset
+of the next page and a fingerprint of the list's filters (a cursor of another search is
+refused with a 422 rather than silently answering something else).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, TypeVar
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Select,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+from shared.schemas import EXACT_TOTAL_UP_TO, Page, PageParams
+
+T = TypeVar("T")
+R = TypeVar("R", bound=BaseModel)
+
+
+class SortKey:
+    """One term of a list's order; the last ones must make the order total (an id)."""
+
+    def __init__(
+        self, expression: ColumnElement[Any] | QueryableAttribute[Any], descending: bool = True
+    ) -> None:
+        self.expression: ColumnElement[Any] = expression.expression
+        self.descending = descending
+
+    @property
+    def clause(self) -> ColumnElement[Any]:
+        return self.expression.desc() if self.descending else self.expression.asc()
+
+
+@dataclass(frozen=True)
+class PageResult(Generic[T]):
+    items: Sequence[T]
+    total: int
+    total_is_estimate: bool
+    offset: int
+    next_cursor: str | None
+
+    def to_page(self, read: type[R], limit: int) -> Page[R]:
+        """The page envelope, each row read into `read` (a response model)."""
+        page_type: type[Page[R]] = Page[read]  # type: ignore[valid-type]
+        return page_type(
+            items=[read.model_validate(item) for item in self.items],
+            total=self.total,
+            total_is_estimate=self.total_is_estimate,
+            limit=limit,
+            offset=self.offset,
+            next_cursor=self.next_cursor,
+        )
+
+
+def invalid_cursor(message: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": ("query", "cursor"), "msg": message, "type": "value_error"}]
+    )
+
+
+# Sort key values travel as [tag, JSON value] so that they come back with their type.
+def _encode_value(value: Any) -> list[Any]:
+    if isinstance(value, bool):
+        return ["b", value]
+    if isinstance(value, int):
+        return ["i", value]
+    if isinstance(value, float):
+        return ["f", value]
+    if isinstance(value, Decimal):
+        return ["d", str(value)]
+    if isinstance(value, datetime):
+        return ["t", value.isoformat()]
+    if isinstance(value, uuid.UUID):
+        return ["u", str(value)]
+    if isinstance(value, str):
+        return ["s", value]
+    raise TypeError(f"a sort key of type {type(value).__name__} cannot go into a cursor")
+
+
+def _decode_value(tagged: Any) -> Any:
+    match tagged:
+        case ["b", bool() as value] | ["s", str() as value]:
+            return value
+        case ["i", int() as value] if not isinstance(value, bool):
+            return value
+        case ["f", int() | float() as value] if not isinstance(value, bool) and math.isfinite(
+            value
+        ):
+            return float(value)
+        case ["d", str() as value]:
+            return Decimal(value)
+        case ["t", str() as value]:
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                raise ValueError("naive timestamp")
+            return moment
+        case ["u", str() as value]:
+            return uuid.UUID(value)
+    raise ValueError("unknown key")
+
+
+def _fingerprint(scope: str) -> str:
+    return hashlib.sha256(scope.encode()).hexdigest()[:12]
+
+
+def encode_cursor(keys: Sequence[Any], offset: int, scope: str) -> str:
+    document = {"k": [_encode_value(key) for key in keys], "o": offset, "s": _fingerprint(scope)}
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, key_count: int, scope: str) -> tuple[list[Any], int]:
+    """The sort keys and offset a cursor carries; a 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        document = json.loads(raw)
+        keys = [_decode_value(tagged) for tagged in document["k"]]
+        offset = document["o"]
+        fingerprint = document["s"]
+    except (binascii.Error, ValueError, TypeError, KeyError, InvalidOperation) as error:
+        raise invalid_cursor("Not a cursor this list gave out.") from error
+    if len(keys) != key_count or not isinstance(offset, int) or offset < 0:
+        raise invalid_cursor("Not a cursor this list gave out.")
+    if fingerprint != _fingerprint(scope):
+        raise invalid_cursor("This cursor belongs to a list with other filters.")
+    return keys, offset
+
+
+def _after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows that come after `values` in the order of `keys`."""
+    bound = [
+        bindparam(None, value, type_=key.expression.type)
+        for key, value in zip(keys, values, strict=True)
+    ]
+    if len({key.descending for key in keys}) == 1:
+        # A row-value comparison is what an index on the keys can serve as one range.
+        left = tuple_(*(key.expression for key in keys))
+        right = tuple_(*bound)
+        return left < right if keys[0].descending else left > right
+    alternatives = []
+    for index, key in enumerate(keys):
+        ties = [keys[i].expression == bound[i] for i in range(index)]
+        beyond = key.expression < bound[index] if key.descending else key.expression > bound[index]
+        alternatives.append(and_(*ties, beyond))
+    return or_(*alternatives)
+
+
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON)` of a statement, with its parameters bound as usual."""
+
+    # Compiled afresh each time: a cached EXPLAIN would be given the result columns of
+    # the statement it explains, which it does not return.
+    inherit_cache = False
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _compile_explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
+async def _planner_rows(session: AsyncSession, statement: Select[Any]) -> int:
+    plan = (await session.execute(Explain(statement))).scalar_one()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+async def count_total(session: AsyncSession, statement: Select[Any]) -> tuple[int, bool]:
+    """How many rows `statement` selects, and whether that is an estimate.
+
+    Exact up to `EXACT_TOTAL_UP_TO`: the count stops one row later, so it costs the same
+    however large the table. Above, PostgreSQL's planner estimate (from its statistics:
+    no scan), never less than what was counted."""
+    rows: Select[Any] = statement.with_only_columns(literal_column("1"), maintain_column_froms=True)
+    rows = rows.order_by(None).limit(None).offset(None)
+    capped = await session.scalar(
+        select(func.count()).select_from(rows.limit(EXACT_TOTAL_UP_TO + 1).subquery())
+    )
+    if capped is not None and capped <= EXACT_TOTAL_UP_TO:
+        return capped, False
+    if session.get_bind().dialect.name == "postgresql":
+        return max(await _planner_rows(session, rows), EXACT_TOTAL_UP_TO + 1), True
+    # SQLite (local runs, small tables): an exact count is cheap enough.
+    total = await session.scalar(select(func.count()).select_from(rows.subquery()))
+    return total or 0, False
+
+
+async def fetch_page(
+    session: AsyncSession,
+    statement: Select[T],
+    *,
+    order_by: Sequence[SortKey],
+    page: PageParams,
+    scope: str = "",
+    sorts_every_match: bool = False,
+) -> PageResult[T]:
+    """One page of `statement` (a select of one entity or column, with its filters) in
+    the order of `order_by`, from `page.offset` or after `page.cursor`.
+
+    `scope` names the filters (the same text for the same list): a cursor works only
+    with the filters it was made for. `sorts_every_match` says that no index gives the
+    order (a relevance sort), so the database looks at every match for the page anyway:
+    it then counts them in the same query, exactly and for free."""
+    keys = [key.expression for key in order_by]
+    keyed = statement.add_columns(*keys)
+    offset = page.offset
+    count_in_page = sorts_every_match and page.cursor is None
+    if page.cursor is not None:
+        values, offset = decode_cursor(page.cursor, key_count=len(order_by), scope=scope)
+        keyed = keyed.where(_after(order_by, values))
+    else:
+        keyed = keyed.offset(page.offset)
+    if count_in_page:
+        keyed = keyed.add_columns(func.count().over())
+    # One row more than the page tells whether there is a next page, without a count.
+    keyed = keyed.order_by(*(key.clause for key in order_by)).limit(page.limit + 1)
+    rows: Sequence[Any] = (await session.execute(keyed)).all()
+    if count_in_page and rows:
+        total, is_estimate = rows[0][-1], False
+    else:
+        total, is_estimate = await count_total(session, statement)
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = encode_cursor(rows[-1][1 : 1 + len(keys)], offset + page.limit, scope)
+    return PageResult([row[0] for row in rows], total, is_estimate, offset, next_cursor)
