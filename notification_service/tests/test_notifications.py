@@ -222,6 +222,31 @@ class TestListNotifications:
         assert ids == [str(o) for o in orders[::-1]] + [None]
         assert all(item["user_id"] == str(user_id) for item in first["items"] + second["items"])
 
+    async def test_cursor_pages_follow_on_and_keep_to_the_owner(
+        self, app: FastAPI, client: AsyncClient, tokens: LocalTokens
+    ) -> None:
+        user_id = uuid.uuid4()
+        await process(app, user_registered(user_id))
+        await process(app, user_registered(uuid.uuid4(), "other@example.com"))
+        orders = [uuid.uuid4() for _ in range(3)]
+        for order_id in orders:
+            await process(app, order_event("order.confirmed", user_id, order_id))
+        headers = tokens.headers(user_id)
+
+        first = await notifications(client, headers, limit=3)
+        newer = uuid.uuid4()
+        await process(app, order_event("order.confirmed", user_id, newer))  # before the cursor
+        second = await notifications(client, headers, limit=3, cursor=first["next_cursor"])
+
+        ids = [item["order_id"] for item in first["items"] + second["items"]]
+        assert ids == [str(o) for o in orders[::-1]] + [None]
+        assert (second["offset"], second["total"], "next_cursor" in second) == (3, 5, False)
+        other = tokens.headers(uuid.uuid4())
+        refused = await client.get(
+            "/v1/notifications", headers=other, params={"cursor": first["next_cursor"]}
+        )
+        assert_problem(refused, 422)  # another user's list
+
     async def test_administrators_see_everyone(
         self, app: FastAPI, client: AsyncClient, tokens: LocalTokens
     ) -> None:

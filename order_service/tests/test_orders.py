@@ -66,8 +66,38 @@ class TestListOrders:
 
         assert seen == placed[::-1]
 
+    async def test_admin_pages_by_cursor(
+        self,
+        place_order: PlaceOrder,
+        shop: Shop,
+        client: httpx.AsyncClient,
+        admin: dict[str, str],
+        make_customer: Callable[[], Customer],
+    ) -> None:
+        product = await shop.product(stock=10)
+        placed = [
+            (await place_order((product, 1), as_=make_customer())).json()["id"] for _ in range(3)
+        ]
+
+        first = (await client.get("/v1/orders", params={"limit": 2}, headers=admin)).json()
+        await place_order((product, 1), as_=make_customer())  # newer: before the cursor
+        params = {"limit": 2, "cursor": first["next_cursor"]}
+        second = (await client.get("/v1/orders", params=params, headers=admin)).json()
+
+        assert [o["id"] for o in first["items"] + second["items"]] == placed[::-1]
+        assert (second["offset"], second["total"], "next_cursor" in second) == (2, 4, False)
+        assert second["items"][0]["items"][0]["product_id"] == product["id"]
+
     @pytest.mark.parametrize(
-        "params", [{"limit": 0}, {"limit": 101}, {"offset": -1}, {"status": "lost"}]
+        "params",
+        [
+            {"limit": 0},
+            {"limit": 101},
+            {"offset": -1},
+            {"status": "lost"},
+            {"cursor": "not-a-cursor"},
+            {"cursor": "abc", "offset": 2},
+        ],
     )
     async def test_bad_query(
         self, client: httpx.AsyncClient, customer: Customer, params: dict[str, Any]

@@ -71,6 +71,24 @@ class TestAdministration:
         assert [u["id"] for u in page["items"]] == [user["id"]]
         assert (await client.get(f"/v1/users/{user['id']}", headers=admin)).json() == user
 
+    async def test_admin_pages_by_cursor_oldest_first(
+        self, api: Any, client: httpx.AsyncClient
+    ) -> None:
+        admin = await api.admin_headers()
+        users = [await api.register(email=f"user{n}@example.com") for n in range(2)]
+
+        first = (await client.get("/v1/users?limit=2", headers=admin)).json()
+        later = await api.register(email="later@example.com")  # newest: on the next page
+        second = (
+            await client.get(
+                "/v1/users", params={"limit": 2, "cursor": first["next_cursor"]}, headers=admin
+            )
+        ).json()
+
+        assert first["items"][1]["id"] == users[0]["id"]
+        assert [u["id"] for u in second["items"]] == [users[1]["id"], later["id"]]
+        assert (second["offset"], second["total"], "next_cursor" in second) == (2, 4, False)
+
     async def test_admin_promotes_and_deactivates(
         self, api: Any, client: httpx.AsyncClient
     ) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notification_service.models import Notification, Recipient
 from shared.db import utcnow
+from shared.paging import PageResult, SortKey, fetch_page
+from shared.schemas import PageParams
 
 
 class NotificationRepository:
@@ -22,24 +23,20 @@ class NotificationRepository:
         await self.session.flush()
 
     async def page(
-        self, *, user_id: uuid.UUID | None, limit: int, offset: int
-    ) -> tuple[Sequence[Notification], int]:
-        """One page (one user's, or everyone's), newest first, and the total."""
+        self, *, user_id: uuid.UUID | None, page: PageParams
+    ) -> PageResult[Notification]:
+        """One page (one user's, or everyone's), newest first."""
         conditions: list[ColumnElement[bool]] = []
         if user_id is not None:
             conditions.append(Notification.user_id == user_id)
-        total = await self.session.scalar(
-            select(func.count()).select_from(Notification).where(*conditions)
-        )
-        statement = (
-            select(Notification)
-            .where(*conditions)
+        return await fetch_page(
+            self.session,
+            select(Notification).where(*conditions),
             # Ids break ties between rows of the same instant: pages never overlap.
-            .order_by(Notification.created_at.desc(), Notification.id.desc())
-            .limit(limit)
-            .offset(offset)
+            order_by=(SortKey(Notification.created_at), SortKey(Notification.id)),
+            page=page,
+            scope=repr(user_id),
         )
-        return (await self.session.scalars(statement)).all(), total or 0
 
 
 class RecipientRepository:

@@ -26,17 +26,10 @@ class NotificationService:
 
     async def page(self, claims: TokenClaims, page: PageParams) -> Page[NotificationRead]:
         """A user's own notifications, or everyone's for an administrator; newest first."""
-        items, total = await self.notifications.page(
-            user_id=None if claims.is_admin else claims.user_id,
-            limit=page.limit,
-            offset=page.offset,
+        found = await self.notifications.page(
+            user_id=None if claims.is_admin else claims.user_id, page=page
         )
-        return Page[NotificationRead](
-            items=[NotificationRead.model_validate(item) for item in items],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return found.to_page(NotificationRead, page.limit)
 
     async def notify(
         self,

@@ -15,7 +15,6 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     delete,
-    func,
     inspect,
     literal_column,
     select,
@@ -29,6 +28,8 @@ from order_service.domain.pricing import PricedOrder
 from order_service.domain.states import CancelReason, OrderStatus
 from order_service.models import IdempotencyKey, IdempotencyState, OrderLine, PurchaseOrder
 from shared.db import utcnow
+from shared.paging import PageResult, SortKey, fetch_page
+from shared.schemas import PageParams
 
 
 def _rowcount(result: object) -> int:
@@ -111,27 +112,25 @@ class OrderRepository:
         )
 
     async def page(
-        self, *, user_id: uuid.UUID | None, status: OrderStatus | None, limit: int, offset: int
-    ) -> tuple[Sequence[PurchaseOrder], int]:
-        """One page of orders (one user's, or everyone's), newest first, and the total."""
+        self, *, user_id: uuid.UUID | None, status: OrderStatus | None, page: PageParams
+    ) -> PageResult[PurchaseOrder]:
+        """One page of orders (one user's, or everyone's), newest first."""
         conditions: list[ColumnElement[bool]] = []
         if user_id is not None:
             conditions.append(PurchaseOrder.user_id == user_id)
         if status is not None:
             conditions.append(PurchaseOrder.status == status)
-        total = await self.session.scalar(
-            select(func.count()).select_from(PurchaseOrder).where(*conditions)
-        )
         statement = (
-            select(PurchaseOrder)
-            .where(*conditions)
-            .options(selectinload(PurchaseOrder.lines))
-            # Ids break ties between orders placed in the same instant: pages never overlap.
-            .order_by(PurchaseOrder.created_at.desc(), PurchaseOrder.id.desc())
-            .limit(limit)
-            .offset(offset)
+            select(PurchaseOrder).where(*conditions).options(selectinload(PurchaseOrder.lines))
         )
-        return (await self.session.scalars(statement)).all(), total or 0
+        return await fetch_page(
+            self.session,
+            statement,
+            # Ids break ties between orders placed in the same instant: pages never overlap.
+            order_by=(SortKey(PurchaseOrder.created_at), SortKey(PurchaseOrder.id)),
+            page=page,
+            scope=repr((user_id, status)),
+        )
 
     async def pending_before(self, cutoff: datetime, limit: int) -> Sequence[uuid.UUID]:
         """Orders still `pending` that were placed before `cutoff`, oldest first."""

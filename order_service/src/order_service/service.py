@@ -140,18 +140,10 @@ class OrderService:
         self, claims: TokenClaims, status: OrderStatus | None, page: PageParams
     ) -> Page[OrderRead]:
         """A customer's own orders, or everyone's for an administrator; newest first."""
-        items, total = await self.orders.page(
-            user_id=None if claims.is_admin else claims.user_id,
-            status=status,
-            limit=page.limit,
-            offset=page.offset,
+        found = await self.orders.page(
+            user_id=None if claims.is_admin else claims.user_id, status=status, page=page
         )
-        return Page[OrderRead](
-            items=[OrderRead.model_validate(item) for item in items],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return found.to_page(OrderRead, page.limit)
 
     async def get_visible(self, order_id: uuid.UUID, claims: TokenClaims) -> PurchaseOrder:
         """The order, if the caller owns it or is an administrator; 404 otherwise (an

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, MetaData, String
+from sqlalchemy import ForeignKey, Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventbus import outbox_table
@@ -26,6 +26,8 @@ class Role(StrEnum):
 class User(IdMixin, TimestampMixin, Base):
     # "user" is reserved in PostgreSQL.
     __tablename__ = "user_account"
+    # The administrators' list: oldest first, and the keyset of its cursors.
+    __table_args__ = (Index("ix_user_account_created_at_id", "created_at", "id"),)
 
     email: Mapped[str] = mapped_column(String(320), unique=True)
     full_name: Mapped[str] = mapped_column(String(200))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import is_unique_violation
+from shared.paging import PageResult, SortKey, fetch_page
+from shared.schemas import PageParams
 from user_service.models import RefreshToken, User
 
 
@@ -41,12 +42,17 @@ class UserRepository:
         result = await self.session.execute(select(User).where(User.email == email))
         return result.scalar_one_or_none()
 
-    async def list(self, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
-        total = await self.session.scalar(select(func.count()).select_from(User))
-        rows = await self.session.scalars(
-            select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    async def page(self, page: PageParams) -> PageResult[User]:
+        """One page of every account, oldest first."""
+        return await fetch_page(
+            self.session,
+            select(User),
+            order_by=(
+                SortKey(User.created_at, descending=False),
+                SortKey(User.id, descending=False),
+            ),
+            page=page,
         )
-        return rows.all(), total or 0
 
 
 class RefreshTokenRepository:

@@ -6,20 +6,26 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound, Unauthorized
+from shared.schemas import Page, PageParams
 from user_service.config import Settings
 from user_service.events import stage_user_registered
 from user_service.keys import KeyRing
 from user_service.models import RefreshToken, Role, User
 from user_service.passwords import PasswordHasher
 from user_service.repository import EmailTaken, RefreshTokenRepository, UserRepository
-from user_service.schemas import TokenPair, UserAdminUpdate, UserRegister, UserSelfUpdate
+from user_service.schemas import (
+    TokenPair,
+    UserAdminUpdate,
+    UserRead,
+    UserRegister,
+    UserSelfUpdate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +77,9 @@ class AccountService:
             raise UserNotFound(f"No user with id {user_id}.")
         return user
 
-    async def list(self, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
-        return await self.users.list(limit=limit, offset=offset)
+    async def page(self, page: PageParams) -> Page[UserRead]:
+        """Every account, oldest first."""
+        return (await self.users.page(page)).to_page(UserRead, page.limit)
 
     async def update_self(self, user: User, data: UserSelfUpdate) -> User:
         if data.full_name is not None:

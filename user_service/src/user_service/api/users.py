@@ -31,13 +31,7 @@ async def update_own_profile(
 @router.get("")
 async def list_users(_: AdminClaims, page: PageDep, accounts: AccountServiceDep) -> Page[UserRead]:
     """Every account, oldest first (administrators)."""
-    users, total = await accounts.list(limit=page.limit, offset=page.offset)
-    return Page(
-        items=[UserRead.model_validate(u) for u in users],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return await accounts.page(page)
 
 
 @router.get("/{user_id}")
