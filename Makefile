@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 UV = $(shell ./scripts/bootstrap.sh)
 
-.PHONY: help run test test-fast test-compose lint format bench bench-checkout load migrate clean
+.PHONY: help run test test-fast test-compose lint format bench bench-checkout bench-catalog load migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,11 @@ HOST ?= http://127.0.0.1:8000
 load: ## Locust against the running system (make run): USERS=20 DURATION=60s HOST=...; table + invariants
 	$(UV) run locust -f load/locustfile.py --headless --users $(USERS) --spawn-rate $(SPAWN) \
 		--run-time $(DURATION) --host $(HOST) --only-summary --stop-timeout 10
+
+bench-catalog: ## Catalog list, search and deep pages at 100,000 products vs 20, on PostgreSQL
+	./scripts/ensure-wrk.sh
+	./scripts/ensure-postgres.sh
+	$(UV) run python bench/catalog.py
 
 migrate: ## Apply every service's migrations and seed the demo catalog
 	$(UV) run python -m devstack migrate

@@ -1,0 +1,204 @@
+"""A catalog that scales: the public list at 100,000 products against 20, on PostgreSQL.
+
+    make bench-catalog
+    uv run python bench/catalog.py --duration 10 --connections 8 32 64
+
+One product_service process on a fresh PostgreSQL database, asked directly (as the
+gateway would) for the first page, a search, a filtered search and a deep page (by
+cursor, 90,000 rows in), with wrk: first with 20 products, then with 100,000. Prints the
+req/s and p99 of each next to each other and their ratio.
+
+Targets (8 connections): at 100,000 products each request keeps >= 0.5x its 20-product
+throughput and a p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from wrk import WrkResult, run_wrk
+
+from devstack import REPO_ROOT, SERVICES, start_process, wait_ready
+from service_testing import delete_topology, free_port, postgres_database, unique_topology
+from shared.migrations import upgrade
+
+RESULTS = Path(__file__).parent / "results"
+SMALL, LARGE = 20, 100_000
+DEEP = 90_000
+RATIO_TARGET, P99_TARGET_MS = 0.5, 50.0
+
+# Names of three words (adjective, material, noun): 6,000 distinct names; one product in
+# 30 is a keyboard, spread over the five categories.
+_SEED = """
+INSERT INTO product (id, sku, name, description, price, currency, category, is_active,
+                     created_at, updated_at)
+SELECT gen_random_uuid(), 'BENCH-' || g, initcap(adjective || ' ' || material || ' ' || noun),
+       'A ' || adjective || ' ' || noun || ' made of ' || material || '. Built to last.',
+       1 + (g * 37 % 500), 'USD', category, true,
+       now() - g * interval '1 second', now()
+FROM generate_series($1::int, $2::int) AS g,
+     LATERAL (SELECT
+        (ARRAY['red','blue','green','black','white','silver','compact','wireless','ergonomic',
+               'classic','premium','portable','heavy','light','smart','vintage','modern',
+               'quiet','rugged','slim'])[1 + g % 20] AS adjective,
+        (ARRAY['steel','wooden','leather','cotton','glass','bamboo','carbon','ceramic',
+               'plastic','wool'])[1 + g / 20 % 10] AS material,
+        (ARRAY['lamp','keyboard','mouse','monitor','chair','desk','mug','kettle','jacket',
+               'backpack','speaker','headphones','notebook','pen','blanket','pillow','bottle',
+               'watch','camera','charger','cable','router','tent','stove','knife','pan',
+               'shelf','clock','fan','heater'])[1 + g % 30] AS noun,
+        (ARRAY['electronics','home','outdoors','office','kitchen'])[1 + g / 30 % 5] AS category
+     ) AS words
+"""
+
+REQUESTS = {
+    "first page": "/v1/products",
+    "search": "/v1/products?q=keyboard",
+    "filtered search": "/v1/products?q=keyboard&category=home&max_price=300",
+    "deep page (cursor)": None,  # made per catalog: the cursor of its deep page
+}
+
+
+def _asyncpg_url(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://").split("?")[0]
+
+
+async def seed(database_url: str, first: int, last: int) -> None:
+    connection = await asyncpg.connect(_asyncpg_url(database_url))
+    try:
+        await connection.execute(_SEED, first, last)
+        await connection.execute("VACUUM ANALYZE product")
+    finally:
+        await connection.close()
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - our own server
+        document: dict[str, Any] = json.load(response)
+        return document
+
+
+def deep_cursor(base_url: str, rows: int) -> str:
+    """The cursor of the page that starts `rows` in (one slow offset walk to find it)."""
+    limit = min(20, rows)
+    page = get_json(f"{base_url}/v1/products?limit={limit}&offset={rows - limit}")
+    cursor: str = page["next_cursor"]
+    return cursor
+
+
+def measure(base_url: str, depth: int, args: argparse.Namespace) -> dict[tuple[str, int], Any]:
+    paths = dict(REQUESTS)
+    paths["deep page (cursor)"] = "/v1/products?" + urllib.parse.urlencode(
+        {"cursor": deep_cursor(base_url, depth)}
+    )
+    for path in paths.values():
+        run_wrk(f"{base_url}{path}", connections=8, duration=1)  # warm caches and pools
+    return {
+        (name, connections): run_wrk(
+            f"{base_url}{path}", connections=connections, duration=args.duration
+        )
+        for name, path in paths.items()
+        for connections in args.connections
+    }
+
+
+def report(
+    small: dict[tuple[str, int], WrkResult], large: dict[tuple[str, int], WrkResult]
+) -> tuple[bool, list[dict[str, Any]]]:
+    print(
+        f"\n{'request':<20} {'conns':>5} {'req/s 20':>9} {'req/s 100k':>10} {'ratio':>6}"
+        f" {'p99 20':>8} {'p99 100k':>9}  errors"
+    )
+    ok, rows = True, []
+    for (name, connections), few in small.items():
+        many = large[name, connections]
+        ratio = many.requests_per_second / few.requests_per_second
+        met = ratio >= RATIO_TARGET and many.p99_ms <= P99_TARGET_MS and not many.errors
+        if connections == 8:
+            ok = ok and met
+        mark = "" if connections != 8 else ("  ok" if met else "  MISSED")
+        print(
+            f"{name:<20} {connections:>5} {few.requests_per_second:>9.0f}"
+            f" {many.requests_per_second:>10.0f} {ratio:>6.2f} {few.p99_ms:>6.1f}ms"
+            f" {many.p99_ms:>7.1f}ms  {few.errors + many.errors}{mark}"
+        )
+        rows.append(
+            {
+                "request": name,
+                "connections": connections,
+                "small": few.as_dict(),
+                "large": many.as_dict(),
+                "ratio": round(ratio, 3),
+            }
+        )
+    return ok, rows
+
+
+async def run(args: argparse.Namespace) -> int:
+    spec = next(spec for spec in SERVICES if spec.name == "product_service")
+    topology = unique_topology("bench-catalog")
+    async with postgres_database("bench_catalog") as database_url:
+        await asyncio.to_thread(upgrade, REPO_ROOT / spec.migrations, database_url)  # type: ignore[operator]
+        port = free_port()
+        with tempfile.TemporaryDirectory() as data_dir:
+            env = {
+                **os.environ,
+                "DATA_DIR": data_dir,
+                "DATABASE_URL": database_url,
+                "LOG_LEVEL": "WARNING",
+                "PRODUCT_CACHE_SECONDS": "0",
+                "EVENTS_EXCHANGE": topology.exchange,
+                "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
+            }
+            process = start_process(spec, port, env)
+            try:
+                base_url = f"http://127.0.0.1:{port}"
+                wait_ready(base_url)
+                await seed(database_url, 1, SMALL)
+                print(f"{SMALL} products: measuring ...", flush=True)
+                small = measure(base_url, 10, args)
+                started = time.monotonic()
+                await seed(database_url, SMALL + 1, LARGE)
+                print(f"{LARGE:,} products (seeded in {time.monotonic() - started:.0f} s): ...")
+                large = measure(base_url, DEEP, args)
+            finally:
+                process.terminate()
+                process.wait()
+    await delete_topology(topology, (spec.name,))
+    ok, rows = report(small, large)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"catalog-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"runs": rows}, indent=2))
+    verdict = "targets met" if ok else "TARGETS MISSED"
+    print(
+        f"\nresults: {out}\n{verdict} (at 8 connections: >= {RATIO_TARGET}x the 20-product"
+        f" req/s, p99 <= {P99_TARGET_MS:.0f} ms, no errors)"
+    )
+    return 0 if ok else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, nargs="+", default=[8, 32])
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
