@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import shared.db
+from eventbus.migrations import create_inbox_table, drop_inbox_table
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -50,19 +51,11 @@ def upgrade() -> None:
         sa.Column("created_at", shared.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_recipient")),
     )
-    op.create_table(
-        "inbox_event",
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("type", sa.String(length=100), nullable=False),
-        sa.Column("processed_at", shared.db.UTCDateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("event_id", name=op.f("pk_inbox_event")),
-    )
-    op.create_index("ix_inbox_event_processed_at", "inbox_event", ["processed_at"])
+    create_inbox_table()
 
 
 def downgrade() -> None:
-    op.drop_index("ix_inbox_event_processed_at", table_name="inbox_event")
-    op.drop_table("inbox_event")
+    drop_inbox_table()
     op.drop_table("recipient")
     op.drop_index("ix_notification_created_at", table_name="notification")
     op.drop_index("ix_notification_user_id_created_at", table_name="notification")
