@@ -147,7 +147,8 @@ class HealthTicker(threading.Thread):
 
     def stop(self) -> None:
         self.stopped.set()
-        self.join(timeout=60)
+        if self.ident is not None:  # started (the images may have failed to build first)
+            self.join(timeout=60)
 
 
 @dataclass
