@@ -77,6 +77,19 @@ class TestRegister:
         problem = assert_problem(response, 422)
         assert "JSON" in problem["detail"]
 
+    async def test_a_hostile_body_gets_a_small_answer(self, client: httpx.AsyncClient) -> None:
+        # 60,000 unknown fields (about 800 KB, under the body limit), one with a huge name.
+        body: dict[str, Any] = {f"f{n:05}": 0 for n in range(60_000)}
+        body["y" * 10_000] = 0
+        body.update(email="a@example.com", password="correct-horse", full_name="A")
+        response = await client.post("/v1/auth/register", json=body)
+        problem = assert_problem(response, 422)
+        assert len(problem["errors"]) == 20
+        assert problem["errors"][0]["loc"] == ["body", "f00000"]
+        assert problem["errors_total"] == 60_001
+        assert len(response.content) < 8 * 1024
+        assert all(len(str(part)) <= 100 for e in problem["errors"] for part in e["loc"])
+
     async def test_body_over_one_mebibyte_is_413(self, client: httpx.AsyncClient) -> None:
         response = await client.post(
             "/v1/auth/register",

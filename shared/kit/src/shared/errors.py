@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -115,13 +116,16 @@ def problem_response(
 
 async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
+    extra = exc.extra
+    if isinstance(extra.get("errors"), list):
+        extra = {**extra, **_bounded_errors(extra["errors"])}
     return problem_response(
         exc.status_code,
         title=exc.title,
         detail=exc.detail,
         type_slug=exc.type_slug,
         headers=exc.headers,
-        extra=exc.extra,
+        extra=extra,
     )
 
 
@@ -133,16 +137,45 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
     )
 
 
+#: A problem document lists at most this many validation errors (CONTRACT: at most 20),
+#: so a hostile body with thousands of mistakes still gets an answer the size of a page.
+MAX_VALIDATION_ERRORS = 20
+#: Longest string echoed back in an error (a field name or message); longer ones are cut.
+MAX_ECHOED_CHARS = 100
+
+
+def _truncate(value: object) -> object:
+    if isinstance(value, str) and len(value) > MAX_ECHOED_CHARS:
+        return value[: MAX_ECHOED_CHARS - 1] + "…"
+    return value
+
+
 def _clean_error(error: dict[str, Any]) -> dict[str, Any]:
-    # Echoing the whole input back can leak passwords; keep where and what, not the value.
-    return {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+    # Echoing the whole input back can leak passwords; keep where and what, not the value,
+    # and cut what is echoed (a field name is the client's own text, of any length).
+    return {
+        "loc": [_truncate(part) for part in error.get("loc", ())],
+        "msg": _truncate(error.get("msg")),
+        "type": _truncate(error.get("type")),
+    }
+
+
+def _bounded_errors(errors: Sequence[Any]) -> dict[str, Any]:
+    """`errors` cut to the first `MAX_VALIDATION_ERRORS`, and how many there were."""
+    return {"errors": list(errors[:MAX_VALIDATION_ERRORS]), "errors_total": len(errors)}
 
 
 async def _handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [_clean_error(e) for e in exc.errors()]
+    all_errors = exc.errors()
+    errors = [_clean_error(e) for e in all_errors[:MAX_VALIDATION_ERRORS]]
     if any(e["type"] == "json_invalid" for e in errors):
         detail = "The request body is not valid JSON."
+    elif len(all_errors) > MAX_VALIDATION_ERRORS:
+        detail = (
+            f"The request did not pass validation: {len(all_errors)} errors, "
+            f"the first {MAX_VALIDATION_ERRORS} in `errors`."
+        )
     else:
         detail = "The request did not pass validation; see `errors`."
     return problem_response(
@@ -150,7 +183,7 @@ async def _handle_validation_error(request: Request, exc: Exception) -> JSONResp
         title="Validation failed",
         detail=detail,
         type_slug="validation-failed",
-        extra={"errors": errors},
+        extra={"errors": errors, "errors_total": len(all_errors)},
     )
 
 
