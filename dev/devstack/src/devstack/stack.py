@@ -150,8 +150,15 @@ def migrate_and_seed(env: Mapping[str, str], *, seed: bool = True) -> None:
             _run([sys.executable, "-m", spec.seed_module], own)
 
 
+#: How long a process may take to answer /health/ready: on a busy machine (CI runners,
+#: two cores shared by several suites) importing a service alone took 25-30 s.
+READY_TIMEOUT_SECONDS = 120.0
+
+
 def wait_ready(
-    url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+    url: str,
+    timeout: float = READY_TIMEOUT_SECONDS,
+    process: subprocess.Popen[bytes] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
