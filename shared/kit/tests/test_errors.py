@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
+from service_testing import assert_problem
 from shared.errors import UnprocessableEntity, install_error_handlers
 from shared.middleware import RequestContextMiddleware
-from service_testing import assert_problem
 
 
 async def test_a_problem_lists_at_most_twenty_errors() -> None:
