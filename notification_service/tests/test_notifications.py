@@ -18,7 +18,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from eventbus import EventConsumer, EventEnvelope, Topology
-from eventbus.types import EVENT_TYPES, OrderChanged, OrderItem, UserRegistered
+from eventbus.types import EVENT_TYPES, OrderChanged, OrderItem, ShippingAddress, UserRegistered
 from notification_service.config import Settings
 from notification_service.events import RecipientUnknown, event_handlers
 from notification_service.mailer import Mailer
@@ -177,6 +177,52 @@ class TestOrderNotifications:
         assert "Grace Hopper" in confirmed["body"]
         assert "payment was declined" in items[0]["body"]
         assert all(n.recipient == "grace@example.com" for n in await stored(app))
+
+    async def test_an_order_e_mail_reads_like_a_receipt(
+        self, app: FastAPI, client: AsyncClient, tokens: LocalTokens
+    ) -> None:
+        user_id, mug, tea = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await process(app, user_registered(user_id, "grace@example.com", "Grace Hopper"))
+        data = OrderChanged(
+            order_id=uuid.uuid4(),
+            user_id=user_id,
+            status="confirmed",
+            items=[
+                OrderItem(
+                    product_id=mug,
+                    quantity=2,
+                    product_name="Blue mug",
+                    unit_price=Decimal("12.99"),
+                    line_total=Decimal("25.98"),
+                ),
+                OrderItem(
+                    product_id=tea,
+                    quantity=1,
+                    product_name="Green tea",
+                    unit_price=Decimal("4.50"),
+                    line_total=Decimal("4.50"),
+                ),
+            ],
+            total_amount=Decimal("30.48"),
+            currency="EUR",
+            shipping_address=ShippingAddress(
+                full_name="Grace Hopper",
+                line1="Unter den Linden 1",
+                city="Berlin",
+                postal_code="10117",
+                country="DE",
+            ),
+        )
+
+        await process(app, EventEnvelope.new("order.confirmed", data, source="order_service"))
+
+        body = (await notifications(client, tokens.headers(user_id)))["items"][0]["body"]
+        assert "2 x Blue mug at 12.99 EUR = 25.98 EUR" in body
+        assert "1 x Green tea at 4.50 EUR = 4.50 EUR" in body
+        assert "Total: 30.48 EUR" in body
+        assert "Unter den Linden 1\n  10117 Berlin\n  Germany\n" in body
+        assert str(mug) not in body
+        assert str(tea) not in body
 
     async def test_an_order_event_before_the_user_is_known_waits_for_it(self, app: FastAPI) -> None:
         user_id = uuid.uuid4()

@@ -14,6 +14,14 @@ from order_service.models import outbox_event
 if TYPE_CHECKING:
     from conftest import Customer, PlaceOrder, Shop
 
+ADDRESS = {
+    "full_name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
 
 async def staged(app: FastAPI, order_id: str) -> list[dict[str, Any]]:
     """The envelopes staged for one order, oldest first."""
@@ -40,9 +48,19 @@ class TestOrderEvents:
             "order_id": order["id"],
             "user_id": str(customer.id),
             "status": "confirmed",
-            "items": [{"product_id": product["id"], "quantity": 2}],
+            "items": [
+                {
+                    "product_id": product["id"],
+                    "quantity": 2,
+                    "product_name": product["name"],
+                    "unit_price": "12.50",
+                    "line_total": "25.00",
+                }
+            ],
             "total_amount": "25.00",
             "reason": None,
+            "currency": "USD",
+            "shipping_address": None,
         }
         assert events[0]["data"]["status"] == "pending"
 
@@ -57,6 +75,20 @@ class TestOrderEvents:
         assert [event["type"] for event in events] == ["order.created", "order.cancelled"]
         assert events[1]["data"]["reason"] == "payment_declined"
         assert events[1]["data"]["status"] == "cancelled"
+
+    async def test_events_carry_the_shipping_address(
+        self, app: FastAPI, client: httpx.AsyncClient, customer: Customer, shop: Shop
+    ) -> None:
+        product = await shop.product(stock=10)
+        body = {**shop.body((product, 1)), "shipping_address": ADDRESS}
+
+        order = (await client.post("/v1/orders", json=body, headers=customer.headers())).json()
+
+        events = await staged(app, order["id"])
+        assert [event["data"]["shipping_address"] for event in events] == [
+            {**ADDRESS, "line2": None},
+            {**ADDRESS, "line2": None},
+        ]
 
     async def test_cancel_and_ship_stage_their_events(
         self,
@@ -84,6 +116,7 @@ class TestOrderEvents:
             "order.created",
             "order.confirmed",
             "order.shipped",
+            "order.delivered",
         ]
         events = await staged(app, cancelled["id"])
         assert [event["type"] for event in events][-1] == "order.cancelled"

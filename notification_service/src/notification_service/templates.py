@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from string import Template
 
-from eventbus.types import OrderChanged
+import pycountry
+
+from eventbus.types import OrderChanged, OrderItem, ShippingAddress
 from notification_service.models import NotificationKind
 
 SHOP_NAME = "E-Shop"
@@ -34,7 +37,8 @@ _BODIES = {
         "Hello $name,\n\n"
         "thank you for your order $order_id.\n\n"
         "$items\n"
-        "Total: $total\n\n"
+        "Total: $total\n"
+        "$address\n"
         "We will tell you when it ships.\n\n"
         "The $shop team\n"
     ),
@@ -46,7 +50,7 @@ _BODIES = {
         "The $shop team\n"
     ),
     NotificationKind.ORDER_SHIPPED: Template(
-        "Hello $name,\n\nyour order $order_id has shipped.\n\n$items\nThe $shop team\n"
+        "Hello $name,\n\nyour order $order_id has shipped.\n\n$items\n$address\nThe $shop team\n"
     ),
 }
 
@@ -64,8 +68,43 @@ def welcome(*, name: str, email: str) -> Message:
     return Message(_SUBJECTS[kind].substitute(values), _BODIES[kind].substitute(values))
 
 
+def receipt_line(item: OrderItem, currency: str) -> str:
+    """`2 x Blue mug at 12.99 USD = 25.98 USD`; events from before names and prices were
+    added to them name only the product id."""
+    if item.product_name is None or item.unit_price is None:
+        return f"  {item.quantity} x product {item.product_id}"
+    line = f"  {item.quantity} x {item.product_name} at {_money(item.unit_price, currency)}"
+    if item.line_total is not None:
+        line += f" = {_money(item.line_total, currency)}"
+    return line
+
+
+def receipt_address(address: ShippingAddress | None) -> str:
+    """The shipping address block, or nothing when the order has none."""
+    if address is None:
+        return ""
+    lines = [
+        address.full_name,
+        address.line1,
+        address.line2,
+        f"{address.postal_code} {address.city}",
+        _country_name(address.country),
+    ]
+    return "Shipping to:\n" + "".join(f"  {line}\n" for line in lines if line)
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{amount:.2f} {currency}".rstrip()
+
+
+def _country_name(code: str) -> str:
+    country = pycountry.countries.get(alpha_2=code)
+    return country.name if country is not None else code
+
+
 def order_message(kind: NotificationKind, order: OrderChanged, *, name: str) -> Message:
-    items = "\n".join(f"  {line.quantity} x product {line.product_id}" for line in order.items)
+    currency = order.currency or ""
+    items = "\n".join(receipt_line(item, currency) for item in order.items)
     reason = order.reason or "cancelled"
     values = {
         "shop": SHOP_NAME,
@@ -73,7 +112,8 @@ def order_message(kind: NotificationKind, order: OrderChanged, *, name: str) -> 
         "order": str(order.order_id)[:8],
         "order_id": str(order.order_id),
         "items": items + "\n" if items else "",
-        "total": f"{order.total_amount:.2f}",
+        "total": _money(order.total_amount, currency),
+        "address": receipt_address(order.shipping_address),
         "reason": _REASONS.get(reason, reason.replace("_", " ")),
     }
     return Message(_SUBJECTS[kind].substitute(values), _BODIES[kind].substitute(values))

@@ -1,8 +1,9 @@
 """What the order service publishes (it consumes nothing).
 
-Every status change the contract names is staged in the transaction that makes it:
-`order.created` with the `pending` order, then `order.confirmed`, `order.cancelled`
-(with the cancel reason) and `order.shipped`. `delivered` has no event."""
+Every status change is staged in the transaction that makes it: `order.created` with
+the `pending` order, then `order.confirmed`, `order.cancelled` (with the cancel reason),
+`order.shipped` and `order.delivered`. Each carries a receipt (names, prices, currency,
+shipping address), so consumers never need to ask this service what was ordered."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from eventbus.types import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
     ORDER_CREATED,
+    ORDER_DELIVERED,
     ORDER_SHIPPED,
     OrderChanged,
     OrderItem,
+    ShippingAddress,
 )
 from order_service.domain.states import OrderStatus
 from order_service.models import PurchaseOrder
@@ -27,23 +30,36 @@ EVENT_OF_STATUS = {
     OrderStatus.CONFIRMED: ORDER_CONFIRMED,
     OrderStatus.CANCELLED: ORDER_CANCELLED,
     OrderStatus.SHIPPED: ORDER_SHIPPED,
+    OrderStatus.DELIVERED: ORDER_DELIVERED,
 }
 
 
 async def stage_order_event(session: AsyncSession, order: PurchaseOrder) -> None:
-    """The event of the order's (new) status, in the transaction that set it; nothing
-    for a status without one. `order.lines` must be loaded."""
-    type_ = EVENT_OF_STATUS.get(order.status)
-    if type_ is None:
-        return
+    """The event of the order's (new) status, in the transaction that set it.
+    `order.lines` must be loaded."""
     data = OrderChanged(
         order_id=order.id,
         user_id=order.user_id,
         status=order.status.value,
         items=[
-            OrderItem(product_id=line.product_id, quantity=line.quantity) for line in order.lines
+            OrderItem(
+                product_id=line.product_id,
+                quantity=line.quantity,
+                product_name=line.product_name,
+                unit_price=line.unit_price,
+                line_total=line.line_total,
+            )
+            for line in order.lines
         ],
         total_amount=order.total_amount,
         reason=order.cancel_reason.value if order.cancel_reason is not None else None,
+        currency=order.currency,
+        shipping_address=shipping_address_of(order),
     )
-    await add_event(session, type_, data, SOURCE)
+    await add_event(session, EVENT_OF_STATUS[order.status], data, SOURCE)
+
+
+def shipping_address_of(order: PurchaseOrder) -> ShippingAddress | None:
+    if order.shipping_address is None:
+        return None
+    return ShippingAddress.model_validate(order.shipping_address)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -22,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from eventbus import outbox_table
-from order_service.domain.states import CancelReason, OrderStatus
+from order_service.domain.states import CancelReason, OrderStatus, TimelineEvent
 from shared.db import (
     NAMING_CONVENTION,
     TYPE_ANNOTATION_MAP,
@@ -82,6 +83,8 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
     #: The payment provider's reference once the payment was taken.
     payment_id: Mapped[str | None] = mapped_column(String(64), default=None)
     compensation_pending: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: Where to ship, as the customer gave it (`schemas.ShippingAddress`); None if not given.
+    shipping_address: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order",
@@ -113,6 +116,31 @@ class OrderLine(Base):
     line_total: Mapped[Decimal]
 
     order: Mapped[PurchaseOrder] = relationship(back_populates="lines", lazy="raise")
+
+
+class OrderTimelineEntry(Base):
+    """One thing that happened to an order, written in the transaction that made it
+    happen. The id, from a sequence, orders entries of the same instant: an order's
+    changes are serialized by its row lock, so a later change gets a larger id."""
+
+    __tablename__ = "order_timeline_entry"
+    __table_args__ = (
+        CheckConstraint(one_of("event", TimelineEvent), name="event_known"),
+        CheckConstraint(one_of("status", OrderStatus), name="status_known"),
+        Index("ix_order_timeline_entry_order_id_id", "order_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purchase_order.id", ondelete="CASCADE"))
+    event: Mapped[TimelineEvent] = mapped_column(string_enum(TimelineEvent, 16))
+    #: The order's status right after the event.
+    status: Mapped[OrderStatus] = mapped_column(string_enum(OrderStatus, 16))
+    #: The cancel reason (`cancelled`) or the refund's id (`refunded`).
+    detail: Mapped[str | None] = mapped_column(String(64), default=None)
+    at: Mapped[datetime]
+
+    # Never loaded; it tells the unit of work to insert a new order before its entry.
+    order: Mapped[PurchaseOrder] = relationship(lazy="raise")
 
 
 class IdempotencyState(StrEnum):

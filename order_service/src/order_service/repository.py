@@ -25,8 +25,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from order_service.domain.pricing import PricedOrder
-from order_service.domain.states import CancelReason, OrderStatus
-from order_service.models import IdempotencyKey, IdempotencyState, OrderLine, PurchaseOrder
+from order_service.domain.states import (
+    TIMELINE_EVENT_OF_STATUS,
+    CancelReason,
+    OrderStatus,
+    TimelineEvent,
+)
+from order_service.models import (
+    IdempotencyKey,
+    IdempotencyState,
+    OrderLine,
+    OrderTimelineEntry,
+    PurchaseOrder,
+)
 from shared.db import utcnow
 from shared.paging import PageResult, SortKey, fetch_page
 from shared.schemas import PageParams
@@ -50,9 +61,14 @@ class OrderRepository:
         )
 
     async def add(
-        self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedOrder
+        self,
+        order_id: uuid.UUID,
+        user_id: uuid.UUID,
+        priced: PricedOrder,
+        shipping_address: dict[str, Any] | None = None,
     ) -> PurchaseOrder:
-        """Insert a `pending` order with its lines (flushed, not committed)."""
+        """Insert a `pending` order with its lines and its `created` timeline entry
+        (flushed, not committed)."""
         now = utcnow()
         order = PurchaseOrder(
             id=order_id,
@@ -61,6 +77,7 @@ class OrderRepository:
             cancel_reason=None,
             total_amount=priced.total_amount,
             currency=priced.currency,
+            shipping_address=shipping_address,
             created_at=now,
             updated_at=now,
             lines=[
@@ -76,8 +93,33 @@ class OrderRepository:
             ],
         )
         self.session.add(order)
+        self.add_timeline_entry(order, TimelineEvent.CREATED, at=now)
         await self.session.flush()
         return order
+
+    def add_timeline_entry(
+        self,
+        order: PurchaseOrder,
+        event: TimelineEvent,
+        *,
+        at: datetime,
+        detail: str | None = None,
+    ) -> None:
+        """Record `event` with the order's current status; flushed with the change."""
+        self.session.add(
+            OrderTimelineEntry(
+                order_id=order.id, event=event, status=order.status, detail=detail, at=at
+            )
+        )
+
+    async def timeline(self, order_id: uuid.UUID) -> Sequence[OrderTimelineEntry]:
+        """The order's timeline, oldest first."""
+        statement = (
+            select(OrderTimelineEntry)
+            .where(OrderTimelineEntry.order_id == order_id)
+            .order_by(OrderTimelineEntry.id)
+        )
+        return (await self.session.scalars(statement)).all()
 
     async def transition(
         self,
@@ -88,17 +130,27 @@ class OrderRepository:
         cancel_reason: CancelReason | None = None,
         **values: Any,
     ) -> PurchaseOrder | None:
-        """Move the order to `to` if it is in one of `sources`; the order as it is now
-        (lines loaded), or None when it was in another status (or does not exist)."""
+        """Move the order to `to` if it is in one of `sources`, recording it on the
+        timeline in the same transaction; the order as it is now (lines loaded), or None
+        when it was in another status (or does not exist)."""
+        now = utcnow()
         statement = (
             update(PurchaseOrder)
             .where(PurchaseOrder.id == order_id, PurchaseOrder.status.in_(sources))
-            .values(status=to, cancel_reason=cancel_reason, updated_at=utcnow(), **values)
+            .values(status=to, cancel_reason=cancel_reason, updated_at=now, **values)
             .returning(PurchaseOrder)
             .execution_options(populate_existing=True)
         )
         order = (await self.session.scalars(statement)).one_or_none()
-        if order is not None and "lines" in inspect(order).unloaded:
+        if order is None:
+            return None
+        self.add_timeline_entry(
+            order,
+            TIMELINE_EVENT_OF_STATUS[to],
+            at=now,
+            detail=cancel_reason.value if cancel_reason is not None else None,
+        )
+        if "lines" in inspect(order).unloaded:
             # Lines never change: the ones loaded with the order before are still right.
             await self.session.refresh(order, ["lines"])
         return order

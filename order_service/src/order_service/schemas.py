@@ -8,14 +8,49 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator
+import pycountry
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 
 from order_service.domain.pricing import RequestedLine
-from order_service.domain.states import CancelReason, OrderStatus
-from shared.schemas import Money, RequestModel, ResponseModel
+from order_service.domain.states import CancelReason, OrderStatus, TimelineEvent
+from shared.schemas import Money, RequestModel, ResponseModel, SingleLineText
 
 MAX_LINES = 50
 MAX_QUANTITY = 100
+
+
+def _iso_country(code: str) -> str:
+    # pycountry's copy of the ISO 3166-1 list, not a hand-kept one: codes do change.
+    if pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError("not an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+AddressText = Annotated[SingleLineText, StringConstraints(min_length=1, max_length=200)]
+CountryCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Z]{2}$"),
+    AfterValidator(_iso_country),
+    Field(examples=["DE"], description="ISO 3166-1 alpha-2 code, upper case."),
+]
+
+
+class ShippingAddress(RequestModel):
+    full_name: AddressText
+    line1: AddressText
+    line2: AddressText | None = None
+    city: AddressText
+    postal_code: AddressText
+    country: CountryCode
+
+
+class ShippingAddressRead(ResponseModel):
+    full_name: str
+    line1: str
+    line2: str | None = None
+    city: str
+    postal_code: str
+    country: str
 
 
 class OrderLineCreate(RequestModel):
@@ -33,6 +68,7 @@ class OrderCreate(RequestModel):
         StringConstraints(min_length=1, max_length=255),
         Field(examples=["tok_ok"], description="From the payment provider's client SDK."),
     ]
+    shipping_address: ShippingAddress | None = None
 
     @field_validator("items")
     @classmethod
@@ -46,10 +82,15 @@ class OrderCreate(RequestModel):
 
     def fingerprint(self) -> str:
         """SHA-256 of the body in canonical JSON: what makes two requests "the same"."""
-        canonical = json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-        )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        # Without the fields left out, so adding an optional field keeps the keys stored
+        # before it matching their retries.
+        return fingerprint(self.model_dump(mode="json", exclude_none=True))
+
+
+def fingerprint(body: object) -> str:
+    """SHA-256 of `body` in canonical JSON: what makes two requests "the same"."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class OrderLineRead(ResponseModel):
@@ -68,5 +109,15 @@ class OrderRead(ResponseModel):
     total_amount: Money
     currency: str
     cancel_reason: CancelReason | None
+    shipping_address: ShippingAddressRead | None
     created_at: datetime
     updated_at: datetime
+
+
+class TimelineEntryRead(ResponseModel):
+    event: TimelineEvent
+    #: The order's status right after the event.
+    status: OrderStatus
+    #: The cancel reason (`cancelled`) or the refund's id (`refunded`); else null.
+    detail: str | None
+    at: datetime

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ from order_service.errors import (
 )
 from order_service.events import stage_order_event
 from order_service.metrics import count_order
-from order_service.models import IdempotencyState, PurchaseOrder
+from order_service.models import IdempotencyState, OrderTimelineEntry, PurchaseOrder
 from order_service.payments import PaymentProvider
 from order_service.repository import IdempotencyRepository, OrderRepository
 from order_service.schemas import OrderCreate, OrderRead
@@ -83,7 +84,10 @@ class OrderService:
         self.payments.check_token(data.payment_token)  # before any side effect
         priced = await self.saga.price(data.requested_lines())
         order_id = uuid.uuid4()
-        replay = await self._claim_and_create(user_id, key, data.fingerprint(), order_id, priced)
+        address = data.shipping_address.model_dump() if data.shipping_address else None
+        replay = await self._claim_and_create(
+            user_id, key, data.fingerprint(), order_id, priced, address
+        )
         if replay is not None:
             return replay
 
@@ -107,12 +111,13 @@ class OrderService:
         fingerprint: str,
         order_id: uuid.UUID,
         priced: PricedOrder,
+        shipping_address: dict[str, Any] | None,
     ) -> PlacedOrder | None:
         """Claim the key and insert the pending order in one transaction (None), or
         answer from the request that holds the key."""
         for _ in range(_CLAIM_ATTEMPTS):
             if await self.keys.claim(user_id, key, fingerprint, order_id):
-                await self.saga.create(order_id, user_id, priced)
+                await self.saga.create(order_id, user_id, priced, shipping_address)
                 await self.session.commit()
                 return None
             existing = await self.keys.get(user_id, key)
@@ -155,6 +160,11 @@ class OrderService:
         if order is None or not (claims.is_admin or order.user_id == claims.user_id):
             raise OrderNotFound(order_id)
         return order
+
+    async def timeline(self, order: PurchaseOrder) -> Sequence[OrderTimelineEntry]:
+        entries = await self.orders.timeline(order.id)
+        await self.session.commit()
+        return entries
 
     async def cancel(self, order: PurchaseOrder) -> PurchaseOrder:
         """Cancel a pending or confirmed order and give back its stock and payment;

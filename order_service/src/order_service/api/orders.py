@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from order_service.deps import IdempotencyKeyDep, OrderServiceDep, OwnedOrder
 from order_service.domain.states import OrderStatus
-from order_service.schemas import OrderCreate, OrderRead
+from order_service.schemas import OrderCreate, OrderRead, TimelineEntryRead
 from shared.auth import AdminClaims, CurrentClaims
 from shared.schemas import Page, PageDep
 
@@ -59,6 +59,13 @@ async def list_orders(
 async def get_order(order: OwnedOrder) -> OrderRead:
     """One order: yours, or any for administrators."""
     return OrderRead.model_validate(order)
+
+
+@router.get("/{order_id}/timeline")
+async def get_order_timeline(order: OwnedOrder, orders: OrderServiceDep) -> list[TimelineEntryRead]:
+    """What happened to the order, oldest first: created, confirmed or cancelled (the
+    reason in `detail`), shipped, delivered, and each refund (its id in `detail`)."""
+    return [TimelineEntryRead.model_validate(entry) for entry in await orders.timeline(order)]
 
 
 @router.post("/{order_id}/cancel")

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -138,11 +139,17 @@ class CheckoutSaga:
         self.inventory.raise_if_circuit_open()
         return priced
 
-    async def create(self, order_id: uuid.UUID, user_id: uuid.UUID, priced: PricedOrder) -> None:
+    async def create(
+        self,
+        order_id: uuid.UUID,
+        user_id: uuid.UUID,
+        priced: PricedOrder,
+        shipping_address: dict[str, Any] | None,
+    ) -> None:
         """Step 2: add the `pending` order to the session; the caller commits it (with
         the Idempotency-Key claim that allows it, in one transaction)."""
         with timed_step("create_order"):
-            order = await self.orders.add(order_id, user_id, priced)
+            order = await self.orders.add(order_id, user_id, priced, shipping_address)
             await stage_order_event(self.session, order)
 
     async def complete(

@@ -50,3 +50,24 @@ def can_move(current: OrderStatus, target: OrderStatus) -> bool:
 
 #: Cancelling gives stock back (and refunds) only from these; later it is too late.
 CANCELLABLE = sources_of(OrderStatus.CANCELLED)
+
+
+class TimelineEvent(StrEnum):
+    """What an order's timeline records: each status change, and each refund."""
+
+    CREATED = "created"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    REFUNDED = "refunded"
+
+
+#: The timeline event of reaching each status.
+TIMELINE_EVENT_OF_STATUS: dict[OrderStatus, TimelineEvent] = {
+    OrderStatus.PENDING: TimelineEvent.CREATED,
+    OrderStatus.CONFIRMED: TimelineEvent.CONFIRMED,
+    OrderStatus.CANCELLED: TimelineEvent.CANCELLED,
+    OrderStatus.SHIPPED: TimelineEvent.SHIPPED,
+    OrderStatus.DELIVERED: TimelineEvent.DELIVERED,
+}

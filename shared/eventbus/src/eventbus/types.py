@@ -63,17 +63,53 @@ class ProductChanged(EventData):
     is_active: bool
 
 
+class ShippingAddress(EventData):
+    full_name: str
+    line1: str
+    line2: str | None = None
+    city: str
+    postal_code: str
+    #: ISO 3166-1 alpha-2.
+    country: str
+
+
 class OrderItem(EventData):
+    """One line of an order. The receipt fields (name, prices) were added later: events
+    published before them lack them, so they may be None."""
+
     product_id: uuid.UUID
     quantity: int
+    product_name: str | None = None
+    unit_price: MoneyString | None = None
+    #: `unit_price` x `quantity` (an order's line), or the amount paid back (a refund's).
+    line_total: MoneyString | None = None
 
 
 class OrderChanged(EventData):
-    """`order.created`, `order.confirmed`, `order.cancelled`, `order.shipped`."""
+    """`order.created`, `order.confirmed`, `order.cancelled`, `order.shipped`,
+    `order.delivered`. `currency` and `shipping_address` were added later (None in
+    older events; the address is None too when the order has none)."""
 
     order_id: uuid.UUID
     user_id: uuid.UUID
     status: str
     items: list[OrderItem]
     total_amount: MoneyString
+    reason: str | None = None
+    currency: str | None = None
+    shipping_address: ShippingAddress | None = None
+
+
+class OrderRefunded(EventData):
+    """`order.refunded`: `amount` paid back for `items` (their `line_total` is each
+    line's share); `restock` asks inventory to put the units back on sale."""
+
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    refund_id: uuid.UUID
+    amount: MoneyString
+    items: list[OrderItem]
+    restock: bool
+    currency: str | None = None
+    shipping_address: ShippingAddress | None = None
     reason: str | None = None
