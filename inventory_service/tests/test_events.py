@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from eventbus import EventEnvelope, Topology
 from eventbus.metrics import EVENTS_CONSUMED
-from eventbus.types import OrderChanged, OrderItem, ProductChanged
+from eventbus.types import OrderChanged, OrderItem, OrderRefunded, ProductChanged
 from inventory_service.models import inbox_event
 from service_testing import RABBITMQ_URL, eventually
 
@@ -211,3 +211,102 @@ class TestOrderEvents:
         await eventually(lambda: processed(app, again))
         await eventually(lambda: processed(app, never_reserved))
         assert await inventory.units(product_id) == (10, 0, 0)
+
+
+def refund_event(
+    order_id: uuid.UUID, items: dict[uuid.UUID, int], *, restock: bool = True
+) -> EventEnvelope:
+    data = OrderRefunded(
+        order_id=order_id,
+        user_id=uuid.uuid4(),
+        refund_id=uuid.uuid4(),
+        amount=Decimal("10.00"),
+        items=[OrderItem(product_id=p, quantity=q) for p, q in items.items()],
+        restock=restock,
+    )
+    return EventEnvelope.new("order.refunded", data, source="order_service")
+
+
+def again(event: EventEnvelope) -> EventEnvelope:
+    """The same refund in an event of its own id (past the inbox, as a replay from the
+    dead-letter queue after the inbox forgot it would be)."""
+    return EventEnvelope.new(event.type, event.data, source=event.source)
+
+
+@pytest.mark.usefixtures("consuming")
+class TestOrderRefunded:
+    async def sold_order(self, inventory: Inventory, units: dict[uuid.UUID, int]) -> uuid.UUID:
+        order_id = uuid.uuid4()
+        assert (await inventory.reserve(order_id, units)).status_code == 201
+        assert (await inventory.commit(order_id)).status_code == 200
+        return order_id
+
+    async def test_restock_moves_sold_units_back_to_available_once(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        lamp, bulb = await inventory.stocked_product(10), await inventory.stocked_product(5)
+        order_id = await self.sold_order(inventory, {lamp: 3, bulb: 2})
+        event = refund_event(order_id, {lamp: 2})
+
+        await publish(topology, event, event, again(event))
+
+        await eventually(lambda: processed(app, event))
+        assert await inventory.units(lamp) == (9, 0, 1)
+        assert await inventory.units(bulb) == (3, 0, 2)  # not refunded: still sold
+
+    async def test_without_restock_nothing_moves(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        lamp = await inventory.stocked_product(10)
+        order_id = await self.sold_order(inventory, {lamp: 3})
+        event = refund_event(order_id, {lamp: 3}, restock=False)
+
+        await publish(topology, event)
+
+        await eventually(lambda: processed(app, event))
+        assert await inventory.units(lamp) == (7, 0, 3)
+
+    async def test_never_more_than_the_order_sold(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        lamp = await inventory.stocked_product(10)
+        order_id = await self.sold_order(inventory, {lamp: 3})
+        other_order = await self.sold_order(inventory, {lamp: 4})
+        events = [refund_event(order_id, {lamp: 2}), refund_event(order_id, {lamp: 2})]
+
+        await publish(topology, *events)
+
+        await eventually(lambda: processed(app, events[1]))
+        # The second asks for more than the order has left sold: skipped, and the other
+        # order's sold units are not taken for it.
+        assert await inventory.units(lamp) == (5, 0, 5)
+        assert other_order
+
+    async def test_a_cancellation_after_a_restock_returns_only_the_rest(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        lamp = await inventory.stocked_product(10)
+        order_id = await self.sold_order(inventory, {lamp: 3})
+        event = refund_event(order_id, {lamp: 1})
+        await publish(topology, event)
+        await eventually(lambda: processed(app, event))
+
+        assert (await inventory.release(order_id, "cancelled_by_user")).status_code == 200
+
+        available, reserved, sold = await inventory.units(lamp)
+        assert (available, reserved, sold) == (10, 0, 0)
+        assert available + reserved + sold == 10
+
+    async def test_an_order_that_sold_nothing_is_not_restocked(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        lamp = await inventory.stocked_product(10)
+        held = uuid.uuid4()
+        await inventory.reserve(held, {lamp: 2})
+        events = [refund_event(held, {lamp: 2}), refund_event(uuid.uuid4(), {lamp: 1})]
+
+        await publish(topology, *events)
+
+        await eventually(lambda: processed(app, events[0]))
+        await eventually(lambda: processed(app, events[1]))
+        assert await inventory.units(lamp) == (8, 2, 0)

@@ -52,6 +52,37 @@ class TestGetStock:
         assert body["errors"][0]["loc"] == ["path", "product_id"]
 
 
+class TestStockLevels:
+    """GET /internal/v1/stock?ids=...: many products in one call (order_service's cart)."""
+
+    async def test_reads_many_products_in_the_order_asked(
+        self, client: AsyncClient, inventory: Inventory
+    ) -> None:
+        first = await inventory.stocked_product(7)
+        second = await inventory.stocked_product(0)
+        await inventory.reserve(uuid.uuid4(), {first: 3})
+        unknown = uuid.uuid4()
+
+        response = await client.get(
+            "/internal/v1/stock", params={"ids": [str(second), str(unknown), str(first)]}
+        )
+
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "items": [
+                {"product_id": str(second), "available": 0, "reserved": 0},
+                {"product_id": str(first), "available": 4, "reserved": 3},
+            ]
+        }
+
+    @pytest.mark.parametrize(
+        "params",
+        [{}, {"ids": "42"}, {"ids": [str(uuid.UUID(int=n)) for n in range(101)]}],
+    )
+    async def test_bad_ids_are_rejected(self, client: AsyncClient, params: dict[str, Any]) -> None:
+        assert_problem(await client.get("/internal/v1/stock", params=params), 422)
+
+
 class TestSetStock:
     async def test_admin_creates_then_updates_the_record(
         self, client: AsyncClient, admin: dict[str, str], make_product: MakeProduct

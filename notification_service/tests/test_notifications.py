@@ -18,7 +18,14 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from eventbus import EventConsumer, EventEnvelope, Topology
-from eventbus.types import EVENT_TYPES, OrderChanged, OrderItem, ShippingAddress, UserRegistered
+from eventbus.types import (
+    EVENT_TYPES,
+    OrderChanged,
+    OrderItem,
+    OrderRefunded,
+    ShippingAddress,
+    UserRegistered,
+)
 from notification_service.config import Settings
 from notification_service.events import RecipientUnknown, event_handlers
 from notification_service.mailer import Mailer
@@ -223,6 +230,43 @@ class TestOrderNotifications:
         assert "Unter den Linden 1\n  10117 Berlin\n  Germany\n" in body
         assert str(mug) not in body
         assert str(tea) not in body
+
+    async def test_a_refund_mails_what_was_paid_back(
+        self, app: FastAPI, client: AsyncClient, tokens: LocalTokens
+    ) -> None:
+        user_id, order_id, mug = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await process(app, user_registered(user_id, "grace@example.com", "Grace Hopper"))
+        data = OrderRefunded(
+            order_id=order_id,
+            user_id=user_id,
+            refund_id=uuid.uuid4(),
+            amount=Decimal("25.98"),
+            items=[
+                OrderItem(
+                    product_id=mug,
+                    quantity=2,
+                    product_name="Blue mug",
+                    unit_price=Decimal("12.99"),
+                    line_total=Decimal("25.98"),
+                )
+            ],
+            restock=True,
+            currency="USD",
+            reason="arrived broken",
+        )
+        event = EventEnvelope.new("order.refunded", data, source="order_service")
+
+        assert await process(app, event)
+        assert not await process(app, event)
+
+        items = (await notifications(client, tokens.headers(user_id)))["items"]
+        refunded = [item for item in items if item["kind"] == "order_refunded"]
+        assert len(refunded) == 1
+        assert refunded[0]["order_id"] == str(order_id)
+        assert refunded[0]["subject"] == f"Your refund of 25.98 USD for order {str(order_id)[:8]}"
+        assert "2 x Blue mug at 12.99 USD = 25.98 USD" in refunded[0]["body"]
+        assert "Refunded: 25.98 USD" in refunded[0]["body"]
+        assert "(arrived broken)" in refunded[0]["body"]
 
     async def test_an_order_event_before_the_user_is_known_waits_for_it(self, app: FastAPI) -> None:
         user_id = uuid.uuid4()

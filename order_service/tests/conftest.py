@@ -374,11 +374,14 @@ class SlowProxy:
         self.url = ""
         self.mode = "pass"
         self.delay = 1.0
+        #: "METHOD /path" of every call that came through.
+        self.calls: list[str] = []
         self.app = Starlette(
             routes=[Route("/{path:path}", self._forward, methods=["GET", "POST", "PUT"])]
         )
 
     async def _forward(self, request: Request) -> Response:
+        self.calls.append(f"{request.method} {request.url.path}")
         if self.mode == "down":
             return Response(status_code=503)
         body = await request.body()

@@ -3,6 +3,7 @@ running: shipping addresses, order timelines and receipts in the customer's e-ma
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -141,3 +142,253 @@ class TestTimeline:
         assert_problem(
             await gateway.get(f"/api/v1/orders/{order['id']}/timeline", headers=stranger), 404
         )
+
+
+async def put_line(
+    gateway: httpx.AsyncClient, headers: dict[str, str], product_id: str, quantity: int
+) -> httpx.Response:
+    return await gateway.put(
+        f"/api/v1/cart/items/{product_id}", json={"quantity": quantity}, headers=headers
+    )
+
+
+class TestCart:
+    async def test_cart_to_checkout(self, gateway: httpx.AsyncClient, shop: Shop) -> None:
+        admin = await shop.admin_headers()
+        lamp = await new_product(gateway, admin, name="Lamp", price="20.00", stock=1)
+        bulb = await new_product(gateway, admin, name="Bulb", price="2.00", stock=10)
+        buyer = await customer(shop)
+
+        assert (await put_line(gateway, buyer, lamp["id"], 2)).status_code == 200
+        cart = (await put_line(gateway, buyer, bulb["id"], 3)).json()
+        assert [(i["product_name"], i["available"]) for i in cart["items"]] == [
+            ("Lamp", 1),
+            ("Bulb", 10),
+        ]
+        assert cart["total_amount"] == "46.00"
+
+        # A price change shows in the cart at once.
+        await gateway.patch(f"/api/v1/products/{bulb['id']}", json={"price": "2.50"}, headers=admin)
+        cart = (await gateway.get("/api/v1/cart", headers=buyer)).json()
+        assert cart["items"][1]["unit_price"] == "2.50"
+        assert cart["total_amount"] == "47.50"
+
+        # Two lamps, one in stock: the order is cancelled and the cart kept.
+        checkout = {"payment_token": "tok_ok", "shipping_address": ADDRESS}
+        short = await gateway.post(
+            "/api/v1/cart/checkout", json=checkout, headers={**buyer, **key()}
+        )
+        assert short.status_code == 201, short.text
+        assert short.json()["cancel_reason"] == "out_of_stock"
+        assert (await gateway.get("/api/v1/cart", headers=buyer)).json() == cart
+
+        await put_line(gateway, buyer, lamp["id"], 1)
+        attempt = key()
+        placed = await gateway.post(
+            "/api/v1/cart/checkout", json=checkout, headers={**buyer, **attempt}
+        )
+        assert placed.status_code == 201, placed.text
+        assert placed.json()["status"] == "confirmed"
+        assert placed.json()["total_amount"] == "27.50"
+        assert (await gateway.get("/api/v1/cart", headers=buyer)).json()["items"] == []
+        replay = await gateway.post(
+            "/api/v1/cart/checkout", json=checkout, headers={**buyer, **attempt}
+        )
+        assert replay.json() == placed.json()
+        assert_problem(
+            await gateway.post("/api/v1/cart/checkout", json=checkout, headers={**buyer, **key()}),
+            409,
+        )
+
+    async def test_another_users_cart_is_invisible(
+        self, gateway: httpx.AsyncClient, shop: Shop
+    ) -> None:
+        admin = await shop.admin_headers()
+        lamp = await new_product(gateway, admin, name="Lamp", price="20.00", stock=1)
+        owner, stranger = await customer(shop), await customer(shop)
+        await put_line(gateway, owner, lamp["id"], 1)
+
+        assert (await gateway.get("/api/v1/cart", headers=stranger)).json()["items"] == []
+        assert (await gateway.delete("/api/v1/cart", headers=stranger)).status_code == 204
+        assert len((await gateway.get("/api/v1/cart", headers=owner)).json()["items"]) == 1
+        assert_problem(await gateway.get("/api/v1/cart"), 401)
+
+    async def test_fifty_lines_at_most(self, gateway: httpx.AsyncClient, shop: Shop) -> None:
+        admin = await shop.admin_headers()
+        products = [
+            await new_product(gateway, admin, name=f"Part {n}", price="1.00", stock=5)
+            for n in range(51)
+        ]
+        buyer = await customer(shop)
+
+        for product in products[:50]:
+            assert (await put_line(gateway, buyer, product["id"], 1)).status_code == 200
+        assert_problem(await put_line(gateway, buyer, products[50]["id"], 1), 409)
+        cart = (await gateway.get("/api/v1/cart", headers=buyer)).json()
+        assert len(cart["items"]) == 50
+        assert cart["total_amount"] == "50.00"
+
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/api/v1/cart/items/not-a-uuid", {"quantity": 1}),
+            (f"/api/v1/cart/items/{uuid.uuid4()}", {"quantity": "one"}),
+            (f"/api/v1/cart/items/{uuid.uuid4()}", {"quantity": 10**40}),
+            (f"/api/v1/cart/items/{uuid.uuid4()}", {"quantity": 1, "note": "x"}),
+            (f"/api/v1/cart/items/{uuid.uuid4()}", {"quantity": 1}),  # unknown product
+        ],
+    )
+    async def test_bad_input_is_a_422(
+        self, gateway: httpx.AsyncClient, shop: Shop, path: str, body: dict[str, Any]
+    ) -> None:
+        buyer = await customer(shop)
+        assert_problem(await gateway.put(path, json=body, headers=buyer), 422)
+
+
+async def refund(
+    gateway: httpx.AsyncClient,
+    headers: dict[str, str],
+    order: dict[str, Any],
+    lines: list[tuple[str, int]],
+    *,
+    restock: bool = False,
+    idempotency: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await gateway.post(
+        f"/api/v1/orders/{order['id']}/refunds",
+        json={
+            "lines": [{"product_id": product, "quantity": quantity} for product, quantity in lines],
+            "restock": restock,
+            "reason": "damaged in transit",
+        },
+        headers={**headers, **(idempotency or key())},
+    )
+
+
+async def stock_of(gateway: httpx.AsyncClient, product_id: str) -> tuple[int, int]:
+    body = (await gateway.get(f"/api/v1/inventory/{product_id}")).json()
+    return body["available"], body["reserved"]
+
+
+async def bought(
+    gateway: httpx.AsyncClient, buyer: dict[str, str], lines: list[tuple[str, int]]
+) -> dict[str, Any]:
+    placed = await gateway.post(
+        "/api/v1/orders",
+        json={
+            "items": [{"product_id": product, "quantity": quantity} for product, quantity in lines],
+            "payment_token": "tok_ok",
+            "shipping_address": ADDRESS,
+        },
+        headers={**buyer, **key()},
+    )
+    assert placed.status_code == 201, placed.text
+    order: dict[str, Any] = placed.json()
+    assert order["status"] == "confirmed"
+    return order
+
+
+class TestRefunds:
+    async def test_partial_refunds_restock_once_and_mail_a_receipt(
+        self, gateway: httpx.AsyncClient, shop: Shop
+    ) -> None:
+        admin = await shop.admin_headers()
+        lamp = await new_product(gateway, admin, name="Brass desk lamp", price="49.50", stock=10)
+        buyer = await customer(shop)
+        order = await bought(gateway, buyer, [(lamp["id"], 3)])
+        assert await stock_of(gateway, lamp["id"]) == (7, 0)
+
+        replay_key = key()
+        first = await refund(
+            gateway, admin, order, [(lamp["id"], 1)], restock=True, idempotency=replay_key
+        )
+        replay = await refund(
+            gateway, admin, order, [(lamp["id"], 1)], restock=True, idempotency=replay_key
+        )
+        second = await refund(gateway, admin, order, [(lamp["id"], 2)])
+        over = await refund(gateway, admin, order, [(lamp["id"], 1)])
+
+        assert first.status_code == 201, first.text
+        assert replay.json() == first.json()
+        assert second.status_code == 201, second.text
+        assert_problem(over, 422)
+        current = (await gateway.get(f"/api/v1/orders/{order['id']}", headers=buyer)).json()
+        assert current["refunded_amount"] == "148.50"
+        # One unit back on sale (the refund with restock, once); the other two stay sold.
+        await eventually(
+            lambda: _stock_is(gateway, lamp["id"], (8, 0)), message="the unit never came back"
+        )
+        timeline = (
+            await gateway.get(f"/api/v1/orders/{order['id']}/timeline", headers=buyer)
+        ).json()
+        assert [(e["event"], e["detail"]) for e in timeline][-2:] == [
+            ("refunded", first.json()["id"]),
+            ("refunded", second.json()["id"]),
+        ]
+        listed = (await gateway.get(f"/api/v1/orders/{order['id']}/refunds", headers=buyer)).json()
+        assert listed["total"] == 2
+
+        async def mailed() -> list[dict[str, Any]]:
+            return await notifications_of(gateway, buyer, "order_refunded")
+
+        await eventually(lambda: _has(mailed, 2), message="no order_refunded e-mails")
+        bodies = [item["body"] for item in await mailed()]
+        assert any("1 x Brass desk lamp at 49.50 USD = 49.50 USD" in body for body in bodies)
+        assert any("Refunded: 99.00 USD" in body for body in bodies)
+        assert all("SW1Y 4JH London" in body for body in bodies)
+        assert await stock_of(gateway, lamp["id"]) == (8, 0)
+
+    async def test_who_and_when(self, gateway: httpx.AsyncClient, shop: Shop) -> None:
+        admin = await shop.admin_headers()
+        lamp = await new_product(gateway, admin, name="Lamp", price="10.00", stock=10)
+        buyer = await customer(shop)
+        order = await bought(gateway, buyer, [(lamp["id"], 1)])
+        cancelled = await bought(gateway, buyer, [(lamp["id"], 1)])
+        await gateway.post(f"/api/v1/orders/{cancelled['id']}/cancel", headers=buyer)
+
+        assert_problem(await refund(gateway, buyer, order, [(lamp["id"], 1)]), 403)
+        assert_problem(await refund(gateway, admin, cancelled, [(lamp["id"], 1)]), 409)
+        assert_problem(
+            await gateway.post(
+                "/api/v1/orders/not-a-uuid/refunds",
+                json={"lines": [{"product_id": lamp["id"], "quantity": 1}]},
+                headers={**admin, **key()},
+            ),
+            422,
+        )
+        assert_problem(
+            await gateway.post(
+                f"/api/v1/orders/{order['id']}/refunds",
+                json={"lines": [{"product_id": lamp["id"], "quantity": 10**12}], "restock": 1},
+                headers={**admin, **key()},
+            ),
+            422,
+        )
+
+
+async def _stock_is(gateway: httpx.AsyncClient, product_id: str, expected: tuple[int, int]) -> bool:
+    return await stock_of(gateway, product_id) == expected
+
+
+async def _has(fetch: Any, count: int) -> bool:
+    return len(await fetch()) >= count
+
+
+@pytest.mark.postgres
+class TestRefundRaceOnPostgres:
+    async def test_two_refunds_of_the_last_unit_one_wins(
+        self, pg_gateway: httpx.AsyncClient, pg_shop: Shop
+    ) -> None:
+        admin = await pg_shop.admin_headers()
+        lamp = await new_product(pg_gateway, admin, name="Last lamp", price="10.00", stock=5)
+        buyer = await customer(pg_shop)
+        order = await bought(pg_gateway, buyer, [(lamp["id"], 1)])
+
+        answers = await asyncio.gather(
+            *(refund(pg_gateway, admin, order, [(lamp["id"], 1)], restock=True) for _ in range(2))
+        )
+
+        assert sorted(answer.status_code for answer in answers) == [201, 422]
+        current = (await pg_gateway.get(f"/api/v1/orders/{order['id']}", headers=admin)).json()
+        assert current["refunded_amount"] == "10.00"
+        await eventually(lambda: _stock_is(pg_gateway, lamp["id"], (5, 0)), message="no restock")

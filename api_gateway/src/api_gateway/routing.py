@@ -37,6 +37,7 @@ ROUTES: dict[str, ProxyRoute] = {
         ProxyRoute("users", "user"),
         ProxyRoute("products", "product"),
         ProxyRoute("orders", "order"),
+        ProxyRoute("cart", "order"),
         ProxyRoute("inventory", "inventory"),
         ProxyRoute("notifications", "notification"),
         ProxyRoute("webhooks", "notification"),

@@ -1,6 +1,7 @@
 """What the inventory service does with the events it consumes (it publishes none):
 `product.*` gives a product its stock record, `order.confirmed` and `order.cancelled`
-settle the order's reservation.
+settle the order's reservation, `order.refunded` with `restock` puts the refunded units
+back on sale.
 
 Each handler runs in the consumer's transaction, with the event id's inbox row: it
 issues SQL and does not commit. The queue (`inventory_service.events`) is bound to
@@ -17,9 +18,11 @@ from eventbus import EventEnvelope, EventHandlers
 from eventbus.types import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
+    ORDER_REFUNDED,
     PRODUCT_CREATED,
     PRODUCT_UPDATED,
     OrderChanged,
+    OrderRefunded,
     ProductChanged,
 )
 from inventory_service.metrics import count_reservation
@@ -74,4 +77,20 @@ async def release_reservation(session: AsyncSession, event: EventEnvelope) -> No
         logger.info(
             "reservation released from order.cancelled",
             extra={"order_id": str(order.order_id), "reason": reason},
+        )
+
+
+@handlers.on(ORDER_REFUNDED)
+async def restock_refunded_units(session: AsyncSession, event: EventEnvelope) -> None:
+    """Refunded units asked back on sale move from sold to available, once per refund
+    (the inbox drops a repeated event; the restock record, a repeated refund)."""
+    refund = OrderRefunded.model_validate(event.data)
+    if not refund.restock:
+        return
+    lines = [(item.product_id, item.quantity) for item in refund.items]
+    if await ReservationService(session).restock(refund.refund_id, refund.order_id, lines):
+        count_reservation("restocked")
+        logger.info(
+            "refunded units restocked",
+            extra={"order_id": str(refund.order_id), "refund_id": str(refund.refund_id)},
         )

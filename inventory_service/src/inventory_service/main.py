@@ -53,5 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service.add_http_client(upstreams={PRODUCT_UPSTREAM: settings.product_service_url})
     service.add_auth()
     service.add_lifespan(lifespan)
-    service.add_routers(stock.router, internal.router)
+    service.add_routers(stock.router, internal.router, internal.stock_levels)
     return service.build()

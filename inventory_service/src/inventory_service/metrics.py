@@ -14,7 +14,7 @@ RESERVATIONS = Counter(
     "inventory_reservations",
     "Reservation outcomes: reserved, insufficient (refused for short stock), replayed (a "
     "repeated request answered from the first), committed, released (by reason) and "
-    "expired (released by the expiry sweep).",
+    "expired (released by the expiry sweep), restocked (refunded units back on sale).",
     ["outcome", "reason"],
 )
 

@@ -94,15 +94,31 @@ class Reservation(TimestampMixin, Base):
 
 class ReservationLine(Base):
     __tablename__ = "reservation_line"
-    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("restocked >= 0 AND restocked <= quantity", name="restocked_in_range"),
+    )
 
     order_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("reservation.order_id", ondelete="CASCADE"), primary_key=True
     )
     product_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     quantity: Mapped[int]
+    #: Sold units put back on sale by refunds: a release later gives back only the rest.
+    restocked: Mapped[int] = mapped_column(default=0, server_default="0")
 
     reservation: Mapped[Reservation] = relationship(back_populates="lines", lazy="raise")
+
+
+class Restock(Base):
+    """A refund whose units were put back on sale: its primary key makes that happen
+    once per refund, however often `order.refunded` is delivered."""
+
+    __tablename__ = "restock"
+
+    refund_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    order_id: Mapped[uuid.UUID]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 #: Ids of the events already processed (eventbus): each takes effect once.

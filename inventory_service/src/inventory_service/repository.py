@@ -7,7 +7,7 @@ Python followed by a write."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import CursorResult, insert, literal_column, select, update
@@ -15,7 +15,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from inventory_service.models import Reservation, ReservationLine, ReservationStatus, Stock
+from inventory_service.models import (
+    Reservation,
+    ReservationLine,
+    ReservationStatus,
+    Restock,
+    Stock,
+)
 
 
 def _changed_one(result: object) -> bool:
@@ -29,6 +35,10 @@ class StockRepository:
 
     async def get(self, product_id: uuid.UUID) -> Stock | None:
         return await self.session.get(Stock, product_id, populate_existing=True)
+
+    async def get_many(self, product_ids: Iterable[uuid.UUID]) -> Sequence[Stock]:
+        statement = select(Stock).where(Stock.product_id.in_(set(product_ids)))
+        return (await self.session.scalars(statement)).all()
 
     async def set_available(
         self, product_id: uuid.UUID, available: int, now: datetime
@@ -181,6 +191,33 @@ class ReservationRepository:
             statement = statement.where(Reservation.expires_at <= expired_by)
         result = await self.session.execute(
             statement.values(status=new, reason=reason, updated_at=now)
+        )
+        return _changed_one(result)
+
+    async def add_restock(self, refund_id: uuid.UUID, order_id: uuid.UUID, now: datetime) -> bool:
+        """Record that the refund's units go back on sale; False when it was recorded
+        before (the primary key settles duplicates, concurrent ones included)."""
+        dialect = self.session.get_bind().dialect.name
+        insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert_(Restock)
+            .values(refund_id=refund_id, order_id=order_id, created_at=now)
+            .on_conflict_do_nothing(index_elements=[Restock.refund_id])
+            .returning(Restock.refund_id)
+        )
+        return (await self.session.execute(statement)).scalar_one_or_none() is not None
+
+    async def restock_line(self, order_id: uuid.UUID, product_id: uuid.UUID, quantity: int) -> bool:
+        """Count `quantity` more of the line's sold units as put back on sale; False
+        when the line has fewer sold units left (or does not exist)."""
+        result = await self.session.execute(
+            update(ReservationLine)
+            .where(
+                ReservationLine.order_id == order_id,
+                ReservationLine.product_id == product_id,
+                ReservationLine.restocked + quantity <= ReservationLine.quantity,
+            )
+            .values(restocked=ReservationLine.restocked + quantity)
         )
         return _changed_one(result)
 

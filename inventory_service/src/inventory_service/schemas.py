@@ -18,6 +18,8 @@ MAX_STOCK = 1_000_000_000
 MAX_LINE_QUANTITY = 1_000_000
 #: The most lines one reservation may have (an order has at most 50).
 MAX_LINES = 100
+#: The most products one stock lookup may ask for.
+MAX_BATCH_IDS = 100
 
 # Strict: "5", 5.0 and true are not stock counts.
 StockCount = Annotated[int, Field(strict=True, ge=0, le=MAX_STOCK)]
@@ -39,6 +41,10 @@ class StockRead(ResponseModel):
     product_id: uuid.UUID
     available: int
     reserved: int
+
+
+class StockBatch(ResponseModel):
+    items: list[StockRead]
 
 
 class ReservationItem(RequestModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -111,6 +112,12 @@ class StockService:
         if stock is None:
             raise StockNotFound(product_id)
         return stock
+
+    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> Sequence[Stock]:
+        """The stock records among `product_ids`, in the order asked."""
+        records = {record.product_id: record for record in await self.stock.get_many(product_ids)}
+        await self.session.commit()
+        return [records[id_] for id_ in dict.fromkeys(product_ids) if id_ in records]
 
     async def set_available(self, product_id: uuid.UUID, available: int) -> tuple[Stock, bool]:
         """Set the units on hand; returns the record and whether it was created.
@@ -236,6 +243,36 @@ class ReservationService:
             return True
         return False
 
+    async def restock(
+        self, refund_id: uuid.UUID, order_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]]
+    ) -> bool:
+        """Put a refund's units back on sale (sold -> available), in the caller's
+        transaction; once per refund, and never more units of a line than the order
+        bought and still has sold. False when there was nothing to do."""
+        now = utcnow()
+        if not await self.reservations.add_restock(refund_id, order_id, now):
+            return False  # this refund was restocked before
+        reservation = await self.reservations.get(order_id)
+        if reservation is None or reservation.status is not ReservationStatus.COMMITTED:
+            # Never sold here (or given back whole already): no sold units to return.
+            logger.warning(
+                "refund not restocked: the order has no sold units",
+                extra={"order_id": str(order_id), "refund_id": str(refund_id)},
+            )
+            return False
+        restocked = False
+        for product_id, quantity in sorted(lines):
+            if not await self.reservations.restock_line(order_id, product_id, quantity):
+                logger.warning(
+                    "refund line not restocked: more units than the order has sold",
+                    extra={"order_id": str(order_id), "product_id": str(product_id)},
+                )
+                continue
+            if not await self.stock.return_sold(product_id, quantity, now):
+                await self._inconsistent(order_id, product_id, "sold")
+            restocked = True
+        return restocked
+
     async def release_expired(self, now: datetime, limit: int) -> tuple[int, int]:
         """Release up to `limit` reservations that expired by `now`, one transaction each;
         returns how many were found and how many this call released (a commit or release
@@ -261,16 +298,23 @@ class ReservationService:
                 await self.session.rollback()
         return len(order_ids), released
 
-    async def _lines(self, order_id: uuid.UUID) -> list[tuple[uuid.UUID, int]]:
+    async def _lines(
+        self, order_id: uuid.UUID, *, sold: bool = False
+    ) -> list[tuple[uuid.UUID, int]]:
+        """(product, units) of the reservation; with `sold`, only the units still sold
+        (not put back on sale by a refund already)."""
         # Already stored in product id order; sorted again so the lock order never
         # depends on how a query happens to return rows.
         return sorted(
-            (line.product_id, line.quantity) for line in await self.reservations.lines(order_id)
+            (line.product_id, line.quantity - (line.restocked if sold else 0))
+            for line in await self.reservations.lines(order_id)
         )
 
     async def _give_back(self, order_id: uuid.UUID, now: datetime, *, held: bool) -> None:
         give_back = self.stock.return_reserved if held else self.stock.return_sold
-        for product_id, quantity in await self._lines(order_id):
+        for product_id, quantity in await self._lines(order_id, sold=not held):
+            if quantity == 0:
+                continue
             if not await give_back(product_id, quantity, now):
                 await self._inconsistent(order_id, product_id, "reserved" if held else "sold")
 

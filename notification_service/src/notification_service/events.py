@@ -1,8 +1,9 @@
 """What the notification service does with the events it consumes (it publishes none):
 `user.registered` teaches it the user's address and sends the welcome e-mail;
-`order.confirmed`, `order.cancelled` and `order.shipped` mail the order's owner. Every
-type of the contract (`EVENT_TYPES`) is also owed to the webhook endpoints subscribed
-to it: a pending delivery each, which the delivery worker sends.
+`order.confirmed`, `order.cancelled`, `order.shipped` and `order.refunded` mail the
+order's owner a receipt. Every type of the contract (`EVENT_TYPES`) is also owed to the
+webhook endpoints subscribed to it: a pending delivery each, which the delivery worker
+sends.
 
 Each handler runs in the consumer's transaction, with the event id's inbox row (so an
 event mails once and is owed once however often it is delivered): it issues SQL and
@@ -12,6 +13,7 @@ does not commit.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 from sqlalchemy import event as sa_event
@@ -22,16 +24,18 @@ from eventbus.types import (
     EVENT_TYPES,
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
+    ORDER_REFUNDED,
     ORDER_SHIPPED,
     USER_REGISTERED,
     OrderChanged,
+    OrderRefunded,
     UserRegistered,
 )
 from notification_service.mailer import Mailer
-from notification_service.models import NotificationKind
+from notification_service.models import NotificationKind, Recipient
 from notification_service.repository import RecipientRepository
 from notification_service.service import NotificationService
-from notification_service.templates import order_message, welcome
+from notification_service.templates import order_message, refund_message, welcome
 from notification_service.webhooks.service import owe_deliveries
 
 KIND_OF_EVENT = {
@@ -101,9 +105,7 @@ def mail_handlers(mailer: Mailer) -> EventHandlers:
     async def notify_order_owner(session: AsyncSession, event: EventEnvelope) -> None:
         """Mail the owner that the order was confirmed, cancelled or shipped."""
         order = OrderChanged.model_validate(event.data)
-        recipient = await RecipientRepository(session).get(order.user_id)
-        if recipient is None:
-            raise RecipientUnknown(f"no address known for user {order.user_id}")
+        recipient = await _recipient(session, order.user_id)
         kind = KIND_OF_EVENT[event.type]
         await NotificationService(session).notify(
             mailer,
@@ -114,4 +116,25 @@ def mail_handlers(mailer: Mailer) -> EventHandlers:
             order_id=order.order_id,
         )
 
+    @handlers.on(ORDER_REFUNDED)
+    async def notify_refund(session: AsyncSession, event: EventEnvelope) -> None:
+        """Mail the owner what was refunded."""
+        refund = OrderRefunded.model_validate(event.data)
+        recipient = await _recipient(session, refund.user_id)
+        await NotificationService(session).notify(
+            mailer,
+            user_id=refund.user_id,
+            kind=NotificationKind.ORDER_REFUNDED,
+            message=refund_message(refund, name=recipient.full_name),
+            recipient=recipient.email,
+            order_id=refund.order_id,
+        )
+
     return handlers
+
+
+async def _recipient(session: AsyncSession, user_id: uuid.UUID) -> Recipient:
+    recipient = await RecipientRepository(session).get(user_id)
+    if recipient is None:
+        raise RecipientUnknown(f"no address known for user {user_id}")
+    return recipient

@@ -41,6 +41,7 @@ class NotificationKind(StrEnum):
     ORDER_CONFIRMED = "order_confirmed"
     ORDER_CANCELLED = "order_cancelled"
     ORDER_SHIPPED = "order_shipped"
+    ORDER_REFUNDED = "order_refunded"
 
 
 class NotificationStatus(StrEnum):

@@ -8,7 +8,7 @@ from string import Template
 
 import pycountry
 
-from eventbus.types import OrderChanged, OrderItem, ShippingAddress
+from eventbus.types import OrderChanged, OrderItem, OrderRefunded, ShippingAddress
 from notification_service.models import NotificationKind
 
 SHOP_NAME = "E-Shop"
@@ -25,6 +25,7 @@ _SUBJECTS = {
     NotificationKind.ORDER_CONFIRMED: Template("Your order $order is confirmed"),
     NotificationKind.ORDER_CANCELLED: Template("Your order $order was cancelled"),
     NotificationKind.ORDER_SHIPPED: Template("Your order $order is on its way"),
+    NotificationKind.ORDER_REFUNDED: Template("Your refund of $amount for order $order"),
 }
 
 _BODIES = {
@@ -51,6 +52,15 @@ _BODIES = {
     ),
     NotificationKind.ORDER_SHIPPED: Template(
         "Hello $name,\n\nyour order $order_id has shipped.\n\n$items\n$address\nThe $shop team\n"
+    ),
+    NotificationKind.ORDER_REFUNDED: Template(
+        "Hello $name,\n\n"
+        "we have refunded part of your order $order_id$reason.\n\n"
+        "$items\n"
+        "Refunded: $amount\n"
+        "$address\n"
+        "The money goes back to the card you paid with.\n\n"
+        "The $shop team\n"
     ),
 }
 
@@ -116,4 +126,21 @@ def order_message(kind: NotificationKind, order: OrderChanged, *, name: str) -> 
         "address": receipt_address(order.shipping_address),
         "reason": _REASONS.get(reason, reason.replace("_", " ")),
     }
+    return Message(_SUBJECTS[kind].substitute(values), _BODIES[kind].substitute(values))
+
+
+def refund_message(refund: OrderRefunded, *, name: str) -> Message:
+    currency = refund.currency or ""
+    items = "\n".join(receipt_line(item, currency) for item in refund.items)
+    values = {
+        "shop": SHOP_NAME,
+        "name": name,
+        "order": str(refund.order_id)[:8],
+        "order_id": str(refund.order_id),
+        "items": items + "\n" if items else "",
+        "amount": _money(refund.amount, currency),
+        "address": receipt_address(refund.shipping_address),
+        "reason": f" ({refund.reason})" if refund.reason else "",
+    }
+    kind = NotificationKind.ORDER_REFUNDED
     return Message(_SUBJECTS[kind].substitute(values), _BODIES[kind].substitute(values))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -49,6 +49,28 @@ def _problem_type(response: httpx.Response) -> str:
     return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
+BatchT = TypeVar("BatchT", bound=BaseModel)
+
+
+async def _get_batch(
+    client: ServiceClient,
+    upstream: str,
+    path: str,
+    product_ids: Iterable[uuid.UUID],
+    model: type[BatchT],
+    what: str,
+) -> BatchT:
+    """GET `path?ids=...` for many products in one call, parsed as `model`."""
+    ids = [str(product_id) for product_id in dict.fromkeys(product_ids)]
+    response = await client.request(upstream, "GET", path, params={"ids": ids})
+    if response.status_code != 200:
+        raise _unusable(upstream, response, what)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as error:
+        raise _unusable(upstream, response, what) from error
+
+
 class _CatalogItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -73,16 +95,14 @@ class Catalog:
         self, product_ids: Iterable[uuid.UUID]
     ) -> dict[uuid.UUID, CatalogProduct]:
         """The products the catalog knows among `product_ids` (active or not), by id."""
-        ids = [str(product_id) for product_id in dict.fromkeys(product_ids)]
-        response = await self.client.request(
-            PRODUCT_UPSTREAM, "GET", "/internal/v1/products", params={"ids": ids}
+        batch = await _get_batch(
+            self.client,
+            PRODUCT_UPSTREAM,
+            "/internal/v1/products",
+            product_ids,
+            _CatalogBatch,
+            "a product lookup",
         )
-        if response.status_code != 200:
-            raise _unusable(PRODUCT_UPSTREAM, response, "a product lookup")
-        try:
-            batch = _CatalogBatch.model_validate_json(response.content)
-        except ValidationError as error:
-            raise _unusable(PRODUCT_UPSTREAM, response, "a product lookup") from error
         return {
             item.id: CatalogProduct(
                 id=item.id,
@@ -115,6 +135,19 @@ class ReserveOutcome:
     product_id: uuid.UUID | None = None
 
 
+class _StockLevel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    product_id: uuid.UUID
+    available: int
+
+
+class _StockLevels(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: list[_StockLevel]
+
+
 class Inventory:
     """Reservations are idempotent per order id at inventory_service, so every call here
     may be retried safely (`idempotent=True`) even though they are POSTs."""
@@ -132,6 +165,18 @@ class Inventory:
                 f"{INVENTORY_UPSTREAM} is failing; calls are paused for a moment.",
                 headers={"Retry-After": str(breaker.retry_after())},
             )
+
+    async def available(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """Units available now of each product that has a stock record, in one call."""
+        levels = await _get_batch(
+            self.client,
+            INVENTORY_UPSTREAM,
+            "/internal/v1/stock",
+            product_ids,
+            _StockLevels,
+            "a stock lookup",
+        )
+        return {level.product_id: level.available for level in levels.items}
 
     async def reserve(
         self, order_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]]

@@ -13,7 +13,7 @@ from order_service.config import Settings
 from order_service.errors import IdempotencyKeyInvalid, IdempotencyKeyMissing
 from order_service.models import PurchaseOrder
 from order_service.payments import PaymentProvider
-from order_service.service import OrderService
+from order_service.service import CartService, OrderService, RefundService
 from shared.auth import CurrentClaims
 from shared.service import HttpClientDep, SessionDep
 
@@ -35,6 +35,21 @@ async def get_order_service(
 
 
 OrderServiceDep = Annotated[OrderService, Depends(get_order_service)]
+
+
+async def get_cart_service(orders: OrderServiceDep) -> CartService:
+    return CartService(orders.session, orders.saga.catalog, orders.saga.inventory, orders)
+
+
+CartServiceDep = Annotated[CartService, Depends(get_cart_service)]
+
+
+async def get_refund_service(request: Request, session: SessionDep) -> RefundService:
+    payments: PaymentProvider = request.app.state.payments
+    return RefundService(session, payments)
+
+
+RefundServiceDep = Annotated[RefundService, Depends(get_refund_service)]
 
 
 async def idempotency_key(

@@ -112,3 +112,46 @@ class IdempotencyKeyInProgress(Conflict):
             "A request with this Idempotency-Key is still being processed; retry shortly.",
             headers={"Retry-After": "1"},
         )
+
+
+class CartFull(Conflict):
+    title = "Cart full"
+    type_slug = "cart-full"
+
+    def __init__(self, max_lines: int) -> None:
+        super().__init__(
+            f"A cart holds at most {max_lines} products; check out or remove some first.",
+            extra={"max_lines": max_lines},
+        )
+
+
+class CartEmpty(Conflict):
+    title = "Cart empty"
+    type_slug = "cart-empty"
+
+    def __init__(self) -> None:
+        super().__init__("The cart is empty; add products before checking out.")
+
+
+class RefundExceedsOrder(UnprocessableEntity):
+    title = "Refund exceeds the order"
+    type_slug = "refund-exceeds-order"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(
+            "Some lines ask to refund more units than the order has left to refund, or "
+            "products it does not have; see `errors`.",
+            extra={"errors": errors},
+        )
+
+
+class OrderHasRefunds(Conflict):
+    title = "Order has refunds"
+    type_slug = "order-has-refunds"
+
+    def __init__(self, order_id: uuid.UUID) -> None:
+        super().__init__(
+            f"Order {order_id} was partly refunded, so it cannot be cancelled; refund the "
+            "rest of it instead.",
+            extra={"order_id": str(order_id)},
+        )

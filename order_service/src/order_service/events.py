@@ -2,10 +2,15 @@
 
 Every status change is staged in the transaction that makes it: `order.created` with
 the `pending` order, then `order.confirmed`, `order.cancelled` (with the cancel reason),
-`order.shipped` and `order.delivered`. Each carries a receipt (names, prices, currency,
+`order.shipped` and `order.delivered`, and `order.refunded` with each refund. Each
+carries a receipt (names, prices, currency,
 shipping address), so consumers never need to ask this service what was ordered."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,13 +20,15 @@ from eventbus.types import (
     ORDER_CONFIRMED,
     ORDER_CREATED,
     ORDER_DELIVERED,
+    ORDER_REFUNDED,
     ORDER_SHIPPED,
     OrderChanged,
     OrderItem,
+    OrderRefunded,
     ShippingAddress,
 )
 from order_service.domain.states import OrderStatus
-from order_service.models import PurchaseOrder
+from order_service.models import PurchaseOrder, Refund
 
 SOURCE = "order_service"
 
@@ -57,6 +64,37 @@ async def stage_order_event(session: AsyncSession, order: PurchaseOrder) -> None
         shipping_address=shipping_address_of(order),
     )
     await add_event(session, EVENT_OF_STATUS[order.status], data, SOURCE)
+
+
+async def stage_refund_event(
+    session: AsyncSession,
+    order: PurchaseOrder,
+    refund: Refund,
+    bought: Mapping[uuid.UUID, tuple[str, Decimal]],
+) -> None:
+    """`order.refunded`, in the transaction that records the refund; `bought` is the
+    (product name, unit price) of each of the order's products."""
+    data = OrderRefunded(
+        order_id=order.id,
+        user_id=order.user_id,
+        refund_id=refund.id,
+        amount=refund.amount,
+        items=[
+            OrderItem(
+                product_id=line.product_id,
+                quantity=line.quantity,
+                product_name=bought[line.product_id][0],
+                unit_price=bought[line.product_id][1],
+                line_total=line.amount,
+            )
+            for line in refund.lines
+        ],
+        restock=refund.restock,
+        currency=order.currency,
+        shipping_address=shipping_address_of(order),
+        reason=refund.reason,
+    )
+    await add_event(session, ORDER_REFUNDED, data, SOURCE)
 
 
 def shipping_address_of(order: PurchaseOrder) -> ShippingAddress | None:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from eventbus import add_events
-from order_service.api import order_stream, orders
+from order_service.api import cart, order_stream, orders
 from order_service.clients import INVENTORY_UPSTREAM, PRODUCT_UPSTREAM, Inventory
 from order_service.config import Settings, get_settings
 from order_service.payments import SandboxPaymentProvider
@@ -65,5 +65,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     service.add_auth()
     service.add_lifespan(lifespan)
-    service.add_routers(orders.router, order_stream.router)
+    service.add_routers(orders.router, order_stream.router, cart.router)
     return service.build()

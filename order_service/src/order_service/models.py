@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    UniqueConstraint,
     false,
     text,
 )
@@ -55,6 +56,10 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
             name="cancel_reason_matches_status",
         ),
         CheckConstraint("total_amount >= 0", name="total_amount_non_negative"),
+        CheckConstraint(
+            "refunded_amount >= 0 AND refunded_amount <= total_amount",
+            name="refunded_amount_in_range",
+        ),
         # A customer's orders, newest first.
         Index("ix_purchase_order_user_id_created_at", "user_id", "created_at"),
         # Every order, newest first (administrators), and the sweep's pending orders.
@@ -85,6 +90,8 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
     compensation_pending: Mapped[bool] = mapped_column(default=False, server_default=false())
     #: Where to ship, as the customer gave it (`schemas.ShippingAddress`); None if not given.
     shipping_address: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: What refunds paid back so far.
+    refunded_amount: Mapped[Decimal] = mapped_column(default=Decimal("0.00"), server_default="0")
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order",
@@ -102,6 +109,11 @@ class OrderLine(Base):
     __table_args__ = (
         CheckConstraint("quantity BETWEEN 1 AND 100", name="quantity_in_range"),
         CheckConstraint("unit_price > 0", name="unit_price_positive"),
+        # What settles two concurrent refunds of the last unit: only one can add it.
+        CheckConstraint(
+            "refunded_quantity >= 0 AND refunded_quantity <= quantity",
+            name="refunded_quantity_in_range",
+        ),
     )
 
     order_id: Mapped[uuid.UUID] = mapped_column(
@@ -114,6 +126,8 @@ class OrderLine(Base):
     unit_price: Mapped[Decimal]
     quantity: Mapped[int]
     line_total: Mapped[Decimal]
+    #: Units paid back by refunds so far.
+    refunded_quantity: Mapped[int] = mapped_column(default=0, server_default="0")
 
     order: Mapped[PurchaseOrder] = relationship(back_populates="lines", lazy="raise")
 
@@ -141,6 +155,95 @@ class OrderTimelineEntry(Base):
 
     # Never loaded; it tells the unit of work to insert a new order before its entry.
     order: Mapped[PurchaseOrder] = relationship(lazy="raise")
+
+
+class Refund(IdMixin, Base):
+    """Money paid back for some units of an order (and, with `restock`, the units put
+    back on sale by inventory_service, from the `order.refunded` event).
+
+    `(requested_by, idempotency_key)` is unique: the refund's row is inserted first in
+    its transaction, so a retried or concurrent request with the same key waits for the
+    first and then finds its refund."""
+
+    __tablename__ = "refund"
+    __table_args__ = (
+        UniqueConstraint("requested_by", "idempotency_key"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_refund_order_id_created_at", "order_id", "created_at"),
+        # The sweep: refunds recorded but not yet paid back by the provider.
+        Index(
+            "ix_refund_unpaid_created_at",
+            "created_at",
+            postgresql_where=text("payment_refund_id IS NULL"),
+            sqlite_where=text("payment_refund_id IS NULL"),
+        ),
+    )
+
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("purchase_order.id", ondelete="CASCADE"))
+    amount: Mapped[Decimal]
+    restock: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    #: The administrator who asked for it, and the Idempotency-Key they sent.
+    requested_by: Mapped[uuid.UUID]
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: SHA-256 of the request (order and body): a key sent again with another is a 422.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    #: The payment provider's reference once the money went back; None until then.
+    payment_refund_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime]
+
+    lines: Mapped[list[RefundLine]] = relationship(
+        order_by="RefundLine.position",
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+    # Never loaded; it tells the unit of work the order's row comes first.
+    order: Mapped[PurchaseOrder] = relationship(lazy="raise")
+
+
+class RefundLine(Base):
+    __tablename__ = "refund_line"
+    __table_args__ = (
+        CheckConstraint("quantity BETWEEN 1 AND 100", name="quantity_in_range"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+    )
+
+    refund_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("refund.id", ondelete="CASCADE"), primary_key=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    position: Mapped[int]
+    quantity: Mapped[int]
+    #: The order line's unit price times `quantity`.
+    amount: Mapped[Decimal]
+
+
+class Cart(Base):
+    """A customer's cart. Its row is locked (updated) by every change of its lines, so
+    concurrent changes of one cart are settled one after the other, 50-line limit
+    included."""
+
+    __tablename__ = "cart"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    updated_at: Mapped[datetime]
+
+
+class CartLine(Base):
+    """A product in a cart and how many; names and prices are the catalog's, read when
+    the cart is shown."""
+
+    __tablename__ = "cart_line"
+    __table_args__ = (CheckConstraint("quantity BETWEEN 1 AND 100", name="quantity_in_range"),)
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("cart.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    product_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    quantity: Mapped[int]
+    #: Lines show in the order they were first added.
+    added_at: Mapped[datetime]
 
 
 class IdempotencyState(StrEnum):

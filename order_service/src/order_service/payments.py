@@ -2,7 +2,7 @@
 
 `PaymentProvider` is what checkout needs of a provider; `SandboxPaymentProvider` is the
 one the contract describes (`tok_ok` approves, `tok_decline` declines). A real provider
-(Stripe, Adyen) implements the same three calls with its SDK, passing the order id as
+(Stripe, Adyen) implements the same four calls with its SDK, passing the order id as
 its idempotency key so that a retried charge or refund never takes or returns money
 twice.
 """
@@ -48,6 +48,14 @@ class PaymentProvider(Protocol):
         nothing more when it was already refunded."""
         ...
 
+    async def pay_back(
+        self, *, order_id: uuid.UUID, refund_id: uuid.UUID, amount: Decimal, currency: str
+    ) -> str:
+        """Give `amount` of the order's payment back (a partial refund) and return the
+        provider's reference; `refund_id` is the idempotency key, so paying the same
+        refund again returns the first reference and moves no more money."""
+        ...
+
 
 class SandboxPaymentProvider:
     """Approves `tok_ok`, declines `tok_decline`, knows no other token; keeps no state,
@@ -76,3 +84,17 @@ class SandboxPaymentProvider:
 
     async def refund(self, *, order_id: uuid.UUID) -> None:
         logger.info("sandbox payment refunded", extra={"order_id": str(order_id)})
+
+    async def pay_back(
+        self, *, order_id: uuid.UUID, refund_id: uuid.UUID, amount: Decimal, currency: str
+    ) -> str:
+        logger.info(
+            "sandbox partial refund paid",
+            extra={
+                "order_id": str(order_id),
+                "refund_id": str(refund_id),
+                "amount": str(amount),
+                "currency": currency,
+            },
+        )
+        return f"re_sandbox_{refund_id.hex}"

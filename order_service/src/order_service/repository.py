@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +19,7 @@ from sqlalchemy import (
     inspect,
     literal_column,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,11 +34,14 @@ from order_service.domain.states import (
     TimelineEvent,
 )
 from order_service.models import (
+    Cart,
+    CartLine,
     IdempotencyKey,
     IdempotencyState,
     OrderLine,
     OrderTimelineEntry,
     PurchaseOrder,
+    Refund,
 )
 from shared.db import utcnow
 from shared.paging import PageResult, SortKey, fetch_page
@@ -46,6 +51,12 @@ from shared.schemas import PageParams
 def _rowcount(result: object) -> int:
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def _insert(session: AsyncSession) -> Any:
+    """The dialect's INSERT, for `ON CONFLICT` clauses."""
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 class OrderRepository:
@@ -128,6 +139,7 @@ class OrderRepository:
         to: OrderStatus,
         sources: Collection[OrderStatus],
         cancel_reason: CancelReason | None = None,
+        conditions: Sequence[ColumnElement[bool]] = (),
         **values: Any,
     ) -> PurchaseOrder | None:
         """Move the order to `to` if it is in one of `sources`, recording it on the
@@ -136,7 +148,7 @@ class OrderRepository:
         now = utcnow()
         statement = (
             update(PurchaseOrder)
-            .where(PurchaseOrder.id == order_id, PurchaseOrder.status.in_(sources))
+            .where(PurchaseOrder.id == order_id, PurchaseOrder.status.in_(sources), *conditions)
             .values(status=to, cancel_reason=cancel_reason, updated_at=now, **values)
             .returning(PurchaseOrder)
             .execution_options(populate_existing=True)
@@ -154,6 +166,42 @@ class OrderRepository:
             # Lines never change: the ones loaded with the order before are still right.
             await self.session.refresh(order, ["lines"])
         return order
+
+    async def add_refunded(
+        self, order_id: uuid.UUID, amount: Decimal, sources: Collection[OrderStatus], now: datetime
+    ) -> PurchaseOrder | None:
+        """Add `amount` to the order's refunded amount if it is in one of `sources`
+        (holding its row lock to the end of the transaction); None otherwise."""
+        statement = (
+            update(PurchaseOrder)
+            .where(PurchaseOrder.id == order_id, PurchaseOrder.status.in_(sources))
+            .values(refunded_amount=PurchaseOrder.refunded_amount + amount, updated_at=now)
+            .returning(PurchaseOrder)
+            .execution_options(populate_existing=True)
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def refund_units(self, order_id: uuid.UUID, product_id: uuid.UUID, quantity: int) -> bool:
+        """Count `quantity` more units of the line as refunded; False when the line
+        has fewer left (or the order has no such line). One conditional UPDATE: of
+        concurrent refunds of the last unit exactly one passes."""
+        result = await self.session.execute(
+            update(OrderLine)
+            .where(
+                OrderLine.order_id == order_id,
+                OrderLine.product_id == product_id,
+                OrderLine.refunded_quantity + quantity <= OrderLine.quantity,
+            )
+            .values(refunded_quantity=OrderLine.refunded_quantity + quantity)
+        )
+        return _rowcount(result) == 1
+
+    async def currencies(self, order_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
+        statement = select(PurchaseOrder.id, PurchaseOrder.currency).where(
+            PurchaseOrder.id.in_(order_ids)
+        )
+        rows = await self.session.execute(statement)
+        return {row.id: row.currency for row in rows}
 
     async def set_values(self, order_id: uuid.UUID, **values: Any) -> None:
         """Change bookkeeping columns (not the status, not `updated_at`)."""
@@ -221,11 +269,9 @@ class IdempotencyRepository:
 
         `ON CONFLICT DO NOTHING` on the primary key: of concurrent claims exactly one
         inserts, whatever the timing, and the others do not raise."""
-        dialect = self.session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         now = utcnow()
         statement = (
-            insert(IdempotencyKey)
+            _insert(self.session)(IdempotencyKey)
             .values(
                 user_id=user_id,
                 key=key,
@@ -290,3 +336,134 @@ class IdempotencyRepository:
             )
         )
         return _rowcount(result)
+
+
+class CartRepository:
+    """A cart's lines. Every change first locks the cart's row (`lock`), so the count of
+    lines a change sees cannot be changed by another request before it commits."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, user_id: uuid.UUID) -> Cart | None:
+        return await self.session.get(Cart, user_id, populate_existing=True)
+
+    async def lines(self, user_id: uuid.UUID) -> Sequence[CartLine]:
+        """The cart's lines in the order they were added."""
+        statement = (
+            select(CartLine)
+            .where(CartLine.user_id == user_id)
+            .order_by(CartLine.added_at, CartLine.product_id)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def lock(self, user_id: uuid.UUID, now: datetime) -> None:
+        """Create the cart or mark it changed at `now`, holding its row lock (the
+        database's write lock on SQLite) until the transaction ends."""
+        statement = _insert(self.session)(Cart).values(user_id=user_id, updated_at=now)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[Cart.user_id], set_={"updated_at": statement.excluded.updated_at}
+            )
+        )
+
+    async def set_quantity(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, quantity: int, now: datetime
+    ) -> bool:
+        """Change an existing line's quantity; False when the cart has no such line."""
+        result = await self.session.execute(
+            update(CartLine)
+            .where(CartLine.user_id == user_id, CartLine.product_id == product_id)
+            .values(quantity=quantity)
+        )
+        return _rowcount(result) == 1
+
+    async def count(self, user_id: uuid.UUID) -> int:
+        total = await self.session.scalar(
+            select(func.count()).select_from(CartLine).where(CartLine.user_id == user_id)
+        )
+        return total or 0
+
+    async def add_line(
+        self, user_id: uuid.UUID, product_id: uuid.UUID, quantity: int, now: datetime
+    ) -> None:
+        self.session.add(
+            CartLine(user_id=user_id, product_id=product_id, quantity=quantity, added_at=now)
+        )
+        await self.session.flush()
+
+    async def remove_line(self, user_id: uuid.UUID, product_id: uuid.UUID) -> bool:
+        result = await self.session.execute(
+            delete(CartLine).where(CartLine.user_id == user_id, CartLine.product_id == product_id)
+        )
+        return _rowcount(result) == 1
+
+    async def remove_ordered(
+        self, user_id: uuid.UUID, lines: Collection[tuple[uuid.UUID, int]]
+    ) -> int:
+        """Remove the lines an order bought: the same product and quantity. A line
+        changed while the order was being placed stays in the cart."""
+        result = await self.session.execute(
+            delete(CartLine).where(
+                CartLine.user_id == user_id,
+                tuple_(CartLine.product_id, CartLine.quantity).in_(list(lines)),
+            )
+        )
+        return _rowcount(result)
+
+    async def delete(self, user_id: uuid.UUID) -> None:
+        await self.session.execute(delete(CartLine).where(CartLine.user_id == user_id))
+        await self.session.execute(delete(Cart).where(Cart.user_id == user_id))
+
+
+class RefundRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def by_key(self, requested_by: uuid.UUID, key: str) -> Refund | None:
+        statement = (
+            select(Refund)
+            .where(Refund.requested_by == requested_by, Refund.idempotency_key == key)
+            .options(selectinload(Refund.lines))
+        )
+        return (await self.session.scalars(statement)).one_or_none()
+
+    async def add(self, refund: Refund) -> None:
+        """Insert the refund and its lines (flushed, not committed): a second refund
+        with the same (requested_by, idempotency_key) breaks the unique constraint."""
+        self.session.add(refund)
+        await self.session.flush()
+
+    async def page(
+        self, order_id: uuid.UUID, *, limit: int, offset: int
+    ) -> tuple[Sequence[Refund], int]:
+        """One page of the order's refunds, newest first, and the total."""
+        total = await self.session.scalar(
+            select(func.count()).select_from(Refund).where(Refund.order_id == order_id)
+        )
+        statement = (
+            select(Refund)
+            .where(Refund.order_id == order_id)
+            .options(selectinload(Refund.lines))
+            .order_by(Refund.created_at.desc(), Refund.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return (await self.session.scalars(statement)).all(), total or 0
+
+    async def unpaid(self, before: datetime, limit: int) -> Sequence[Refund]:
+        """Refunds recorded before `before` whose money has not gone back yet."""
+        statement = (
+            select(Refund)
+            .where(Refund.payment_refund_id.is_(None), Refund.created_at < before)
+            .order_by(Refund.created_at)
+            .limit(limit)
+        )
+        return (await self.session.scalars(statement)).all()
+
+    async def mark_paid(self, refund_id: uuid.UUID, reference: str) -> None:
+        await self.session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id, Refund.payment_refund_id.is_(None))
+            .values(payment_refund_id=reference)
+        )

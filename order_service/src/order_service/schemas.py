@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Annotated
 
 import pycountry
-from pydantic import AfterValidator, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from order_service.domain.pricing import RequestedLine
 from order_service.domain.states import CancelReason, OrderStatus, TimelineEvent
-from shared.schemas import Money, RequestModel, ResponseModel, SingleLineText
+from shared.schemas import Money, MultiLineText, RequestModel, ResponseModel, SingleLineText
 
 MAX_LINES = 50
 MAX_QUANTITY = 100
@@ -110,6 +110,7 @@ class OrderRead(ResponseModel):
     currency: str
     cancel_reason: CancelReason | None
     shipping_address: ShippingAddressRead | None
+    refunded_amount: Money
     created_at: datetime
     updated_at: datetime
 
@@ -121,3 +122,84 @@ class TimelineEntryRead(ResponseModel):
     #: The cancel reason (`cancelled`) or the refund's id (`refunded`); else null.
     detail: str | None
     at: datetime
+
+
+class CartLineUpdate(RequestModel):
+    # Strict: "3", 3.0 and true are not quantities.
+    quantity: Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
+
+
+class CartCheckout(RequestModel):
+    """Check the cart out: its lines become an order, as POST /v1/orders would place it."""
+
+    payment_token: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=255),
+        Field(examples=["tok_ok"], description="From the payment provider's client SDK."),
+    ]
+    shipping_address: ShippingAddress | None = None
+
+    def fingerprint(self) -> str:
+        # Marked as a cart's, so one key cannot replay a POST /v1/orders answer here.
+        return fingerprint({"cart_checkout": self.model_dump(mode="json", exclude_none=True)})
+
+
+class CartLineRead(BaseModel):
+    product_id: uuid.UUID
+    #: The catalog's name and price now; the order takes them at checkout.
+    product_name: str
+    unit_price: Money
+    quantity: int
+    line_total: Money
+    #: Units available now; 0 for a product no longer sold; null while inventory does
+    #: not answer.
+    available: int | None
+
+
+class CartRead(BaseModel):
+    items: list[CartLineRead]
+    total_amount: Money
+    #: The currency of the lines' prices; null for an empty cart.
+    currency: str | None
+    #: When a line was last changed; null for a cart never used.
+    updated_at: datetime | None
+
+
+class RefundLineCreate(RequestModel):
+    product_id: uuid.UUID
+    quantity: Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
+
+
+class RefundCreate(RequestModel):
+    """Units of an order's lines to pay back; `restock` puts them back on sale."""
+
+    lines: list[RefundLineCreate] = Field(min_length=1, max_length=MAX_LINES)
+    restock: Annotated[bool, Field(strict=True)] = False
+    reason: Annotated[MultiLineText, StringConstraints(min_length=1, max_length=500)] | None = None
+
+    @field_validator("lines")
+    @classmethod
+    def _distinct_products(cls, lines: list[RefundLineCreate]) -> list[RefundLineCreate]:
+        if len({line.product_id for line in lines}) != len(lines):
+            raise ValueError("each product may appear in one line only; add up the quantities")
+        return lines
+
+    def fingerprint(self, order_id: uuid.UUID) -> str:
+        body = self.model_dump(mode="json", exclude_none=True)
+        return fingerprint({"refund_of": str(order_id), **body})
+
+
+class RefundLineRead(ResponseModel):
+    product_id: uuid.UUID
+    quantity: int
+    amount: Money
+
+
+class RefundRead(ResponseModel):
+    id: uuid.UUID
+    order_id: uuid.UUID
+    amount: Money
+    lines: list[RefundLineRead]
+    restock: bool
+    reason: str | None
+    created_at: datetime

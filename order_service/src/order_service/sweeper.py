@@ -8,7 +8,8 @@ A task in each process (started in the lifespan) runs every `ORDER_SWEEP_SECONDS
    cancelled as `expired`, and its stock and payment are given back.
 2. A cancelled order whose compensation could not be done at once (inventory was down)
    gets it retried.
-3. Idempotency keys left `in_progress` by a crash are forgotten, and answers past their
+3. A refund whose money the provider could not pay back at once is paid back.
+4. Idempotency keys left `in_progress` by a crash are forgotten, and answers past their
    retention are deleted.
 
 Several processes may sweep at once: each cancellation is a conditional UPDATE from
@@ -29,7 +30,8 @@ from order_service.domain.states import CancelReason, OrderStatus
 from order_service.events import stage_order_event
 from order_service.metrics import count_order
 from order_service.payments import PaymentProvider
-from order_service.repository import IdempotencyRepository, OrderRepository
+from order_service.repository import IdempotencyRepository, OrderRepository, RefundRepository
+from order_service.service import RefundService
 from shared.db import Database, utcnow
 from shared.tracing import untraced
 
@@ -42,10 +44,11 @@ BATCH_SIZE = 100
 class SweepReport:
     expired: int = 0
     compensated: int = 0
+    refunds_paid: int = 0
     keys_deleted: int = 0
 
     def __bool__(self) -> bool:
-        return bool(self.expired or self.compensated or self.keys_deleted)
+        return bool(self.expired or self.compensated or self.refunds_paid or self.keys_deleted)
 
 
 class Sweeper:
@@ -69,6 +72,9 @@ class Sweeper:
             now - timedelta(seconds=self.settings.pending_order_timeout_seconds)
         )
         report.compensated = await self._finish_compensations(
+            now - timedelta(seconds=self.settings.order_sweep_seconds)
+        )
+        report.refunds_paid = await self._pay_unpaid_refunds(
             now - timedelta(seconds=self.settings.order_sweep_seconds)
         )
         async with self.database.sessionmaker() as session:
@@ -129,6 +135,21 @@ class Sweeper:
                 done += 1
             return done
 
+    async def _pay_unpaid_refunds(self, before: datetime) -> int:
+        async with self.database.sessionmaker() as session:
+            refunds = await RefundRepository(session).unpaid(before, BATCH_SIZE)
+            currencies = await OrderRepository(session).currencies(
+                {refund.order_id for refund in refunds}
+            )
+            await session.commit()
+            paid = 0
+            service = RefundService(session, self.payments)
+            for refund in refunds:
+                if not await service.pay_back(refund, currencies[refund.order_id]):
+                    break  # the provider is still down: try again next time
+                paid += 1
+            return paid
+
     async def run_forever(self) -> None:
         """Sweep until cancelled; a failed sweep is logged and tried again."""
         while True:
@@ -144,6 +165,7 @@ class Sweeper:
                         extra={
                             "expired": report.expired,
                             "compensated": report.compensated,
+                            "refunds_paid": report.refunds_paid,
                             "keys_deleted": report.keys_deleted,
                         },
                     )

@@ -4,11 +4,19 @@ routes /internal (they are protected by the network, like every /internal route)
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from inventory_service.deps import ReservationServiceDep, SettingsDep
-from inventory_service.schemas import ReservationCreate, ReservationRead, ReservationRelease
+from inventory_service.deps import ReservationServiceDep, SettingsDep, StockServiceDep
+from inventory_service.schemas import (
+    MAX_BATCH_IDS,
+    ReservationCreate,
+    ReservationRead,
+    ReservationRelease,
+    StockBatch,
+    StockRead,
+)
 
 router = APIRouter(prefix="/internal/v1/reservations", tags=["internal"])
 
@@ -64,3 +72,18 @@ async def release_reservation(
     reserved anything, which a caller undoing a checkout may treat as done."""
     reason = (data or ReservationRelease()).reason
     return ReservationRead.model_validate(await reservations.release(order_id, reason))
+
+
+#: Stock levels of many products in one call (order_service's cart shows up to 50 lines).
+stock_levels = APIRouter(prefix="/internal/v1/stock", tags=["internal"])
+
+
+@stock_levels.get("")
+async def read_stock_levels(
+    ids: Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_BATCH_IDS)],
+    stock: StockServiceDep,
+) -> StockBatch:
+    """Stock of the products asked for (those without a stock record are left out)."""
+    return StockBatch(
+        items=[StockRead.model_validate(record) for record in await stock.get_many(ids)]
+    )

@@ -9,9 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
-from order_service.deps import IdempotencyKeyDep, OrderServiceDep, OwnedOrder
+from order_service.deps import IdempotencyKeyDep, OrderServiceDep, OwnedOrder, RefundServiceDep
 from order_service.domain.states import OrderStatus
-from order_service.schemas import OrderCreate, OrderRead, TimelineEntryRead
+from order_service.schemas import (
+    OrderCreate,
+    OrderRead,
+    RefundCreate,
+    RefundRead,
+    TimelineEntryRead,
+)
 from shared.auth import AdminClaims, CurrentClaims
 from shared.schemas import Page, PageDep
 
@@ -89,3 +95,38 @@ async def deliver_order(
 ) -> OrderRead:
     """Mark a shipped order delivered (administrators)."""
     return OrderRead.model_validate(await orders.deliver(order_id))
+
+
+@router.post(
+    "/{order_id}/refunds",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RefundRead,
+    responses={
+        400: {**_PROBLEM, "description": "Idempotency-Key missing or malformed"},
+        409: {**_PROBLEM, "description": "The order is not paid for (pending or cancelled)"},
+        422: {**_PROBLEM, "description": "More units than are left to refund, or a bad body"},
+    },
+)
+async def refund_order(
+    order_id: uuid.UUID,
+    data: RefundCreate,
+    admin: AdminClaims,
+    key: IdempotencyKeyDep,
+    refunds: RefundServiceDep,
+) -> JSONResponse:
+    """Pay back units of a confirmed, shipped or delivered order (administrators);
+    `restock` puts them back on sale. Retrying with the same Idempotency-Key and body
+    replays the refund."""
+    answer = await refunds.refund(order_id, admin.user_id, key, data)
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return JSONResponse(
+        answer.refund.model_dump(mode="json"), status_code=status.HTTP_201_CREATED, headers=headers
+    )
+
+
+@router.get("/{order_id}/refunds")
+async def list_refunds(
+    order: OwnedOrder, refunds: RefundServiceDep, page: PageDep
+) -> Page[RefundRead]:
+    """The order's refunds, newest first."""
+    return await refunds.page(order, page)

@@ -51,6 +51,9 @@ def can_move(current: OrderStatus, target: OrderStatus) -> bool:
 #: Cancelling gives stock back (and refunds) only from these; later it is too late.
 CANCELLABLE = sources_of(OrderStatus.CANCELLED)
 
+#: An order's units may be refunded once paid for, until the end (refunds change no status).
+REFUNDABLE = frozenset({OrderStatus.CONFIRMED, OrderStatus.SHIPPED, OrderStatus.DELIVERED})
+
 
 class TimelineEvent(StrEnum):
     """What an order's timeline records: each status change, and each refund."""
