@@ -301,12 +301,28 @@ class TestOrderRefunded:
         self, app: FastAPI, inventory: Inventory, topology: Topology
     ) -> None:
         lamp = await inventory.stocked_product(10)
-        held = uuid.uuid4()
-        await inventory.reserve(held, {lamp: 2})
-        events = [refund_event(held, {lamp: 2}), refund_event(uuid.uuid4(), {lamp: 1})]
+        released = uuid.uuid4()
+        await inventory.reserve(released, {lamp: 2})
+        await inventory.release(released, "payment_declined")
+        events = [refund_event(released, {lamp: 2}), refund_event(uuid.uuid4(), {lamp: 1})]
 
         await publish(topology, *events)
 
         await eventually(lambda: processed(app, events[0]))
         await eventually(lambda: processed(app, events[1]))
-        assert await inventory.units(lamp) == (8, 2, 0)
+        assert await inventory.units(lamp) == (10, 0, 0)
+
+    async def test_a_refund_before_the_commit_waits_for_it(
+        self, app: FastAPI, inventory: Inventory, topology: Topology
+    ) -> None:
+        lamp = await inventory.stocked_product(10)
+        order_id = uuid.uuid4()
+        await inventory.reserve(order_id, {lamp: 2})
+        event = refund_event(order_id, {lamp: 1})
+
+        await publish(topology, event)
+        # Handed back while the reservation is only held; once committed, it restocks.
+        await inventory.commit(order_id)
+
+        await eventually(lambda: processed(app, event), within=30)
+        assert await inventory.units(lamp) == (9, 0, 1)

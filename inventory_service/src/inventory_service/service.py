@@ -101,6 +101,12 @@ class StockInconsistent(RuntimeError):
     edited the tables by hand); the transaction is rolled back."""
 
 
+class RestockTooEarly(RuntimeError):
+    """A refund of an order whose reservation is not committed here yet (its
+    `order.confirmed` is still on the way): raised so the event is handed back and
+    retried, instead of the refund being recorded as having nothing to restock."""
+
+
 class StockService:
     def __init__(self, session: AsyncSession, catalog: Catalog) -> None:
         self.session = session
@@ -253,6 +259,8 @@ class ReservationService:
         if not await self.reservations.add_restock(refund_id, order_id, now):
             return False  # this refund was restocked before
         reservation = await self.reservations.get(order_id)
+        if reservation is not None and reservation.status is ReservationStatus.RESERVED:
+            raise RestockTooEarly(f"order {order_id} is not committed yet")
         if reservation is None or reservation.status is not ReservationStatus.COMMITTED:
             # Never sold here (or given back whole already): no sold units to return.
             logger.warning(
