@@ -35,6 +35,14 @@ CONTRACT_ROUTES = {
     ("post", "/api/v1/orders/{}/cancel"),
     ("post", "/api/v1/orders/{}/ship"),
     ("post", "/api/v1/orders/{}/deliver"),
+    ("get", "/api/v1/orders/{}/timeline"),
+    ("post", "/api/v1/orders/{}/refunds"),
+    ("get", "/api/v1/orders/{}/refunds"),
+    ("get", "/api/v1/cart"),
+    ("put", "/api/v1/cart/items/{}"),
+    ("delete", "/api/v1/cart/items/{}"),
+    ("delete", "/api/v1/cart"),
+    ("post", "/api/v1/cart/checkout"),
     ("get", "/api/v1/notifications"),
 }
 #: Anyone may call these; every other route needs a bearer token.
