@@ -30,6 +30,7 @@ class TestMergedDocument:
             "users",
             "products",
             "orders",
+            "cart",
             "inventory",
             "notifications",
             "webhooks",
