@@ -16,6 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     delete,
+    func,
     inspect,
     literal_column,
     select,
