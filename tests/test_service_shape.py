@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,7 +17,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordRequestForm
 
-from devstack import SERVICES
+from devstack import SERVICES, ServiceSpec
+from shared.errors import ProblemError
 
 REPO = Path(__file__).parents[1]
 #: Classes FastAPI instantiates as dependencies (a thread hop each; only on cold routes).
@@ -89,3 +92,43 @@ def test_env_example_documents_only_what_the_services_read() -> None:
         "LOG_LEVEL",
     }
     assert required <= documented
+
+
+def modules_of(package: str) -> Iterator[ModuleType]:
+    root = importlib.import_module(package)
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        yield importlib.import_module(info.name)
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=[spec.name for spec in SERVICES])
+def test_problem_types_live_in_errors_py(spec: ServiceSpec) -> None:
+    """One place for a service's errors: every problem type it defines is in `errors.py`."""
+    misplaced = {
+        f"{module.__name__}.{name}"
+        for module in modules_of(spec.package)
+        for name, value in vars(module).items()
+        if inspect.isclass(value)
+        and issubclass(value, ProblemError)
+        and value.__module__ == module.__name__
+        and module.__name__ != f"{spec.package}.errors"
+    }
+    assert not misplaced, f"problem types outside {spec.package}.errors: {sorted(misplaced)}"
+
+
+SERVICE_FILES = ("main.py", "config.py", "deps.py", "errors.py", "schemas.py", "service.py")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in SERVICES if spec.migrations],
+    ids=[spec.name for spec in SERVICES if spec.migrations],
+)
+def test_every_service_has_the_same_shape(spec: ServiceSpec) -> None:
+    source = REPO / spec.package / "src" / spec.package
+    missing = [
+        name
+        for name in (*SERVICE_FILES, "models.py", "repository.py", "api")
+        if not (source / name).exists()
+    ]
+    assert not missing, f"{spec.package} lacks {missing}"
+    assert not (source / "domain").exists(), "a domain/ package must be pure; see the README"

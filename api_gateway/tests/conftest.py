@@ -21,7 +21,6 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,7 +30,7 @@ from starlette.routing import Route
 from api_gateway.config import Settings
 from api_gateway.main import create_app
 from api_gateway.routing import ROUTES
-from service_testing import LocalTokens, free_port, serve
+from service_testing import LocalTokens, free_port, running_app, serve
 
 UPSTREAM_NAMES = ("user", "product", "order", "inventory", "notification")
 
@@ -306,7 +305,7 @@ def make_gateway(upstreams: dict[str, Upstream], tokens: LocalTokens) -> MakeGat
         """`local_tokens=False`: the real verifier, which asks the user service."""
         verifier = tokens.verifier() if local_tokens else None
         app = create_app(gateway_settings(upstreams, **overrides), token_verifier=verifier)
-        async with LifespanManager(app):
+        async with running_app(app):
             transport = httpx.ASGITransport(app=app, client=client)
             async with Gateway(transport=transport, base_url="http://gateway.test") as gateway:
                 gateway.app = app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from api_gateway.errors import BadPath
 from api_gateway.headers import (
     ClientHeaders,
     Hop,
@@ -17,7 +18,7 @@ from api_gateway.headers import (
     upstream_headers,
     upstream_url,
 )
-from api_gateway.routing import BadPath, is_public, resolve
+from api_gateway.routing import is_public, resolve
 from shared.errors import NotFound
 
 TRUSTED = Hop(peer="127.0.0.1", peer_trusted=True, scheme="http", request_id="rid")

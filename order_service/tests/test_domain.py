@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from order_service.domain.pricing import CatalogProduct, RequestedLine, price_order
-from order_service.domain.states import CANCELLABLE, OrderStatus, can_move, sources_of
 from order_service.errors import InvalidPaymentToken, MixedCurrencies, ProductUnavailable
 from order_service.payments import SandboxPaymentProvider
+from order_service.pricing import CatalogProduct, RequestedLine, price_order
 from order_service.schemas import OrderCreate
+from order_service.states import CANCELLABLE, OrderStatus, can_move, sources_of
 
 
 def product(price: str = "10.00", currency: str = "USD", active: bool = True) -> CatalogProduct:

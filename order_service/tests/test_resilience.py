@@ -17,8 +17,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from order_service.domain.pricing import PricedLine, PricedOrder
 from order_service.models import IdempotencyState, outbox_event
+from order_service.pricing import PricedLine, PricedOrder
 from order_service.repository import IdempotencyRepository, OrderRepository
 from service_testing import assert_problem
 from shared.db import utcnow

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import logging
 
+from api_gateway.errors import TokenCheckUnavailable
 from shared.auth import TokenClaims, TokenVerifier
-from shared.errors import ProblemError, ServiceUnavailable, Unauthorized
+from shared.errors import ProblemError, Unauthorized
 
 logger = logging.getLogger(__name__)
-
-
-class TokenCheckUnavailable(ServiceUnavailable):
-    title = "Access tokens cannot be checked"
-    type_slug = "token-check-unavailable"
 
 
 async def authenticate(

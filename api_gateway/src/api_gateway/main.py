@@ -67,9 +67,7 @@ def create_app(
         ),
         stream_request_bodies=True,
     )
-    service.add_tracing()
-    service.add_metrics()
-    service.add_health()
+    service.add_service_defaults()
     # The user service is the client's default upstream already.
     service.add_http_client(
         upstreams={

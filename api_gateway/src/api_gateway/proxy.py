@@ -28,6 +28,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from api_gateway.auth import authenticate
 from api_gateway.config import Settings
+from api_gateway.errors import ClientClosedRequest
 from api_gateway.headers import (
     Hop,
     client_response_headers,
@@ -45,11 +46,6 @@ logger = logging.getLogger(__name__)
 #: A response longer than this (or of unknown length) is relayed while watching for the
 #: client going away; a shorter one is over before that would matter.
 _WATCH_DISCONNECT_ABOVE = 64 * 1024
-
-
-class ClientClosedRequest(BadRequest):
-    title = "Client closed request"
-    type_slug = "client-closed-request"
 
 
 class RequestBody:

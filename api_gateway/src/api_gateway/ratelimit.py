@@ -22,7 +22,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 
 from api_gateway.config import IPNetwork, Settings
-from shared.errors import TooManyRequests
+from api_gateway.errors import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,6 @@ class SweptMemoryStorage(MemoryStorage):
         if now - self._swept_at >= _SWEEP_INTERVAL:
             self._swept_at = now
             await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
-
-
-class RateLimited(TooManyRequests):
-    title = "Too many requests"
-    type_slug = "rate-limited"
 
 
 class RateLimiter:

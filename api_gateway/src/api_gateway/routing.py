@@ -5,18 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.errors import BadRequest, NotFound
+from api_gateway.errors import BadPath
+from shared.errors import NotFound
 
 API_PREFIX = b"/api/v1/"
-
-#: ServiceClient upstream name -> the service's name in `/health`.
-UPSTREAM_SERVICES = {
-    "user": "user_service",
-    "product": "product_service",
-    "order": "order_service",
-    "inventory": "inventory_service",
-    "notification": "notification_service",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +67,6 @@ class Target:
     path: str
     public: bool
     stream: bool = False
-
-
-class BadPath(BadRequest):
-    title = "Invalid request path"
-    type_slug = "invalid-path"
 
 
 def resolve(method: str, raw_path: bytes, path: str) -> Target:

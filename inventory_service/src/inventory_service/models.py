@@ -9,7 +9,6 @@ from enum import StrEnum
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Enum,
     ForeignKey,
     Index,
     MetaData,
@@ -19,7 +18,14 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from eventbus import inbox_table
-from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, TimestampMixin, utcnow
+from shared.db import (
+    NAMING_CONVENTION,
+    TYPE_ANNOTATION_MAP,
+    TimestampMixin,
+    one_of,
+    string_enum,
+    utcnow,
+)
 
 
 class Base(DeclarativeBase):
@@ -60,7 +66,7 @@ class Reservation(TimestampMixin, Base):
 
     __tablename__ = "reservation"
     __table_args__ = (
-        CheckConstraint("status IN ('reserved', 'committed', 'released')", name="status_known"),
+        CheckConstraint(one_of("status", ReservationStatus), name="status_known"),
         # The expiry sweep: only reservations still holding stock, soonest first.
         Index(
             "ix_reservation_reserved_expires_at",
@@ -72,13 +78,7 @@ class Reservation(TimestampMixin, Base):
 
     order_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     status: Mapped[ReservationStatus] = mapped_column(
-        Enum(
-            ReservationStatus,
-            native_enum=False,
-            length=16,
-            values_callable=lambda statuses: [status.value for status in statuses],
-        ),
-        default=ReservationStatus.RESERVED,
+        string_enum(ReservationStatus, 16), default=ReservationStatus.RESERVED
     )
     reason: Mapped[str | None] = mapped_column(String(64), default=None)
     expires_at: Mapped[datetime]

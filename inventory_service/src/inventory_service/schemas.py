@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from inventory_service.config import MAX_RESERVATION_TTL_SECONDS
 from inventory_service.models import ReservationStatus
@@ -93,7 +93,3 @@ class ReservationRead(ResponseModel):
     expires_at: datetime
     created_at: datetime
     updated_at: datetime
-
-
-class SweepResult(BaseModel):
-    released: int

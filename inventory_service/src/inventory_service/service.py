@@ -1,4 +1,4 @@
-"""The inventory's domain logic: what the routes and the expiry sweep call.
+"""The inventory's domain logic: what the routes and the sweeper call.
 
 Every change of stock happens in one transaction with the status change that causes
 it, and each status change is a conditional UPDATE (`WHERE status = :expected`), so a
@@ -16,84 +16,24 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory_service.catalog import Catalog
+from inventory_service.errors import (
+    InsufficientStock,
+    ProductNotFound,
+    ReservationMismatch,
+    ReservationNotFound,
+    ReservationReleased,
+    StockNotFound,
+)
 from inventory_service.metrics import count_reservation
 from inventory_service.models import Reservation, ReservationStatus, Stock
+from inventory_service.product_client import ProductClient
 from inventory_service.repository import ReservationRepository, StockRepository
 from inventory_service.schemas import ReservationCreate
 from shared.db import is_unique_violation, utcnow
-from shared.errors import Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
 EXPIRED = "expired"
-
-
-class StockNotFound(NotFound):
-    title = "No stock record"
-    type_slug = "stock-not-found"
-
-    def __init__(self, product_id: uuid.UUID) -> None:
-        super().__init__(
-            f"There is no stock record for product {product_id}.",
-            extra={"product_id": str(product_id)},
-        )
-
-
-class ProductNotFound(NotFound):
-    title = "Product not found"
-    type_slug = "product-not-found"
-
-    def __init__(self, product_id: uuid.UUID) -> None:
-        super().__init__(
-            f"The catalog has no product with id {product_id}.",
-            extra={"product_id": str(product_id)},
-        )
-
-
-class InsufficientStock(Conflict):
-    title = "Insufficient stock"
-    type_slug = "insufficient-stock"
-
-    def __init__(self, product_id: uuid.UUID) -> None:
-        super().__init__(
-            f"Product {product_id} does not have the quantity asked for available; "
-            "nothing was reserved.",
-            extra={"product_id": str(product_id)},
-        )
-
-
-class ReservationNotFound(NotFound):
-    title = "Reservation not found"
-    type_slug = "reservation-not-found"
-
-    def __init__(self, order_id: uuid.UUID) -> None:
-        super().__init__(
-            f"There is no reservation for order {order_id}.", extra={"order_id": str(order_id)}
-        )
-
-
-class ReservationMismatch(Conflict):
-    title = "Reservation exists with other lines"
-    type_slug = "reservation-mismatch"
-
-    def __init__(self, order_id: uuid.UUID) -> None:
-        super().__init__(
-            f"Order {order_id} already has a reservation with other products or quantities.",
-            extra={"order_id": str(order_id)},
-        )
-
-
-class ReservationReleased(Conflict):
-    title = "Reservation released"
-    type_slug = "reservation-released"
-
-    def __init__(self, reservation: Reservation) -> None:
-        super().__init__(
-            f"The reservation for order {reservation.order_id} was released "
-            f"({reservation.reason}); its stock is no longer held.",
-            extra={"order_id": str(reservation.order_id), "reason": reservation.reason},
-        )
 
 
 class StockInconsistent(RuntimeError):
@@ -108,7 +48,7 @@ class RestockTooEarly(RuntimeError):
 
 
 class StockService:
-    def __init__(self, session: AsyncSession, catalog: Catalog) -> None:
+    def __init__(self, session: AsyncSession, catalog: ProductClient) -> None:
         self.session = session
         self.catalog = catalog
         self.stock = StockRepository(session)

@@ -11,15 +11,18 @@ from fastapi import Depends, Request
 from notification_service.config import Settings
 from notification_service.service import NotificationService
 from notification_service.webhooks.service import WebhookService
-from shared.service import SessionDep
+from shared.service import SessionDep, app_settings
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
 async def get_notification_service(session: SessionDep) -> NotificationService:
     return NotificationService(session)
 
 
-async def get_webhook_service(session: SessionDep, request: Request) -> WebhookService:
-    settings: Settings = request.app.state.settings
+async def get_webhook_service(
+    session: SessionDep, settings: SettingsDep, request: Request
+) -> WebhookService:
     return WebhookService(
         session,
         secret_box=request.app.state.webhook_secret_box,

@@ -60,9 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="The notification log (welcome and order e-mails, sent by SMTP when "
         "a server is configured, recorded otherwise) and signed, retried webhooks.",
     )
-    service.add_tracing()
-    service.add_metrics()
-    service.add_health()
+    service.add_service_defaults()
     service.add_database()
     add_events(
         service,

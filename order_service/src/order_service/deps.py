@@ -8,29 +8,57 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from order_service.clients import Catalog, Inventory
+from order_service.checkout import Compensator
 from order_service.config import Settings
 from order_service.errors import IdempotencyKeyInvalid, IdempotencyKeyMissing
+from order_service.inventory_client import InventoryClient
 from order_service.models import PurchaseOrder
 from order_service.payments import PaymentProvider
+from order_service.product_client import ProductClient
 from order_service.service import CartService, OrderService, RefundService
+from order_service.status_watch import OrderStatusWatch
 from shared.auth import CurrentClaims
-from shared.service import HttpClientDep, SessionDep
+from shared.service import HttpClientDep, SessionDep, app_settings
 
 #: 1..255 printable ASCII characters (space to tilde).
 _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+async def get_payments(request: Request) -> PaymentProvider:
+    payments: PaymentProvider = request.app.state.payments
+    return payments
+
+
+async def get_compensator(request: Request) -> Compensator:
+    compensator: Compensator = request.app.state.compensator
+    return compensator
+
+
+async def get_status_watch(request: Request) -> OrderStatusWatch:
+    watch: OrderStatusWatch = request.app.state.status_watch
+    return watch
+
+
+PaymentsDep = Annotated[PaymentProvider, Depends(get_payments)]
+CompensatorDep = Annotated[Compensator, Depends(get_compensator)]
+StatusWatchDep = Annotated[OrderStatusWatch, Depends(get_status_watch)]
+
 
 async def get_order_service(
-    request: Request, session: SessionDep, client: HttpClientDep
+    session: SessionDep,
+    client: HttpClientDep,
+    settings: SettingsDep,
+    payments: PaymentsDep,
+    compensator: CompensatorDep,
 ) -> OrderService:
-    settings: Settings = request.app.state.settings
-    payments: PaymentProvider = request.app.state.payments
     return OrderService(
         session,
-        Catalog(client),
-        Inventory(client, ttl_seconds=settings.reservation_ttl_seconds),
+        ProductClient(client),
+        InventoryClient(client, ttl_seconds=settings.reservation_ttl_seconds),
         payments,
+        compensator,
     )
 
 
@@ -44,8 +72,7 @@ async def get_cart_service(orders: OrderServiceDep) -> CartService:
 CartServiceDep = Annotated[CartService, Depends(get_cart_service)]
 
 
-async def get_refund_service(request: Request, session: SessionDep) -> RefundService:
-    payments: PaymentProvider = request.app.state.payments
+async def get_refund_service(session: SessionDep, payments: PaymentsDep) -> RefundService:
     return RefundService(session, payments)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from order_service.domain.states import OrderStatus
+from order_service.states import OrderStatus
 from shared.errors import BadRequest, Conflict, NotFound, UnprocessableEntity
 
 

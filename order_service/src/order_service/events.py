@@ -27,8 +27,8 @@ from eventbus.types import (
     OrderRefunded,
     ShippingAddress,
 )
-from order_service.domain.states import OrderStatus
 from order_service.models import PurchaseOrder, Refund
+from order_service.states import OrderStatus
 
 SOURCE = "order_service"
 

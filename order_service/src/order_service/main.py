@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +9,11 @@ from fastapi import FastAPI
 
 from eventbus import add_events
 from order_service.api import cart, order_stream, orders
-from order_service.clients import INVENTORY_UPSTREAM, PRODUCT_UPSTREAM, Inventory
+from order_service.checkout import Compensator
 from order_service.config import Settings, get_settings
+from order_service.inventory_client import INVENTORY_UPSTREAM, InventoryClient
 from order_service.payments import SandboxPaymentProvider
+from order_service.product_client import PRODUCT_UPSTREAM
 from order_service.status_watch import OrderStatusWatch
 from order_service.sweeper import Sweeper
 from shared.service import ServiceBuilder
@@ -23,28 +23,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.payments = SandboxPaymentProvider()
-        sweeper = Sweeper(
-            app.state.database,
-            Inventory(app.state.http_client, ttl_seconds=settings.reservation_ttl_seconds),
-            app.state.payments,
-            settings,
+    async def payments_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """The payment provider, and the one Compensator that gives stock and payment
+        back for the checkout, cancellations and the sweep."""
+        payments = SandboxPaymentProvider()
+        inventory = InventoryClient(
+            app.state.http_client, ttl_seconds=settings.reservation_ttl_seconds
         )
-        app.state.sweeper = sweeper
+        app.state.payments = payments
+        app.state.compensator = Compensator(inventory, payments)
+        yield
+
+    @asynccontextmanager
+    async def status_watch_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """One poller of order statuses for every open order stream of this process."""
         status_watch = OrderStatusWatch(
             app.state.database, poll_seconds=settings.order_stream_poll_seconds
         )
         app.state.status_watch = status_watch
         await status_watch.start()
-        task = asyncio.create_task(sweeper.run_forever(), name="order-sweeper")
         try:
             yield
         finally:
             await status_watch.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+
+    def make_sweeper(app: FastAPI) -> Sweeper:
+        return Sweeper(app.state.database, app.state.compensator, settings)
 
     service = ServiceBuilder(
         settings,
@@ -52,9 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Orders and the checkout saga: catalog prices, stock reservations, "
         "sandbox payments and idempotent order placement.",
     )
-    service.add_tracing()
-    service.add_metrics()
-    service.add_health()
+    service.add_service_defaults()
     service.add_database()
     add_events(service, publishes=True)
     service.add_http_client(
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         }
     )
     service.add_auth()
-    service.add_lifespan(lifespan)
+    service.add_lifespan(payments_lifespan)
+    service.add_lifespan(status_watch_lifespan)
+    service.add_sweeper(make_sweeper, name="sweeper", interval_seconds=settings.order_sweep_seconds)
     service.add_routers(orders.router, order_stream.router, cart.router)
     return service.build()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Histogram
 
-from order_service.domain.states import CancelReason, OrderStatus
+from order_service.states import CancelReason, OrderStatus
 
 ORDERS = Counter(
     "orders",

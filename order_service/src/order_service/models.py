@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from eventbus import outbox_table
-from order_service.domain.states import CancelReason, OrderStatus, TimelineEvent
+from order_service.states import CancelReason, OrderStatus, TimelineEvent
 from shared.db import (
     NAMING_CONVENTION,
     TYPE_ANNOTATION_MAP,

@@ -27,13 +27,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from order_service.domain.pricing import PricedOrder
-from order_service.domain.states import (
-    TIMELINE_EVENT_OF_STATUS,
-    CancelReason,
-    OrderStatus,
-    TimelineEvent,
-)
 from order_service.models import (
     Cart,
     CartLine,
@@ -43,6 +36,13 @@ from order_service.models import (
     OrderTimelineEntry,
     PurchaseOrder,
     Refund,
+)
+from order_service.pricing import PricedOrder
+from order_service.states import (
+    TIMELINE_EVENT_OF_STATUS,
+    CancelReason,
+    OrderStatus,
+    TimelineEvent,
 )
 from shared.db import utcnow
 from shared.paging import PageResult, SortKey, fetch_page

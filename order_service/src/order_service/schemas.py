@@ -11,8 +11,8 @@ from typing import Annotated
 import pycountry
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
-from order_service.domain.pricing import RequestedLine
-from order_service.domain.states import CancelReason, OrderStatus, TimelineEvent
+from order_service.pricing import RequestedLine
+from order_service.states import CancelReason, OrderStatus, TimelineEvent
 from shared.schemas import Money, MultiLineText, RequestModel, ResponseModel, SingleLineText
 
 MAX_LINES = 50

@@ -37,17 +37,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.clients import Catalog, Inventory
-from order_service.domain.checkout import CheckoutSaga, Compensator, OnSettled
-from order_service.domain.pricing import CENT, PricedOrder, RequestedLine
-from order_service.domain.states import (
-    CANCELLABLE,
-    REFUNDABLE,
-    CancelReason,
-    OrderStatus,
-    TimelineEvent,
-    sources_of,
-)
+from order_service.checkout import CheckoutSaga, Compensator, OnSettled
 from order_service.errors import (
     CartEmpty,
     CartFull,
@@ -61,6 +51,7 @@ from order_service.errors import (
     field_error,
 )
 from order_service.events import stage_order_event, stage_refund_event
+from order_service.inventory_client import InventoryClient
 from order_service.metrics import count_order
 from order_service.models import (
     IdempotencyKey,
@@ -71,6 +62,8 @@ from order_service.models import (
     RefundLine,
 )
 from order_service.payments import PaymentProvider
+from order_service.pricing import CENT, PricedOrder, RequestedLine
+from order_service.product_client import ProductClient
 from order_service.repository import (
     CartRepository,
     IdempotencyRepository,
@@ -87,6 +80,14 @@ from order_service.schemas import (
     RefundCreate,
     RefundRead,
     ShippingAddress,
+)
+from order_service.states import (
+    CANCELLABLE,
+    REFUNDABLE,
+    CancelReason,
+    OrderStatus,
+    TimelineEvent,
+    sources_of,
 )
 from shared.auth import TokenClaims
 from shared.db import is_unique_violation, utcnow
@@ -134,16 +135,17 @@ class OrderService:
     def __init__(
         self,
         session: AsyncSession,
-        catalog: Catalog,
-        inventory: Inventory,
+        catalog: ProductClient,
+        inventory: InventoryClient,
         payments: PaymentProvider,
+        compensator: Compensator,
     ) -> None:
         self.session = session
         self.orders = OrderRepository(session)
         self.keys = IdempotencyRepository(session)
         self.payments = payments
-        self.saga = CheckoutSaga(session, catalog, inventory, payments)
-        self.compensator = Compensator(session, inventory, payments)
+        self.saga = CheckoutSaga(session, catalog, inventory, payments, compensator)
+        self.compensator = compensator
 
     async def place(self, user_id: uuid.UUID, key: str, data: OrderCreate) -> PlacedOrder:
         """POST /v1/orders: place the order in the body (see `checkout`)."""
@@ -281,7 +283,9 @@ class OrderService:
         count_order(OrderStatus.CANCELLED, CancelReason.CANCELLED_BY_USER)
         # When inventory is down the order is cancelled all the same; the sweep gives
         # the stock back once it answers again.
-        await self.compensator.give_back(order.id, CancelReason.CANCELLED_BY_USER.value)
+        await self.compensator.give_back(
+            self.session, order.id, CancelReason.CANCELLED_BY_USER.value
+        )
         return cancelled
 
     async def ship(self, order_id: uuid.UUID) -> PurchaseOrder:
@@ -313,7 +317,11 @@ class CartService:
     live from the catalog and inventory, one call each however many lines it has."""
 
     def __init__(
-        self, session: AsyncSession, catalog: Catalog, inventory: Inventory, orders: OrderService
+        self,
+        session: AsyncSession,
+        catalog: ProductClient,
+        inventory: InventoryClient,
+        orders: OrderService,
     ) -> None:
         self.session = session
         self.carts = CartRepository(session)

@@ -30,8 +30,8 @@ from sqlalchemy import select
 from sse_starlette import ServerSentEvent
 
 from eventbus.outbox import on_outbox_commit
-from order_service.domain.states import OrderStatus
 from order_service.models import PurchaseOrder
+from order_service.states import OrderStatus
 from shared.db import Database
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Crash repair: the background sweep of abandoned checkouts.
 
-A task in each process (started in the lifespan) runs every `ORDER_SWEEP_SECONDS`:
+A task in each process (`ServiceBuilder.add_sweeper`) runs every `ORDER_SWEEP_SECONDS`:
 
 1. An order still `pending` after the reservation TTL plus a grace period was abandoned
    (its checkout failed or its process died half-way; a running checkout never takes
@@ -18,22 +18,19 @@ Several processes may sweep at once: each cancellation is a conditional UPDATE f
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from order_service.clients import Inventory
+from order_service.checkout import Compensator
 from order_service.config import Settings
-from order_service.domain.checkout import Compensator
-from order_service.domain.states import CancelReason, OrderStatus
 from order_service.events import stage_order_event
 from order_service.metrics import count_order
-from order_service.payments import PaymentProvider
 from order_service.repository import IdempotencyRepository, OrderRepository, RefundRepository
 from order_service.service import RefundService
+from order_service.states import CancelReason, OrderStatus
 from shared.db import Database, utcnow
-from shared.tracing import untraced
+from shared.sweeps import SweepReport
 
 logger = logging.getLogger(__name__)
 
@@ -41,33 +38,24 @@ BATCH_SIZE = 100
 
 
 @dataclass
-class SweepReport:
+class OrderSweepReport(SweepReport):
     expired: int = 0
     compensated: int = 0
     refunds_paid: int = 0
     keys_deleted: int = 0
 
-    def __bool__(self) -> bool:
-        return bool(self.expired or self.compensated or self.refunds_paid or self.keys_deleted)
-
 
 class Sweeper:
-    def __init__(
-        self,
-        database: Database,
-        inventory: Inventory,
-        payments: PaymentProvider,
-        settings: Settings,
-    ) -> None:
+    def __init__(self, database: Database, compensator: Compensator, settings: Settings) -> None:
         self.database = database
-        self.inventory = inventory
-        self.payments = payments
+        self.compensator = compensator
+        self.payments = compensator.payments
         self.settings = settings
 
-    async def sweep(self, now: datetime | None = None) -> SweepReport:
+    async def sweep(self, now: datetime | None = None) -> OrderSweepReport:
         """One pass over everything that needs repair at `now` (default: this instant)."""
         now = now or utcnow()
-        report = SweepReport()
+        report = OrderSweepReport()
         report.expired = await self._expire_abandoned(
             now - timedelta(seconds=self.settings.pending_order_timeout_seconds)
         )
@@ -110,9 +98,7 @@ class Sweeper:
                     expired += 1
                     count_order(OrderStatus.CANCELLED, CancelReason.EXPIRED)
                     logger.info("abandoned order expired", extra={"order_id": str(order_id)})
-                    await Compensator(session, self.inventory, self.payments).give_back(
-                        order_id, CancelReason.EXPIRED.value
-                    )
+                    await self.compensator.give_back(session, order_id, CancelReason.EXPIRED.value)
             # Every order found has left `pending`, here or elsewhere, so this ends.
             if len(order_ids) < BATCH_SIZE:
                 return expired
@@ -129,8 +115,7 @@ class Sweeper:
                 if order is None or not order.compensation_pending:
                     continue
                 reason = (order.cancel_reason or CancelReason.EXPIRED).value
-                compensator = Compensator(session, self.inventory, self.payments)
-                if not await compensator.give_back(order_id, reason):
+                if not await self.compensator.give_back(session, order_id, reason):
                     break  # inventory is still down: try again next time
                 done += 1
             return done
@@ -149,24 +134,3 @@ class Sweeper:
                     break  # the provider is still down: try again next time
                 paid += 1
             return paid
-
-    async def run_forever(self) -> None:
-        """Sweep until cancelled; a failed sweep is logged and tried again."""
-        while True:
-            try:
-                with untraced():  # a trace per pass would bury the ones that matter
-                    report = await self.sweep()
-            except Exception:
-                logger.exception("the order sweep failed")
-            else:
-                if report:
-                    logger.info(
-                        "order sweep repaired",
-                        extra={
-                            "expired": report.expired,
-                            "compensated": report.compensated,
-                            "refunds_paid": report.refunds_paid,
-                            "keys_deleted": report.keys_deleted,
-                        },
-                    )
-            await asyncio.sleep(self.settings.order_sweep_seconds)

@@ -18,9 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Product service",
         description="The catalog: product search and reads for everyone, writes for admins.",
     )
-    service.add_tracing()
-    service.add_metrics()
-    service.add_health()
+    service.add_service_defaults()
     service.add_database()
     add_events(service, publishes=True)
     service.add_http_client()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from product_service.errors import DuplicateSku, ProductNotFound
 from product_service.events import stage_product_created, stage_product_updated
 from product_service.models import Product
 from product_service.repository import ProductRepository
@@ -18,27 +19,10 @@ from product_service.schemas import (
     ProductUpdate,
 )
 from shared.db import is_unique_violation, utcnow
-from shared.errors import Conflict, NotFound
 from shared.schemas import Page, PageParams
 
 #: Most products one internal lookup may ask for.
 MAX_BATCH_IDS = 100
-
-
-class ProductNotFound(NotFound):
-    title = "Product not found"
-    type_slug = "product-not-found"
-
-    def __init__(self, product_id: uuid.UUID) -> None:
-        super().__init__(f"There is no product with id {product_id}.")
-
-
-class DuplicateSku(Conflict):
-    title = "SKU already in use"
-    type_slug = "duplicate-sku"
-
-    def __init__(self, sku: str) -> None:
-        super().__init__(f"Another product already has SKU {sku!r}.", extra={"sku": sku})
 
 
 class ProductService:

@@ -7,18 +7,39 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from shared.auth import CurrentClaims
-from shared.service import SessionDep
+from shared.service import SessionDep, app_settings
+from user_service.config import Settings
+from user_service.keys import KeyRing
 from user_service.models import User
+from user_service.passwords import PasswordHasher
 from user_service.service import AccountService, TokenService
 
-
-async def get_account_service(request: Request, session: SessionDep) -> AccountService:
-    return AccountService(session, request.app.state.password_hasher)
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
-async def get_token_service(request: Request, session: SessionDep) -> TokenService:
-    state = request.app.state
-    return TokenService(session, state.password_hasher, state.key_ring, state.settings)
+async def get_key_ring(request: Request) -> KeyRing:
+    """The signing keys, loaded in the lifespan."""
+    key_ring: KeyRing = request.app.state.key_ring
+    return key_ring
+
+
+async def get_password_hasher(request: Request) -> PasswordHasher:
+    hasher: PasswordHasher = request.app.state.password_hasher
+    return hasher
+
+
+KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
+PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
+
+
+async def get_account_service(session: SessionDep, hasher: PasswordHasherDep) -> AccountService:
+    return AccountService(session, hasher)
+
+
+async def get_token_service(
+    session: SessionDep, hasher: PasswordHasherDep, keys: KeyRingDep, settings: SettingsDep
+) -> TokenService:
+    return TokenService(session, hasher, keys, settings)
 
 
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from eventbus import add_events
-from shared.auth import TokenVerifier, UserStatus
+from shared.auth import TokenVerifier
 from shared.db import Database
 from shared.service import ServiceBuilder
 from user_service.api import auth, internal, users
 from user_service.config import Settings, get_settings
 from user_service.keys import load_key_ring
-from user_service.models import User
 from user_service.passwords import PasswordHasher
-from user_service.service import AccountService
-
-
-class DatabaseUserStatus:
-    """`shared.auth.UserStatusSource` read straight from this service's own database."""
-
-    def __init__(self, database: Database) -> None:
-        self.database = database
-
-    async def get_status(self, user_id: uuid.UUID) -> UserStatus | None:
-        async with self.database.sessionmaker() as session:
-            user = await session.get(User, user_id)
-        return None if user is None else UserStatus(is_active=user.is_active, role=user.role)
+from user_service.service import AccountService, DatabaseUserStatus
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,9 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="User service",
         description="Accounts, argon2 passwords, access and refresh tokens, and the JWKS.",
     )
-    service.add_tracing()
-    service.add_metrics()
-    service.add_health()
+    service.add_service_defaults()
     service.add_database()
     add_events(service, publishes=True)
     service.add_lifespan(lifespan)

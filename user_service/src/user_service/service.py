@@ -10,10 +10,12 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db import utcnow
-from shared.errors import Conflict, NotFound, Unauthorized
+from shared.auth import UserStatus
+from shared.db import Database, utcnow
+from shared.errors import Conflict
 from shared.schemas import Page, PageParams
 from user_service.config import Settings
+from user_service.errors import EmailAlreadyRegistered, InvalidCredentials, UserNotFound
 from user_service.events import stage_user_registered
 from user_service.keys import KeyRing
 from user_service.models import RefreshToken, Role, User
@@ -28,19 +30,6 @@ from user_service.schemas import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-class EmailAlreadyRegistered(Conflict):
-    title = "E-mail already registered"
-    type_slug = "email-taken"
-
-
-class InvalidCredentials(Unauthorized):
-    title = "Invalid credentials"
-
-
-class UserNotFound(NotFound):
-    title = "User not found"
 
 
 def _token_hash(token: str) -> str:
@@ -197,3 +186,15 @@ class TokenService:
             }
         )
         return TokenPair(access_token=access_token, expires_in=ttl, refresh_token=refresh_token)
+
+
+class DatabaseUserStatus:
+    """`shared.auth.UserStatusSource` read straight from this service's own database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def get_status(self, user_id: uuid.UUID) -> UserStatus | None:
+        async with self.database.sessionmaker() as session:
+            user = await session.get(User, user_id)
+        return None if user is None else UserStatus(is_active=user.is_active, role=user.role)

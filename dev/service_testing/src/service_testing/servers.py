@@ -17,6 +17,9 @@ from fastapi import FastAPI
 from service_testing.tokens import LocalTokens
 from shared.auth import TokenVerifier, get_token_verifier
 
+#: How long an app under test may take to start.
+STARTUP_SECONDS = 60
+
 
 def accept_local_tokens(app: FastAPI, tokens: LocalTokens) -> None:
     """Make `app` verify `tokens`' tokens itself instead of asking the user service."""
@@ -33,7 +36,9 @@ async def running_app(app: FastAPI, tokens: LocalTokens | None = None) -> AsyncI
     """Run `app`'s lifespan around the block; with `tokens`, it accepts their tokens."""
     if tokens is not None:
         accept_local_tokens(app, tokens)
-    async with LifespanManager(app):
+    # asgi-lifespan's 5 s default is short for a start-up that hashes a password
+    # (user_service's administrator) on a busy CI machine.
+    async with LifespanManager(app, startup_timeout=STARTUP_SECONDS, shutdown_timeout=30):
         yield app
 
 

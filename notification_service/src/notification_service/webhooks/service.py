@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventbus import EventEnvelope
+from notification_service.errors import DeliveryNotFound, ForbiddenWebhookUrl, WebhookNotFound
 from notification_service.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from notification_service.schemas import (
     DeliveryRead,
@@ -22,31 +23,9 @@ from notification_service.webhooks.repository import DeliveryRepository, Endpoin
 from notification_service.webhooks.signing_secrets import SecretBox, new_secret
 from notification_service.webhooks.url_guard import ForbiddenHost, resolve_public
 from shared.db import utcnow
-from shared.errors import NotFound, UnprocessableEntity
 from shared.schemas import Page, PageParams
 
 logger = logging.getLogger(__name__)
-
-
-class WebhookNotFound(NotFound):
-    title = "Webhook not found"
-    type_slug = "webhook-not-found"
-
-    def __init__(self, endpoint_id: uuid.UUID) -> None:
-        super().__init__(f"There is no webhook endpoint with id {endpoint_id}.")
-
-
-class DeliveryNotFound(NotFound):
-    title = "Delivery not found"
-    type_slug = "webhook-delivery-not-found"
-
-    def __init__(self, delivery_id: uuid.UUID) -> None:
-        super().__init__(f"The endpoint has no delivery with id {delivery_id}.")
-
-
-class ForbiddenWebhookUrl(UnprocessableEntity):
-    title = "Webhook URL not allowed"
-    type_slug = "webhook-url-not-allowed"
 
 
 class WebhookService:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
-from order_service.config import Settings
+from order_service.deps import SettingsDep, StatusWatchDep
 from order_service.errors import OrderNotFound
-from order_service.status_watch import OrderStatusWatch, status_events
+from order_service.status_watch import status_events
 from shared.auth import CurrentClaims
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
-
-
-async def get_status_watch(request: Request) -> OrderStatusWatch:
-    watch: OrderStatusWatch = request.app.state.status_watch
-    return watch
-
-
-StatusWatchDep = Annotated[OrderStatusWatch, Depends(get_status_watch)]
 
 _STREAM: dict[str, Any] = {
     "description": "`status` events: `{status, cancel_reason, refunded_amount, at}`, the "
@@ -40,13 +32,12 @@ _STREAM: dict[str, Any] = {
     },
 )
 async def stream_order_status(
-    order_id: uuid.UUID, claims: CurrentClaims, watch: StatusWatchDep, request: Request
+    order_id: uuid.UUID, claims: CurrentClaims, watch: StatusWatchDep, settings: SettingsDep
 ) -> EventSourceResponse:
     """Watch an order's status live (yours, or any for administrators)."""
     first = await watch.current(order_id)
     if first is None or not (claims.is_admin or first.user_id == claims.user_id):
         raise OrderNotFound(order_id)
-    settings: Settings = request.app.state.settings
     return EventSourceResponse(
         status_events(watch, order_id, first), ping=settings.order_stream_ping_seconds
     )

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
 from order_service.deps import IdempotencyKeyDep, OrderServiceDep, OwnedOrder, RefundServiceDep
-from order_service.domain.states import OrderStatus
 from order_service.schemas import (
     OrderCreate,
     OrderRead,
@@ -18,6 +17,7 @@ from order_service.schemas import (
     RefundRead,
     TimelineEntryRead,
 )
+from order_service.states import OrderStatus
 from shared.auth import AdminClaims, CurrentClaims
 from shared.schemas import Page, PageDep
 

@@ -84,7 +84,7 @@ class ServiceSettings(BaseSettings):
     events_retry_delay_seconds: float = Field(default=0.5, ge=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)
 
-    # Telemetry (shared.telemetry). Traces are exported by OTLP/HTTP when the endpoint is
+    # Telemetry (shared.tracing). Traces are exported by OTLP/HTTP when the endpoint is
     # set (e.g. http://otel-collector:4318); without it no span is made at all.
     otel_exporter_otlp_endpoint: str = ""
     #: Share of new traces kept (0..1); a request that arrives with a sampled
@@ -94,10 +94,6 @@ class ServiceSettings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
-
-    @property
-    def jwks_url(self) -> str:
-        return f"{self.user_service_url.rstrip('/')}/v1/auth/jwks"
 
     def effective_database_url(self) -> str:
         """`DATABASE_URL`, or a SQLite file named after the service in the data directory."""

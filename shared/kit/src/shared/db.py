@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -16,7 +15,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
-    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
@@ -156,10 +154,6 @@ class Database:
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
-
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessionmaker() as session:
-            yield session
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -14,12 +14,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
 from enum import IntEnum
 from http.cookiejar import Cookie, CookieJar
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.metrics import CIRCUIT_STATE, UPSTREAM_REQUEST_SECONDS, UPSTREAM_REQUESTS
@@ -49,6 +51,30 @@ class UpstreamUnavailable(ServiceUnavailable):
 class CircuitOpen(UpstreamUnavailable):
     title = "Upstream circuit open"
     type_slug = "circuit-open"
+
+
+def unusable_answer(upstream: str, response: httpx.Response, what: str) -> UpstreamUnavailable:
+    """The 503 for an answer a caller cannot use (an unexpected status, a body that does
+    not parse): the dependency is not doing its job, and the client may retry later."""
+    headers = {}
+    if retry_after := response.headers.get("retry-after"):
+        headers["Retry-After"] = retry_after
+    logger.warning(
+        "unexpected upstream answer",
+        extra={"upstream": upstream, "status": response.status_code, "call": what},
+    )
+    return UpstreamUnavailable(
+        f"The {upstream} service answered {response.status_code} to {what}.", headers=headers
+    )
+
+
+def problem_type(response: httpx.Response) -> str:
+    """The `type` of a problem document answer ("" when the body is not one)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("type", "")) if isinstance(body, dict) else ""
 
 
 class UpstreamTimeout(GatewayTimeout):
@@ -335,3 +361,26 @@ class _WatchedBody(httpx.AsyncByteStream):
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter: 0..50 ms, 0..100 ms, ..."""
     return random.uniform(0, 0.05 * 2 ** (attempt - 1))  # noqa: S311 - jitter, not crypto
+
+
+BatchT = TypeVar("BatchT", bound=BaseModel)
+
+
+async def get_batch(
+    client: ServiceClient,
+    upstream: str,
+    path: str,
+    ids: Iterable[uuid.UUID],
+    model: type[BatchT],
+    what: str,
+) -> BatchT:
+    """GET `path?ids=...` for many records in one call, parsed as `model`; an answer
+    that is not a 200 or does not parse is `unusable_answer`."""
+    unique = [str(record_id) for record_id in dict.fromkeys(ids)]
+    response = await client.request(upstream, "GET", path, params={"ids": unique})
+    if response.status_code != 200:
+        raise unusable_answer(upstream, response, what)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as error:
+        raise unusable_answer(upstream, response, what) from error

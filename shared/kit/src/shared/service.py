@@ -2,14 +2,12 @@
 a service's `main.py` lists what it uses and nothing else.
 
     service = ServiceBuilder(settings, title="Order service")  # logs, problems, request ids
-    service.add_tracing()
-    service.add_metrics()
-    service.add_health()
+    service.add_service_defaults()  # tracing, metrics, health
     service.add_database()
     service.add_http_client(upstreams={"product": settings.product_service_url})
     add_events(service, publishes=True)  # eventbus
     service.add_auth()
-    service.add_lifespan(lifespan)  # the service's own background work
+    service.add_sweeper(make_sweeper, name="sweeper", interval_seconds=5)
     service.add_routers(orders.router)
     return service.build()
 
@@ -38,6 +36,7 @@ from shared.errors import ServiceUnavailable, install_error_handlers
 from shared.http import ServiceClient
 from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from shared.sweeps import RunningSweep, Sweeper
 from shared.tracing import configure_tracing, trace_engine
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -81,6 +80,13 @@ class ServiceBuilder:
         self._metrics = False
 
     # --- telemetry and probes -----------------------------------------------------------
+
+    def add_service_defaults(self) -> None:
+        """What every process has, like eShop's `AddServiceDefaults()`: tracing, metrics
+        and the health probes."""
+        self.add_tracing()
+        self.add_metrics()
+        self.add_health()
 
     def add_tracing(self) -> None:
         """OpenTelemetry traces, exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
@@ -170,6 +176,24 @@ class ServiceBuilder:
             yield
 
         self.add_lifespan(auth_lifespan)
+
+    def add_sweeper(
+        self, make: Callable[[FastAPI], Sweeper], *, name: str, interval_seconds: float
+    ) -> None:
+        """Run the sweeper `make` builds every `interval_seconds` in the background
+        (`app.state.<name>`, a `RunningSweep`), from start-up until shutdown."""
+
+        @asynccontextmanager
+        async def sweeper_lifespan(app: FastAPI) -> AsyncIterator[None]:
+            running = RunningSweep(make(app), name=name, interval_seconds=interval_seconds)
+            setattr(app.state, name, running)
+            running.start()
+            try:
+                yield
+            finally:
+                await running.stop()
+
+        self.add_lifespan(sweeper_lifespan)
 
     def add_routers(self, *routers: APIRouter) -> None:
         self._routers.extend(routers)
@@ -263,6 +287,14 @@ def metrics_router() -> APIRouter:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def app_settings(request: Request) -> ServiceSettings:
+    """The settings the app was built with: the one way a route reaches them (a
+    service's `deps.SettingsDep` narrows the type; `config.get_settings()` only reads
+    the environment for `create_app`)."""
+    settings: ServiceSettings = request.app.state.settings
+    return settings
 
 
 async def get_database(request: Request) -> Database:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from user_service.deps import AccountServiceDep, TokenServiceDep
+from user_service.deps import AccountServiceDep, KeyRingDep, TokenServiceDep
 from user_service.schemas import RefreshRequest, TokenPair, UserRead, UserRegister
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -34,8 +34,8 @@ async def refresh_token(data: RefreshRequest, tokens: TokenServiceDep) -> TokenP
 
 
 @router.get("/jwks")
-async def get_jwks(request: Request, response: Response) -> dict[str, Any]:
+async def get_jwks(keys: KeyRingDep, response: Response) -> dict[str, Any]:
     """Public keys that verify access tokens (RFC 7517)."""
     response.headers["Cache-Control"] = "public, max-age=300"
-    jwks: dict[str, Any] = request.app.state.key_ring.jwks
+    jwks: dict[str, Any] = keys.jwks
     return jwks

@@ -1,118 +1,32 @@
-"""What the order service asks product_service and inventory_service (their internal APIs).
+"""What the order service asks inventory_service (its internal API): stock levels and
+reservations.
 
 Calls go through the process's one `ServiceClient`: a service that cannot be reached
-or times out comes out as its 503/504 problem error. An answer these wrappers cannot
-use (an unexpected status, a body that does not parse) is a 503 too: the dependency is
-not doing its job, and the client may retry later.
+or times out comes out as its 503/504 problem error, and an answer this wrapper cannot
+use (an unexpected status, a body that does not parse) is a 503 too (`unusable_answer`).
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from order_service.domain.pricing import CatalogProduct
-from shared.http import CircuitOpen, CircuitState, ServiceClient, UpstreamUnavailable
+from shared.http import (
+    CircuitOpen,
+    CircuitState,
+    ServiceClient,
+    get_batch,
+    problem_type,
+    unusable_answer,
+)
 
-logger = logging.getLogger(__name__)
-
-PRODUCT_UPSTREAM = "product"
 INVENTORY_UPSTREAM = "inventory"
-
-
-def _unusable(upstream: str, response: httpx.Response, what: str) -> UpstreamUnavailable:
-    headers = {}
-    if retry_after := response.headers.get("retry-after"):
-        headers["Retry-After"] = retry_after
-    logger.warning(
-        "unexpected upstream answer",
-        extra={"upstream": upstream, "status": response.status_code, "call": what},
-    )
-    return UpstreamUnavailable(
-        f"The {upstream} service answered {response.status_code} to {what}.", headers=headers
-    )
-
-
-def _problem_type(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("type", "")) if isinstance(body, dict) else ""
-
-
-BatchT = TypeVar("BatchT", bound=BaseModel)
-
-
-async def _get_batch(
-    client: ServiceClient,
-    upstream: str,
-    path: str,
-    product_ids: Iterable[uuid.UUID],
-    model: type[BatchT],
-    what: str,
-) -> BatchT:
-    """GET `path?ids=...` for many products in one call, parsed as `model`."""
-    ids = [str(product_id) for product_id in dict.fromkeys(product_ids)]
-    response = await client.request(upstream, "GET", path, params={"ids": ids})
-    if response.status_code != 200:
-        raise _unusable(upstream, response, what)
-    try:
-        return model.model_validate_json(response.content)
-    except ValidationError as error:
-        raise _unusable(upstream, response, what) from error
-
-
-class _CatalogItem(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: uuid.UUID
-    name: str
-    price: Decimal
-    currency: str
-    is_active: bool
-
-
-class _CatalogBatch(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    items: list[_CatalogItem]
-
-
-class Catalog:
-    def __init__(self, client: ServiceClient) -> None:
-        self.client = client
-
-    async def get_products(
-        self, product_ids: Iterable[uuid.UUID]
-    ) -> dict[uuid.UUID, CatalogProduct]:
-        """The products the catalog knows among `product_ids` (active or not), by id."""
-        batch = await _get_batch(
-            self.client,
-            PRODUCT_UPSTREAM,
-            "/internal/v1/products",
-            product_ids,
-            _CatalogBatch,
-            "a product lookup",
-        )
-        return {
-            item.id: CatalogProduct(
-                id=item.id,
-                name=item.name,
-                price=item.price,
-                currency=item.currency,
-                is_active=item.is_active,
-            )
-            for item in batch.items
-        }
 
 
 class Reservation(StrEnum):
@@ -148,7 +62,7 @@ class _StockLevels(BaseModel):
     items: list[_StockLevel]
 
 
-class Inventory:
+class InventoryClient:
     """Reservations are idempotent per order id at inventory_service, so every call here
     may be retried safely (`idempotent=True`) even though they are POSTs."""
 
@@ -168,7 +82,7 @@ class Inventory:
 
     async def available(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
         """Units available now of each product that has a stock record, in one call."""
-        levels = await _get_batch(
+        levels = await get_batch(
             self.client,
             INVENTORY_UPSTREAM,
             "/internal/v1/stock",
@@ -197,13 +111,13 @@ class Inventory:
             # A repeat (200) answers with the reservation as it is now: a concurrent
             # cancellation may already have released it.
             return ReserveOutcome(self._status(response, "a reservation"))
-        if response.status_code == 409 and _problem_type(response).endswith("insufficient-stock"):
+        if response.status_code == 409 and problem_type(response).endswith("insufficient-stock"):
             try:
                 product_id = uuid.UUID(str(response.json()["product_id"]))
             except (ValueError, KeyError, TypeError):
                 product_id = None
             return ReserveOutcome(Reservation.INSUFFICIENT, product_id)
-        raise _unusable(INVENTORY_UPSTREAM, response, "a reservation")
+        raise unusable_answer(INVENTORY_UPSTREAM, response, "a reservation")
 
     async def commit(self, order_id: uuid.UUID) -> Reservation:
         """Turn the held stock into sold stock: COMMITTED, or RELEASED when the
@@ -216,11 +130,11 @@ class Inventory:
         )
         if response.status_code == 200:
             return self._status(response, "a commit")
-        if response.status_code == 409 and _problem_type(response).endswith("reservation-released"):
+        if response.status_code == 409 and problem_type(response).endswith("reservation-released"):
             return Reservation.RELEASED
         if response.status_code == 404:
             return Reservation.UNKNOWN
-        raise _unusable(INVENTORY_UPSTREAM, response, "a commit")
+        raise unusable_answer(INVENTORY_UPSTREAM, response, "a commit")
 
     async def release(self, order_id: uuid.UUID, reason: str) -> None:
         """Give the order's stock back, held or sold; done too when there is none."""
@@ -232,14 +146,14 @@ class Inventory:
             idempotent=True,
         )
         if response.status_code not in (200, 404):
-            raise _unusable(INVENTORY_UPSTREAM, response, "a release")
+            raise unusable_answer(INVENTORY_UPSTREAM, response, "a release")
 
     def _status(self, response: httpx.Response, what: str) -> Reservation:
         try:
             status = response.json()["status"]
             result = Reservation(status)
         except (ValueError, KeyError, TypeError) as error:
-            raise _unusable(INVENTORY_UPSTREAM, response, what) from error
+            raise unusable_answer(INVENTORY_UPSTREAM, response, what) from error
         if result not in (Reservation.RESERVED, Reservation.COMMITTED, Reservation.RELEASED):
-            raise _unusable(INVENTORY_UPSTREAM, response, what)
+            raise unusable_answer(INVENTORY_UPSTREAM, response, what)
         return result

@@ -38,14 +38,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.clients import Catalog, Inventory, Reservation
-from order_service.domain.pricing import PricedOrder, RequestedLine, price_order
-from order_service.domain.states import CancelReason, OrderStatus
 from order_service.events import stage_order_event
+from order_service.inventory_client import InventoryClient, Reservation
 from order_service.metrics import count_order, timed_step
 from order_service.models import PurchaseOrder
 from order_service.payments import PaymentProvider
+from order_service.pricing import PricedOrder, RequestedLine, price_order
+from order_service.product_client import ProductClient
 from order_service.repository import OrderRepository
+from order_service.states import CancelReason, OrderStatus
 from shared.errors import ProblemError
 
 logger = logging.getLogger(__name__)
@@ -59,20 +60,17 @@ OnSettled = Callable[[PurchaseOrder], Awaitable[None]]
 
 
 class Compensator:
-    """Gives back what an order took: its stock at inventory and its payment."""
+    """Gives back what an order took: its stock at inventory and its payment. One per
+    process (made in the lifespan): the checkout, a cancellation and the sweep share it."""
 
-    def __init__(
-        self, session: AsyncSession, inventory: Inventory, payments: PaymentProvider
-    ) -> None:
-        self.session = session
-        self.orders = OrderRepository(session)
+    def __init__(self, inventory: InventoryClient, payments: PaymentProvider) -> None:
         self.inventory = inventory
         self.payments = payments
 
-    async def give_back(self, order_id: uuid.UUID, reason: str) -> bool:
+    async def give_back(self, session: AsyncSession, order_id: uuid.UUID, reason: str) -> bool:
         """Release the order's stock and refund its payment, then clear its debt
-        (`compensation_pending`); False, with the debt left for the sweep, when a
-        dependency could not be reached."""
+        (`compensation_pending`) in `session`; False, with the debt left for the sweep,
+        when a dependency could not be reached."""
         try:
             await self.release_and_refund(order_id, reason)
         except ProblemError as error:
@@ -81,8 +79,8 @@ class Compensator:
                 extra={"order_id": str(order_id), "reason": reason, "error": str(error)},
             )
             return False
-        await self.orders.set_values(order_id, compensation_pending=False)
-        await self.session.commit()
+        await OrderRepository(session).set_values(order_id, compensation_pending=False)
+        await session.commit()
         return True
 
     async def release_and_refund(self, order_id: uuid.UUID, reason: str) -> None:
@@ -118,16 +116,17 @@ class CheckoutSaga:
     def __init__(
         self,
         session: AsyncSession,
-        catalog: Catalog,
-        inventory: Inventory,
+        catalog: ProductClient,
+        inventory: InventoryClient,
         payments: PaymentProvider,
+        compensator: Compensator,
     ) -> None:
         self.session = session
         self.orders = OrderRepository(session)
         self.catalog = catalog
         self.inventory = inventory
         self.payments = payments
-        self.compensator = Compensator(session, inventory, payments)
+        self.compensator = compensator
 
     async def price(self, lines: list[RequestedLine]) -> PricedOrder:
         """Step 1: the lines at the catalog's prices. Raises, with nothing created, for
@@ -242,5 +241,5 @@ class CheckoutSaga:
             count_order(outcome.status, outcome.cancel_reason)
         if order.status is OrderStatus.CANCELLED and (outcome.compensate or not settled_here):
             reason = (order.cancel_reason or CancelReason.EXPIRED).value
-            await self.compensator.give_back(order_id, reason)
+            await self.compensator.give_back(self.session, order_id, reason)
         return order

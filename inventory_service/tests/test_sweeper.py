@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from inventory_service.config import Settings
-from inventory_service.expiry import release_expired_reservations
+from inventory_service.sweeper import release_expired_reservations
 from service_testing import assert_problem
 from shared.db import utcnow
 
@@ -119,13 +119,13 @@ class TestBackgroundSweeper:
         fast = settings.model_copy(update={"reservation_sweep_seconds": 0.05})
 
         async with start_app(fast) as sweeping:
-            assert not sweeping.state.expiry_sweeper.done()
+            assert not sweeping.state.sweeper.done()
             await inventory.reserve(uuid.uuid4(), {product_id: 5}, ttl_seconds=1)
             deadline = time.monotonic() + 10
             while (await inventory.units(product_id)).available != 5:
                 assert time.monotonic() < deadline, "the reservation never expired"
                 await asyncio.sleep(0.05)
-            sweeper = sweeping.state.expiry_sweeper
+            sweeper = sweeping.state.sweeper
 
         assert sweeper.cancelled()
         assert await inventory.units(product_id) == (5, 0, 0)

@@ -1,4 +1,5 @@
-"""What the inventory service asks the catalog (product_service's internal API)."""
+"""What the inventory service asks product_service (its internal API): whether the
+catalog knows a product."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from shared.http import ServiceClient, UpstreamUnavailable
 PRODUCT_UPSTREAM = "product"
 
 
-class Catalog:
+class ProductClient:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 

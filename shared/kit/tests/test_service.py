@@ -1,0 +1,131 @@
+"""The service defaults as steps: lifespan parts start in order and stop in reverse,
+readiness follows the checks the steps add, and a sweep runs in the background."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from service_testing import eventually
+from shared.config import ServiceSettings
+from shared.service import Lifespan, ServiceBuilder
+from shared.sweeps import SweepReport
+
+
+def builder() -> ServiceBuilder:
+    settings = ServiceSettings(_env_file=None, service_name="probe_service", environment="test")
+    return ServiceBuilder(settings, title="probe")
+
+
+async def get(app: FastAPI, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        return await client.get(path)
+
+
+class TestLifespanParts:
+    async def test_start_in_the_order_added_and_stop_in_reverse(self) -> None:
+        events: list[str] = []
+
+        def part(name: str) -> Lifespan:
+            @asynccontextmanager
+            async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+                events.append(f"start {name}")
+                yield
+                events.append(f"stop {name}")
+
+            return lifespan
+
+        service = builder()
+        for name in ("database", "events", "auth"):
+            service.add_lifespan(part(name))
+
+        async with LifespanManager(service.build()):
+            assert events == ["start database", "start events", "start auth"]
+        assert events[3:] == ["stop auth", "stop events", "stop database"]
+
+
+class TestReadiness:
+    async def test_a_failing_check_is_a_503_and_a_degraded_one_a_200(self) -> None:
+        async def fails(app: FastAPI) -> None:
+            raise ConnectionError("down")
+
+        async def passes(app: FastAPI) -> None:
+            return None
+
+        required = builder()
+        required.add_health()
+        required.add_ready_check("cache", fails)
+        optional = builder()
+        optional.add_health()
+        optional.add_ready_check("store", passes)
+        optional.add_ready_check("broker", fails, degraded=True)
+
+        down = await get(required.build(), "/health/ready")
+        degraded = await get(optional.build(), "/health/ready")
+
+        assert down.status_code == 503
+        assert down.json()["checks"] == {"cache": "unavailable"}
+        assert degraded.status_code == 200
+        assert degraded.json() == {
+            "status": "degraded",
+            "checks": {"store": "ok", "broker": "unavailable"},
+        }
+
+    async def test_probes_and_metrics_exist_only_when_added(self) -> None:
+        bare = builder().build()
+        full = builder()
+        full.add_service_defaults()
+
+        assert (await get(bare, "/health/live")).status_code == 404
+        assert (await get(bare, "/metrics")).status_code == 404
+        assert (await get(full.build(), "/health/live")).json() == {"status": "ok"}
+        assert (await get(full.build(), "/metrics")).status_code == 200
+
+
+@dataclass
+class CountReport(SweepReport):
+    repaired: int = 0
+
+
+def test_a_report_is_true_when_the_pass_did_something() -> None:
+    assert CountReport(repaired=1)
+    assert not CountReport()
+
+
+class CountingSweeper:
+    def __init__(self) -> None:
+        self.passes = 0
+
+    async def sweep(self, now: datetime | None = None) -> CountReport:
+        self.passes += 1
+        if self.passes == 2:
+            raise RuntimeError("a failed pass is logged and tried again")
+        return CountReport()
+
+
+class TestSweeper:
+    async def test_runs_every_interval_survives_a_failed_pass_and_stops_with_the_app(
+        self,
+    ) -> None:
+        sweeper = CountingSweeper()
+        service = builder()
+        service.add_sweeper(lambda app: sweeper, name="probe_sweeper", interval_seconds=0.01)
+        app = service.build()
+
+        async with LifespanManager(app):
+            running = app.state.probe_sweeper
+            await eventually(lambda: sweeper.passes >= 4, within=5)
+            assert not running.done()
+            assert not await running.sweep()  # a pass that repaired nothing is falsy
+        assert running.cancelled()
+        passes = sweeper.passes
+        await asyncio.sleep(0.05)
+        assert sweeper.passes == passes

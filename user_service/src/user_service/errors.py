@@ -1,0 +1,18 @@
+"""The user service's problem types: what its routes answer when a request cannot be done."""
+
+from __future__ import annotations
+
+from shared.errors import Conflict, NotFound, Unauthorized
+
+
+class EmailAlreadyRegistered(Conflict):
+    title = "E-mail already registered"
+    type_slug = "email-taken"
+
+
+class InvalidCredentials(Unauthorized):
+    title = "Invalid credentials"
+
+
+class UserNotFound(NotFound):
+    title = "User not found"
