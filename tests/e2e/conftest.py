@@ -15,6 +15,7 @@ from devstack import SERVICES, Stack, running_stack
 from eventbus import Topology
 from service_testing import (
     OtlpReceiver,
+    RabbitMQNode,
     delete_topology,
     free_port,
     postgres_database,
@@ -25,18 +26,26 @@ ADMIN = {"username": "admin@example.com", "password": "admin-e2e-password"}
 
 
 @pytest.fixture(scope="session")
-async def events_env() -> AsyncIterator[Callable[[str], dict[str, str]]]:
-    """Exchange and queue names for one stack of this run (the local RabbitMQ is shared:
-    two stacks on the same queues would take each other's events)."""
+async def events_env(
+    rabbitmq_node: RabbitMQNode,
+) -> AsyncIterator[Callable[[str], dict[str, str]]]:
+    """The broker and the exchange and queue names of one stack of this run. The stacks
+    use the run's own RabbitMQ node (a test restarts it: the machine's shared broker is
+    other runs'), and names of their own on it (two stacks on the same queues would take
+    each other's events)."""
     made: list[Topology] = []
 
     def names(label: str) -> dict[str, str]:
         made.append(topology := unique_topology(label))
-        return {"EVENTS_EXCHANGE": topology.exchange, "EVENTS_QUEUE_PREFIX": topology.queue_prefix}
+        return {
+            "RABBITMQ_URL": rabbitmq_node.url,
+            "EVENTS_EXCHANGE": topology.exchange,
+            "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
+        }
 
     yield names
     for topology in made:
-        await delete_topology(topology, tuple(spec.name for spec in SERVICES))
+        await delete_topology(topology, tuple(spec.name for spec in SERVICES), rabbitmq_node.url)
 
 
 @pytest.fixture(scope="session")

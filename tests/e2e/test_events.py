@@ -5,7 +5,6 @@ orders reach the notification service, even when the broker was down meanwhile."
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ import pytest
 
 if TYPE_CHECKING:
     from conftest import Shop
+    from service_testing import RabbitMQNode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq]
 
@@ -117,25 +117,22 @@ async def test_a_customer_is_welcomed_and_told_the_order_is_confirmed(
     assert len(items) == 2, "each event notifies once"
 
 
-def rabbitmqctl(command: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", command], check=True, capture_output=True, timeout=120)
-
-
 async def test_orders_placed_while_the_broker_is_down_are_notified_once_it_returns(
-    gateway: httpx.AsyncClient, shop: Shop
+    gateway: httpx.AsyncClient, shop: Shop, rabbitmq_node: RabbitMQNode
 ) -> None:
+    """The stack's broker is the run's own node: stopping it disturbs no other run."""
     product_id = await stocked_product(gateway, await shop.admin_headers())
     email = f"outage-{uuid.uuid4().hex[:10]}@example.com"
     await shop.register(email)
     headers = await shop.headers(email)
     await wait_for_notifications(gateway, headers, {("welcome", None)})
 
-    rabbitmqctl("stop_app")
+    await asyncio.to_thread(rabbitmq_node.stop_app)
     try:
         # Checkout talks HTTP only: it does not need the broker.
         orders = [await place_order(gateway, headers, product_id) for _ in range(3)]
     finally:
-        rabbitmqctl("start_app")
+        await asyncio.to_thread(rabbitmq_node.start_app)
 
     expected = {("order_confirmed", order["id"]) for order in orders} | {("welcome", None)}
     # The relays and the consumer reconnect with growing pauses: allow for them.

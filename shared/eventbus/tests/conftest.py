@@ -26,7 +26,13 @@ from eventbus import (
     outbox_table,
 )
 from eventbus.outbox import OUTBOX
-from service_testing import RABBITMQ_URL, delete_topology, postgres_database, unique_topology
+from service_testing import (
+    RABBITMQ_URL,
+    RabbitMQNode,
+    delete_topology,
+    postgres_database,
+    unique_topology,
+)
 from shared.db import NAMING_CONVENTION, Database
 
 SERVICE = "listener"
@@ -91,9 +97,9 @@ async def topology() -> AsyncIterator[Topology]:
     await delete_topology(names, (SERVICE,))
 
 
-@pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
-    broker = Broker(RABBITMQ_URL, name="events-test", reconnect_seconds=0.2)
+@contextlib.asynccontextmanager
+async def connected_broker(url: str) -> AsyncIterator[Broker]:
+    broker = Broker(url, name="events-test", reconnect_seconds=0.2)
     await broker.start()
     async with asyncio.timeout(10):
         await broker.connection()
@@ -101,6 +107,12 @@ async def broker() -> AsyncIterator[Broker]:
         yield broker
     finally:
         await broker.close()
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Broker]:
+    async with connected_broker(RABBITMQ_URL) as broker:
+        yield broker
 
 
 class Harness:
@@ -214,3 +226,18 @@ async def harness(database: Database, broker: Broker, topology: Topology) -> Asy
     finally:
         with contextlib.suppress(Exception):
             await harness.stop_all()
+
+
+@pytest.fixture
+async def harness_on_own_node(
+    database: Database, topology: Topology, rabbitmq_node: RabbitMQNode
+) -> AsyncIterator[Harness]:
+    """A harness on the test run's own RabbitMQ node, for the tests that stop the broker
+    (the machine's shared one serves other runs at the same moment)."""
+    async with connected_broker(rabbitmq_node.url) as broker:
+        harness = Harness(database, broker, topology)
+        try:
+            yield harness
+        finally:
+            with contextlib.suppress(Exception):
+                await harness.stop_all()

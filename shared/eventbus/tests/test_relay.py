@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from typing import TYPE_CHECKING
 
 import aio_pika
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel, AbstractQueue
 
     from conftest import Harness
+    from service_testing import RabbitMQNode
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -160,16 +160,17 @@ class TestNothingIsLost:
         assert await harness.pending() == 0
 
     async def test_events_written_while_the_broker_is_down_go_out_when_it_returns(
-        self, harness: Harness
+        self, harness_on_own_node: Harness, rabbitmq_node: RabbitMQNode
     ) -> None:
         """`rabbitmqctl stop_app` while a producer commits: the events wait, then all of
         them are delivered, each once."""
+        harness = harness_on_own_node
         await harness.start(harness.consumer())
         await harness.start(harness.relay())
         await harness.stage("before")
         await eventually(lambda: harness.effects("before"), message="the broker is not working")
 
-        rabbitmqctl("stop_app")
+        await asyncio.to_thread(rabbitmq_node.stop_app)
         try:
             await eventually(
                 lambda: not harness.broker.is_connected, message="connected after stop_app"
@@ -179,7 +180,7 @@ class TestNothingIsLost:
             await asyncio.sleep(1.0)
             assert await harness.pending() == 20
         finally:
-            rabbitmqctl("start_app")
+            await asyncio.to_thread(rabbitmq_node.start_app)
 
         await eventually(lambda: harness.effects_are(21), within=60, message="events were lost")
         await eventually(lambda: harness.pending_is(0), within=30)
@@ -224,7 +225,3 @@ async def test_replicas_publish_each_row_once(harness: Harness) -> None:
         ids.append(message.message_id)
     await channel.close()
     assert len(ids) == len(set(ids)) == 400
-
-
-def rabbitmqctl(command: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", command], check=True, capture_output=True, timeout=120)

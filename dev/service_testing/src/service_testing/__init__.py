@@ -11,6 +11,7 @@ from service_testing.databases import (
     truncate_all,
 )
 from service_testing.otlp import OtlpReceiver, ReceivedSpan
+from service_testing.rabbitmq_node import RabbitMQNode, private_rabbitmq
 from service_testing.servers import accept_local_tokens, free_port, running_app, serve
 from service_testing.tokens import LocalTokens
 from service_testing.webhooks import ReceivedWebhook, WebhookReceiver, unanswering_endpoint
@@ -20,6 +21,7 @@ __all__ = [
     "RABBITMQ_URL",
     "LocalTokens",
     "OtlpReceiver",
+    "RabbitMQNode",
     "ReceivedSpan",
     "ReceivedWebhook",
     "WebhookReceiver",
@@ -30,6 +32,7 @@ __all__ = [
     "free_port",
     "migrated_database",
     "postgres_database",
+    "private_rabbitmq",
     "running_app",
     "serve",
     "truncate_all",

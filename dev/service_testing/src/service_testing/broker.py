@@ -20,10 +20,13 @@ def unique_topology(label: str = "test") -> Topology:
     return Topology(exchange=f"{run}.events", queue_prefix=f"{run}.")
 
 
-async def delete_topology(topology: Topology, services: tuple[str, ...] = ()) -> None:
-    """Delete a test run's exchanges and the queues of `services` (best effort)."""
+async def delete_topology(
+    topology: Topology, services: tuple[str, ...] = (), url: str = RABBITMQ_URL
+) -> None:
+    """Delete a test run's exchanges and the queues of `services` (best effort) on the
+    broker at `url`."""
     try:
-        connection = await aio_pika.connect(RABBITMQ_URL, timeout=5)
+        connection = await aio_pika.connect(url, timeout=5)
     except Exception:
         return  # no broker: nothing was declared on it either
     try:

@@ -8,7 +8,7 @@ a customer, and an HTTP client of `app`."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from service_testing.databases import migrated_database
+from service_testing.rabbitmq_node import RabbitMQNode, private_rabbitmq
 from service_testing.tokens import LocalTokens
 
 #: Every database test runs on SQLite and, marked `postgres`, on PostgreSQL.
@@ -55,6 +56,15 @@ def migrated_database_of(
             yield url
 
     return make
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQNode]:
+    """A RabbitMQ node of this test run's own (booted on first use, stopped at the end):
+    the tests that stop or restart the broker do it here, not on the machine's shared
+    broker that other runs are using at the same moment."""
+    with private_rabbitmq(tmp_path_factory.mktemp("rabbitmq")) as node:
+        yield node
 
 
 @pytest.fixture(scope="session")
