@@ -552,6 +552,54 @@ class TestDeliveriesPage:
         response = await client.get(f"/v1/webhooks/{uuid.uuid4()}/deliveries", headers=admin)
         assert_problem(response, 404)
 
+    async def test_cursor_pages_follow_on_and_keep_to_the_endpoint(
+        self,
+        app: FastAPI,
+        client: AsyncClient,
+        admin: dict[str, str],
+        receiver: WebhookReceiver,
+        path: str,
+    ) -> None:
+        created = await register(client, admin, receiver.url(path))
+        events = [await order_confirmed(app) for _ in range(3)]
+        url = f"/v1/webhooks/{created['id']}/deliveries"
+
+        first = (await client.get(url, params={"limit": 2}, headers=admin)).json()
+        newer = await order_confirmed(app)  # owed after the first page was read
+        response = await client.get(url, params={"cursor": first["next_cursor"]}, headers=admin)
+
+        assert response.status_code == 200, response.text
+        second = response.json()
+        ids = [d["event_id"] for d in first["items"] + second["items"]]
+        assert ids == [str(event.id) for event in events[::-1]]
+        assert (second["offset"], second["total"], "next_cursor" in second) == (2, 4, False)
+        latest = (await client.get(url, params={"limit": 1}, headers=admin)).json()
+        assert [d["event_id"] for d in latest["items"]] == [str(newer.id)]
+        other = await register(client, admin, receiver.url(f"{path}/other"))
+        refused = await client.get(
+            f"/v1/webhooks/{other['id']}/deliveries",
+            params={"cursor": first["next_cursor"]},
+            headers=admin,
+        )
+        assert_problem(refused, 422)  # another endpoint's list
+
+
+class TestEndpointsPage:
+    async def test_newest_first_by_cursor(
+        self, client: AsyncClient, admin: dict[str, str], receiver: WebhookReceiver, path: str
+    ) -> None:
+        created = [await register(client, admin, receiver.url(f"{path}/{i}")) for i in range(3)]
+
+        first = (await client.get("/v1/webhooks", params={"limit": 2}, headers=admin)).json()
+        second = (
+            await client.get("/v1/webhooks", params={"cursor": first["next_cursor"]}, headers=admin)
+        ).json()
+
+        ids = [w["id"] for w in first["items"] + second["items"]]
+        assert ids == [w["id"] for w in created[::-1]]
+        assert (first["total"], second["offset"], "next_cursor" in second) == (3, 2, False)
+        assert all("secret" not in w for w in first["items"] + second["items"])
+
 
 class TestSchedule:
     @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from notification_service.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from shared.paging import PageResult, SortKey, fetch_page
+from shared.schemas import PageParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +63,14 @@ class EndpointRepository:
         )
         return {row.id: row for row in rows}
 
-    async def page(self, *, limit: int, offset: int) -> tuple[Sequence[WebhookEndpoint], int]:
-        total = await self.session.scalar(select(func.count()).select_from(WebhookEndpoint))
-        statement = (
-            select(WebhookEndpoint)
-            .order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
-            .limit(limit)
-            .offset(offset)
+    async def page(self, page: PageParams) -> PageResult[WebhookEndpoint]:
+        """One page of the endpoints, newest first."""
+        return await fetch_page(
+            self.session,
+            select(WebhookEndpoint),
+            order_by=(SortKey(WebhookEndpoint.created_at), SortKey(WebhookEndpoint.id)),
+            page=page,
         )
-        return (await self.session.scalars(statement)).all(), total or 0
 
     async def subscribed_to(self, event_type: str) -> list[WebhookEndpoint]:
         """The active endpoints that take `event_type`. A shop has a handful of endpoints:
@@ -92,22 +93,17 @@ class DeliveryRepository:
         self.session.add_all(deliveries)
         await self.session.flush()
 
-    async def page(
-        self, endpoint_id: uuid.UUID, *, limit: int, offset: int
-    ) -> tuple[Sequence[WebhookDelivery], int]:
-        """One page of an endpoint's deliveries, newest first, and the total."""
-        condition = WebhookDelivery.endpoint_id == endpoint_id
-        total = await self.session.scalar(
-            select(func.count()).select_from(WebhookDelivery).where(condition)
+    async def page(self, endpoint_id: uuid.UUID, page: PageParams) -> PageResult[WebhookDelivery]:
+        """One page of an endpoint's deliveries, newest first: a busy endpoint collects
+        one per event for as long as it is registered, so its log pages by keyset."""
+        return await fetch_page(
+            self.session,
+            select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id),
+            # Ids break ties between deliveries owed in the same instant.
+            order_by=(SortKey(WebhookDelivery.created_at), SortKey(WebhookDelivery.id)),
+            page=page,
+            scope=str(endpoint_id),
         )
-        statement = (
-            select(WebhookDelivery)
-            .where(condition)
-            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-        return (await self.session.scalars(statement)).all(), total or 0
 
     async def retry_now(
         self, endpoint_id: uuid.UUID, delivery_id: uuid.UUID, *, now: datetime, window: timedelta

@@ -65,13 +65,7 @@ class WebhookService:
         return WebhookCreated(**WebhookRead.model_validate(endpoint).model_dump(), secret=secret)
 
     async def page(self, page: PageParams) -> Page[WebhookRead]:
-        items, total = await self.endpoints.page(limit=page.limit, offset=page.offset)
-        return Page[WebhookRead](
-            items=[WebhookRead.model_validate(item) for item in items],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return (await self.endpoints.page(page)).to_page(WebhookRead, page.limit)
 
     async def get(self, endpoint_id: uuid.UUID) -> WebhookEndpoint:
         endpoint = await self.endpoints.get(endpoint_id)
@@ -101,13 +95,7 @@ class WebhookService:
 
     async def deliveries_page(self, endpoint_id: uuid.UUID, page: PageParams) -> Page[DeliveryRead]:
         await self.get(endpoint_id)
-        items, total = await self.deliveries.page(endpoint_id, limit=page.limit, offset=page.offset)
-        return Page[DeliveryRead](
-            items=[DeliveryRead.model_validate(item) for item in items],
-            total=total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return (await self.deliveries.page(endpoint_id, page)).to_page(DeliveryRead, page.limit)
 
     async def retry(self, endpoint_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryRead:
         """Make the delivery due now, whatever its status (a replay of a delivered one
