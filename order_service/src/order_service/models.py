@@ -64,6 +64,8 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
         Index("ix_purchase_order_user_id_created_at", "user_id", "created_at"),
         # Every order, newest first (administrators), and the sweep's pending orders.
         Index("ix_purchase_order_created_at", "created_at"),
+        # Administrators' orders in one status, newest first, and their capped count.
+        Index("ix_purchase_order_status_created_at_id", "status", "created_at", "id"),
         Index(
             "ix_purchase_order_pending_created_at",
             "created_at",
