@@ -6,10 +6,11 @@
 One product_service process on a fresh PostgreSQL database, asked directly (as the
 gateway would) for the first page, a search, a filtered search and a deep page (by
 cursor, 90,000 rows in), with wrk: first with 20 products, then with 100,000. Prints the
-req/s and p99 of each next to each other and their ratio.
+req/s and p99 of each next to each other and their ratio, and whether each target is met.
 
 Targets (8 connections): at 100,000 products each request keeps >= 0.5x its 20-product
-throughput and a p99 <= 50 ms.
+throughput and a p99 <= 50 ms; "keybord" finds keyboards and a product named exactly
+"Keyboard", the oldest of 3,334, comes first for "keyboard".
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ RESULTS = Path(__file__).parent / "results"
 SMALL, LARGE = 20, 100_000
 DEEP = 90_000
 RATIO_TARGET, P99_TARGET_MS = 0.5, 50.0
+#: The targets hold at this many connections; the others are shown for the trend.
+TARGET_CONNECTIONS = 8
 
-# Names of three words (adjective, material, noun): 6,000 distinct names; one product in
+# Names of three words (adjective, material, noun): 600 distinct names; one product in
 # 30 is a keyboard, spread over the five categories.
 _SEED = """
 INSERT INTO product (id, sku, name, description, price, currency, category, is_active,
@@ -100,6 +103,38 @@ def deep_cursor(base_url: str, rows: int) -> str:
     return cursor
 
 
+# The oldest product of the large catalog, named exactly like the searched word: among
+# 3,334 keyboards, newer and all as relevant by their words, it must come first.
+_EXACT_NAME = """
+INSERT INTO product (id, sku, name, description, price, currency, category, is_active,
+                     created_at, updated_at)
+VALUES (gen_random_uuid(), 'BENCH-EXACT', 'Keyboard', 'A keyboard.', 30, 'USD', 'office',
+        true, now() - interval '30 days', now())
+"""
+
+
+async def add_exact_name_product(database_url: str) -> None:
+    connection = await asyncpg.connect(_asyncpg_url(database_url))
+    try:
+        await connection.execute(_EXACT_NAME)
+    finally:
+        await connection.close()
+
+
+def check_relevance(base_url: str) -> bool:
+    """At 100,000 products: a misspelt word still finds its products, and an exact name
+    comes first. Prints what it found."""
+    typo = get_json(f"{base_url}/v1/products?q=keybord")
+    names = [item["name"] for item in typo["items"]]
+    typo_met = bool(names) and all("Keyboard" in name for name in names)
+    print(f"q=keybord: {typo['total']:,} found, first {names[:2]}: {_verdict(typo_met)}")
+    exact = get_json(f"{base_url}/v1/products?q=keyboard")
+    first = [item["name"] for item in exact["items"][:2]]
+    exact_met = first[:1] == ["Keyboard"]
+    print(f"q=keyboard: {exact['total']:,} found, first {first}: {_verdict(exact_met)}")
+    return typo_met and exact_met
+
+
 def measure(base_url: str, depth: int, args: argparse.Namespace) -> dict[tuple[str, int], Any]:
     paths = dict(REQUESTS)
     paths["deep page (cursor)"] = "/v1/products?" + urllib.parse.urlencode(
@@ -116,25 +151,35 @@ def measure(base_url: str, depth: int, args: argparse.Namespace) -> dict[tuple[s
     }
 
 
+def _verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
 def report(
     small: dict[tuple[str, int], WrkResult], large: dict[tuple[str, int], WrkResult]
 ) -> tuple[bool, list[dict[str, Any]]]:
+    """Print each request's figures side by side and, at 8 connections, whether each
+    target is met; True when all of them are."""
     print(
         f"\n{'request':<20} {'conns':>5} {'req/s 20':>9} {'req/s 100k':>10} {'ratio':>6}"
-        f" {'p99 20':>8} {'p99 100k':>9}  errors"
+        f" {'p99 20':>8} {'p99 100k':>9} {'errors':>6}  {f'ratio >= {RATIO_TARGET}':<13}"
+        f" {f'p99 <= {P99_TARGET_MS:.0f} ms':<13}"
     )
     ok, rows = True, []
     for (name, connections), few in small.items():
         many = large[name, connections]
         ratio = many.requests_per_second / few.requests_per_second
-        met = ratio >= RATIO_TARGET and many.p99_ms <= P99_TARGET_MS and not many.errors
-        if connections == 8:
-            ok = ok and met
-        mark = "" if connections != 8 else ("  ok" if met else "  MISSED")
+        errors = few.errors + many.errors
+        ratio_met = ratio >= RATIO_TARGET and not errors
+        p99_met = many.p99_ms <= P99_TARGET_MS
+        targets = ""
+        if connections == TARGET_CONNECTIONS:
+            ok = ok and ratio_met and p99_met
+            targets = f"  {_verdict(ratio_met):<13} {_verdict(p99_met):<13}"
         print(
             f"{name:<20} {connections:>5} {few.requests_per_second:>9.0f}"
             f" {many.requests_per_second:>10.0f} {ratio:>6.2f} {few.p99_ms:>6.1f}ms"
-            f" {many.p99_ms:>7.1f}ms  {few.errors + many.errors}{mark}"
+            f" {many.p99_ms:>7.1f}ms {errors:>6}{targets}"
         )
         rows.append(
             {
@@ -143,6 +188,9 @@ def report(
                 "small": few.as_dict(),
                 "large": many.as_dict(),
                 "ratio": round(ratio, 3),
+                "targets_met": {"ratio": ratio_met, "p99": p99_met}
+                if connections == TARGET_CONNECTIONS
+                else None,
             }
         )
     return ok, rows
@@ -172,21 +220,24 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"{SMALL} products: measuring ...", flush=True)
                 small = measure(base_url, 10, args)
                 started = time.monotonic()
-                await seed(database_url, SMALL + 1, LARGE)
+                await seed(database_url, SMALL + 1, LARGE - 1)
+                await add_exact_name_product(database_url)
                 print(f"{LARGE:,} products (seeded in {time.monotonic() - started:.0f} s): ...")
                 large = measure(base_url, DEEP, args)
+                relevant = check_relevance(base_url)
             finally:
                 process.terminate()
                 process.wait()
     await delete_topology(topology, (spec.name,))
     ok, rows = report(small, large)
+    ok = ok and relevant
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"catalog-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"runs": rows}, indent=2))
-    verdict = "targets met" if ok else "TARGETS MISSED"
+    verdict = "every target met" if ok else "TARGETS MISSED"
     print(
-        f"\nresults: {out}\n{verdict} (at 8 connections: >= {RATIO_TARGET}x the 20-product"
-        f" req/s, p99 <= {P99_TARGET_MS:.0f} ms, no errors)"
+        f"\nresults: {out}\n{verdict} (at {TARGET_CONNECTIONS} connections: >= {RATIO_TARGET}x"
+        f" the 20-product req/s without errors, p99 <= {P99_TARGET_MS:.0f} ms at 100,000)"
     )
     return 0 if ok else 1
 
