@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,54 @@ def check_relevance(base_url: str) -> bool:
     return typo_met and exact_met
 
 
-def measure(base_url: str, depth: int, args: argparse.Namespace) -> dict[tuple[str, int], Any]:
+@dataclass(frozen=True)
+class Measured:
+    """wrk's figures and the CPU each request cost the service and PostgreSQL: on a
+    machine that other work shares, req/s and p99 move with the neighbours, CPU time per
+    request much less."""
+
+    wrk: WrkResult
+    service_cpu_ms: float
+    database_cpu_ms: float
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _backends(database: str) -> list[int]:
+    """The PostgreSQL server processes serving `database` (named in their titles)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"postgres: ") and f" {database} ".encode() in title:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def measure_one(url: str, connections: int, duration: int, service: int, database: str) -> Measured:
+    before = {pid: _cpu_seconds(pid) for pid in [service, *_backends(database)]}
+    result = run_wrk(url, connections=connections, duration=duration)
+    # Backends the pool opened during the run count from zero.
+    spent = {
+        pid: _cpu_seconds(pid) - before.get(pid, 0.0) for pid in {*before, *_backends(database)}
+    }
+    requests = max(result.requests, 1)
+    service_ms = spent.pop(service) / requests * 1000
+    return Measured(result, service_ms, sum(spent.values()) / requests * 1000)
+
+
+def measure(
+    base_url: str, depth: int, args: argparse.Namespace, service: int, database: str
+) -> dict[tuple[str, int], Measured]:
     paths = dict(REQUESTS)
     paths["deep page (cursor)"] = "/v1/products?" + urllib.parse.urlencode(
         {"cursor": deep_cursor(base_url, depth)}
@@ -143,8 +191,8 @@ def measure(base_url: str, depth: int, args: argparse.Namespace) -> dict[tuple[s
     for path in paths.values():
         run_wrk(f"{base_url}{path}", connections=8, duration=1)  # warm caches and pools
     return {
-        (name, connections): run_wrk(
-            f"{base_url}{path}", connections=connections, duration=args.duration
+        (name, connections): measure_one(
+            f"{base_url}{path}", connections, args.duration, service, database
         )
         for name, path in paths.items()
         for connections in args.connections
@@ -156,7 +204,7 @@ def _verdict(met: bool) -> str:
 
 
 def report(
-    small: dict[tuple[str, int], WrkResult], large: dict[tuple[str, int], WrkResult]
+    small: dict[tuple[str, int], Measured], large: dict[tuple[str, int], Measured]
 ) -> tuple[bool, list[dict[str, Any]]]:
     """Print each request's figures side by side and, at 8 connections, whether each
     target is met; True when all of them are."""
@@ -166,8 +214,8 @@ def report(
         f" {f'p99 <= {P99_TARGET_MS:.0f} ms':<13}"
     )
     ok, rows = True, []
-    for (name, connections), few in small.items():
-        many = large[name, connections]
+    for (name, connections), small_run in small.items():
+        few, many = small_run.wrk, large[name, connections].wrk
         ratio = many.requests_per_second / few.requests_per_second
         errors = few.errors + many.errors
         ratio_met = ratio >= RATIO_TARGET and not errors
@@ -185,15 +233,39 @@ def report(
             {
                 "request": name,
                 "connections": connections,
-                "small": few.as_dict(),
-                "large": many.as_dict(),
+                "small": {**few.as_dict(), **_cpu(small_run)},
+                "large": {**many.as_dict(), **_cpu(large[name, connections])},
                 "ratio": round(ratio, 3),
                 "targets_met": {"ratio": ratio_met, "p99": p99_met}
                 if connections == TARGET_CONNECTIONS
                 else None,
             }
         )
+    _report_cpu(small, large)
     return ok, rows
+
+
+def _cpu(run: Measured) -> dict[str, float]:
+    return {
+        "service_cpu_ms": round(run.service_cpu_ms, 2),
+        "database_cpu_ms": round(run.database_cpu_ms, 2),
+    }
+
+
+def _report_cpu(
+    small: dict[tuple[str, int], Measured], large: dict[tuple[str, int], Measured]
+) -> None:
+    print(
+        f"\nCPU per request at {TARGET_CONNECTIONS} connections (ms):"
+        f"\n{'request':<20} {'service 20':>10} {'100k':>6} {'PostgreSQL 20':>14} {'100k':>6}"
+    )
+    for (name, connections), few in small.items():
+        if connections == TARGET_CONNECTIONS:
+            many = large[name, connections]
+            print(
+                f"{name:<20} {few.service_cpu_ms:>10.2f} {many.service_cpu_ms:>6.2f}"
+                f" {few.database_cpu_ms:>14.2f} {many.database_cpu_ms:>6.2f}"
+            )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -218,12 +290,13 @@ async def run(args: argparse.Namespace) -> int:
                 wait_ready(base_url)
                 await seed(database_url, 1, SMALL)
                 print(f"{SMALL} products: measuring ...", flush=True)
-                small = measure(base_url, 10, args)
+                database = urllib.parse.urlsplit(database_url).path.lstrip("/")
+                small = measure(base_url, 10, args, process.pid, database)
                 started = time.monotonic()
                 await seed(database_url, SMALL + 1, LARGE - 1)
                 await add_exact_name_product(database_url)
                 print(f"{LARGE:,} products (seeded in {time.monotonic() - started:.0f} s): ...")
-                large = measure(base_url, DEEP, args)
+                large = measure(base_url, DEEP, args, process.pid, database)
                 relevant = check_relevance(base_url)
             finally:
                 process.terminate()
