@@ -55,6 +55,17 @@ def _contains_pattern(text: str) -> str:
     return f"%{text}%"
 
 
+def _tsquery(q: str) -> ColumnElement[Any]:
+    """`q` parsed as a web search, once per statement.
+
+    A subquery, evaluated once: as a plain call, PostgreSQL folds it into a constant
+    only when it plans the statement for these parameters; once it keeps a generic plan
+    for the prepared statement (after five runs, when that plan looks no dearer), it
+    parsed `q` again for every match it checked and ranked: 15 ms of CPU instead of 8
+    for the 3,334 matches of "keyboard" at 100,000 products."""
+    return select(func.websearch_to_tsquery(_ENGLISH, q)).scalar_subquery()
+
+
 #: SQLite connections that have the search functions already.
 _SQLITE_WITH_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -68,7 +79,7 @@ class Relevance:
 
     @classmethod
     def postgresql(cls, q: str) -> Relevance:
-        query = func.websearch_to_tsquery(_ENGLISH, q)
+        query = _tsquery(q)
         typo = [_DOCUMENT.op("%>", return_type=Boolean)(word) for word in search.typo_words(q)]
         matches = or_(
             # Only exclusions would make a tsquery that no index can serve: none then.
@@ -79,7 +90,7 @@ class Relevance:
         excluded = search.exclusions(q)
         if excluded is not None:
             # A query of negations only: checked on the rows found, never an index scan.
-            without = func.websearch_to_tsquery(_ENGLISH, excluded)
+            without = _tsquery(excluded)
             matches = and_(matches, _SEARCH_VECTOR.op("@@", return_type=Boolean)(without))
         return cls(
             matches=matches,
