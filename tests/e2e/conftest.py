@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from devstack import SERVICES, Stack, running_stack
+from devstack.replicas import ReplicatedStack, running_replicas
 from eventbus import Topology
 from service_testing import (
     OtlpReceiver,
@@ -19,6 +21,7 @@ from service_testing import (
     delete_topology,
     free_port,
     postgres_database,
+    private_redis,
     unique_topology,
 )
 
@@ -121,6 +124,112 @@ async def pg_stack(
                 yield running
             finally:
                 await asyncio.to_thread(processes.close)
+
+
+#: Processes of each service (and of the gateway) in the replicated stack.
+REPLICAS = 2
+
+
+@pytest.fixture(scope="session")
+async def replica_stack(
+    tmp_path_factory: pytest.TempPathFactory, events_env: Callable[[str], dict[str, str]]
+) -> AsyncIterator[ReplicatedStack]:
+    """The system scaled out: two processes of every service and of the gateway, each
+    pair behind an nginx upstream, on PostgreSQL, Redis (the gateway's rate-limit
+    counters) and the run's own RabbitMQ node. Short reservation and sweep times, so
+    that a checkout abandoned by a killed process is repaired within seconds."""
+    data_dir: Path = tmp_path_factory.mktemp("e2e-replicas")
+    ports = {spec.name: free_port() for spec in SERVICES}
+    replica_ports = {spec.name: [free_port() for _ in range(REPLICAS)] for spec in SERVICES}
+    extra = {
+        "ADMIN_EMAIL": ADMIN["username"],
+        "ADMIN_PASSWORD": ADMIN["password"],
+        "DATA_DIR": str(data_dir),
+        "RATE_LIMIT_PER_MINUTE": str(REPLICA_RATE_LIMIT),
+        "LOG_LEVEL": "INFO",
+        "BREAKER_RESET_SECONDS": "1",
+        # Twelve processes share one PostgreSQL server with the other stacks of the run.
+        "DATABASE_POOL_SIZE": "5",
+        "DATABASE_MAX_OVERFLOW": "5",
+        "HTTP_CONNECT_TIMEOUT": "5",
+        "HTTP_POOL_TIMEOUT": "5",
+        # An abandoned checkout is expired 17 s after it began (production: 16 minutes).
+        "RESERVATION_TTL_SECONDS": "15",
+        "PENDING_ORDER_GRACE_SECONDS": "2",
+        "ORDER_SWEEP_SECONDS": "1",
+        "RESERVATION_SWEEP_SECONDS": "1",
+        # Relays and consumers find the broker again within seconds of its return.
+        "OUTBOX_RETRY_MAX_SECONDS": "3",
+        **events_env("e2e-replicas"),
+    }
+    async with AsyncExitStack() as resources:
+        for spec in SERVICES:
+            if spec.migrations:
+                url = await resources.enter_async_context(postgres_database(f"rep_{spec.name}"))
+                extra[f"{spec.name.upper()}_DATABASE_URL"] = url
+        extra["REDIS_URL"] = resources.enter_context(private_redis(data_dir / "redis"))
+        with ExitStack() as processes:
+            running = await asyncio.to_thread(
+                processes.enter_context,
+                running_replicas(ports, replica_ports, data_dir, extra, log_dir=data_dir / "logs"),
+            )
+            try:
+                yield running
+            finally:
+                await asyncio.to_thread(processes.close)
+
+
+#: The gateway's limit per client and minute in the replicated stack (its default).
+REPLICA_RATE_LIMIT = 300
+
+
+_client_numbers = itertools.count(1)
+
+
+def client_address() -> str:
+    """A new address of a documentation range (RFC 5737), as if the edge proxy had seen
+    this client: each test's requests count against a rate-limit budget of their own."""
+    return f"198.51.100.{next(_client_numbers) % 254 + 1}"
+
+
+@pytest.fixture
+async def replica_gateway(replica_stack: ReplicatedStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=replica_stack.gateway_url,
+        timeout=30,
+        headers={"X-Forwarded-For": client_address()},
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def replica_shop(replica_gateway: httpx.AsyncClient) -> Shop:
+    return Shop(replica_gateway)
+
+
+@pytest.fixture(params=["pg_stack", "replica_stack"], ids=["single", "replicas"])
+def pg_system(request: pytest.FixtureRequest) -> Stack | ReplicatedStack:
+    """The system on PostgreSQL as one process of each service, then scaled out: a test
+    that takes it runs on both."""
+    system: Stack | ReplicatedStack = request.getfixturevalue(request.param)
+    return system
+
+
+@pytest.fixture
+async def pg_system_gateway(
+    pg_system: Stack | ReplicatedStack,
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=pg_system.gateway_url,
+        timeout=30,
+        headers={"X-Forwarded-For": client_address()},
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def pg_system_shop(pg_system_gateway: httpx.AsyncClient) -> Shop:
+    return Shop(pg_system_gateway)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Checkout through the gateway, every service on PostgreSQL: races for the last units
 never oversell, never deadlock and never lose stock; retries with an Idempotency-Key
-replay instead of ordering twice."""
+replay instead of ordering twice. Each test runs on one process of each service and
+again on two of each behind balancers (`pg_system`)."""
 
 from __future__ import annotations
 
@@ -127,33 +128,33 @@ def answered(responses: list[httpx.Response]) -> list[dict[str, Any]]:
 
 class TestRaceForTheLastUnits:
     async def test_fifty_buyers_ten_units(
-        self, pg_gateway: httpx.AsyncClient, pg_shop: Shop
+        self, pg_system_gateway: httpx.AsyncClient, pg_system_shop: Shop
     ) -> None:
-        admin = await pg_shop.admin_headers()
-        product = await new_product(pg_gateway, admin, stock=10)
-        buyers = await customers(pg_shop, 5)
+        admin = await pg_system_shop.admin_headers()
+        product = await new_product(pg_system_gateway, admin, stock=10)
+        buyers = await customers(pg_system_shop, 5)
 
         responses = await asyncio.gather(
             *(
-                place(pg_gateway, buyers[n % len(buyers)], [(product, 1)], f"race-{n}")
+                place(pg_system_gateway, buyers[n % len(buyers)], [(product, 1)], f"race-{n}")
                 for n in range(50)
             )
         )
 
         answers = answered(list(responses))
-        orders = await settled_orders(pg_gateway, admin, [product])
+        orders = await settled_orders(pg_system_gateway, admin, [product])
         assert len([order for order in orders if order["status"] == "confirmed"]) == 10
         assert len(orders) >= len(answers) >= 10
-        level = await stock(pg_gateway, product)
+        level = await stock(pg_system_gateway, product)
         assert (level["available"], level["reserved"]) == (0, 0)
         assert level["available"] + level["reserved"] + sold(orders)[product] == 10
 
     async def test_multi_line_orders_over_shared_products(
-        self, pg_gateway: httpx.AsyncClient, pg_shop: Shop
+        self, pg_system_gateway: httpx.AsyncClient, pg_system_shop: Shop
     ) -> None:
-        admin = await pg_shop.admin_headers()
-        products = [await new_product(pg_gateway, admin, stock=10) for _ in range(4)]
-        buyers = await customers(pg_shop, 5)
+        admin = await pg_system_shop.admin_headers()
+        products = [await new_product(pg_system_gateway, admin, stock=10) for _ in range(4)]
+        buyers = await customers(pg_system_shop, 5)
         rng = random.Random(20261125)
         baskets = [
             # Lines in a random order each time: a service that locked rows in the order
@@ -164,19 +165,19 @@ class TestRaceForTheLastUnits:
 
         responses = await asyncio.gather(
             *(
-                place(pg_gateway, buyers[n % len(buyers)], basket, f"basket-{n}")
+                place(pg_system_gateway, buyers[n % len(buyers)], basket, f"basket-{n}")
                 for n, basket in enumerate(baskets)
             )
         )
 
         answers = answered(list(responses))
-        orders = await settled_orders(pg_gateway, admin, products)
+        orders = await settled_orders(pg_system_gateway, admin, products)
         assert len(orders) >= len(answers)
         assert any(order["status"] == "confirmed" for order in orders)
         assert any(order["status"] == "cancelled" for order in orders)
         units_sold = sold(orders)
         for product in products:
-            level = await stock(pg_gateway, product)
+            level = await stock(pg_system_gateway, product)
             assert level["available"] >= 0
             assert level["reserved"] == 0
             assert level["available"] + level["reserved"] + units_sold[product] == 10
@@ -191,16 +192,16 @@ class TestRaceForTheLastUnits:
 
 class TestIdempotencyThroughTheGateway:
     async def test_a_retry_replays_and_orders_once(
-        self, pg_gateway: httpx.AsyncClient, pg_shop: Shop
+        self, pg_system_gateway: httpx.AsyncClient, pg_system_shop: Shop
     ) -> None:
-        admin = await pg_shop.admin_headers()
-        product = await new_product(pg_gateway, admin, stock=5)
-        (buyer,) = await customers(pg_shop, 1)
+        admin = await pg_system_shop.admin_headers()
+        product = await new_product(pg_system_gateway, admin, stock=5)
+        (buyer,) = await customers(pg_system_shop, 1)
 
-        first = await place(pg_gateway, buyer, [(product, 2)], "retry-me")
-        again = await place(pg_gateway, buyer, [(product, 2)], "retry-me")
-        other = await place(pg_gateway, buyer, [(product, 3)], "retry-me")
-        missing = await pg_gateway.post(
+        first = await place(pg_system_gateway, buyer, [(product, 2)], "retry-me")
+        again = await place(pg_system_gateway, buyer, [(product, 2)], "retry-me")
+        other = await place(pg_system_gateway, buyer, [(product, 3)], "retry-me")
+        missing = await pg_system_gateway.post(
             "/api/v1/orders",
             json={"items": [{"product_id": product, "quantity": 1}], "payment_token": "tok_ok"},
             headers=buyer,
@@ -212,7 +213,7 @@ class TestIdempotencyThroughTheGateway:
         assert again.headers["idempotent-replayed"] == "true"
         assert_problem(other, 422)
         assert_problem(missing, 400)
-        mine = (await pg_gateway.get("/api/v1/orders", headers=buyer)).json()
+        mine = (await pg_system_gateway.get("/api/v1/orders", headers=buyer)).json()
         assert mine["total"] == 1
-        level = await stock(pg_gateway, product)
+        level = await stock(pg_system_gateway, product)
         assert (level["available"], level["reserved"]) == (3, 0)

@@ -12,6 +12,7 @@ from service_testing.databases import (
 )
 from service_testing.otlp import OtlpReceiver, ReceivedSpan
 from service_testing.rabbitmq_node import RabbitMQNode, private_rabbitmq
+from service_testing.redis_server import private_redis
 from service_testing.servers import accept_local_tokens, free_port, running_app, serve
 from service_testing.tokens import LocalTokens
 from service_testing.webhooks import ReceivedWebhook, WebhookReceiver, unanswering_endpoint
@@ -33,6 +34,7 @@ __all__ = [
     "migrated_database",
     "postgres_database",
     "private_rabbitmq",
+    "private_redis",
     "running_app",
     "serve",
     "truncate_all",
