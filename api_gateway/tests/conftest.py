@@ -155,6 +155,7 @@ def misbehaving_routes(upstream: Upstream) -> list[Route]:
         return StreamingResponse(generate(), media_type="text/plain")
 
     async def status(request: Request) -> Response:
+        await asyncio.sleep(float(request.query_params.get("seconds", "0")))
         return JSONResponse({"status": "as asked"}, status_code=int(request.path_params["code"]))
 
     async def redirect(request: Request) -> Response:

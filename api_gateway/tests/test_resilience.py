@@ -105,3 +105,37 @@ class TestCircuitBreaker:
                 )
                 assert response.status_code == 404
             assert (await gateway.get("/api/v1/products/1")).status_code == 200
+
+    async def test_failures_in_flight_together_open_it_when_nothing_answers(
+        self, make_gateway, tokens
+    ) -> None:
+        failing = "/api/v1/products/status/503?seconds=0.2"
+        async with make_gateway(breaker_failure_threshold=3, breaker_reset_seconds=5) as gateway:
+            answers = await asyncio.gather(
+                *(gateway.get(failing, headers=tokens.headers()) for _ in range(3))
+            )
+            assert [answer.status_code for answer in answers] == [503] * 3
+
+            response = await gateway.get("/api/v1/products/1")
+        assert assert_problem(response, 503)["type"].endswith("/circuit-open")
+
+    async def test_one_dead_process_does_not_shut_out_its_healthy_peers(
+        self, make_gateway, tokens
+    ) -> None:
+        """Requests in flight on one process of a service fail together when it dies,
+        while its other processes keep answering: those failures do not open it."""
+        dying = "/api/v1/products/status/503?seconds=0.5"
+        async with make_gateway(breaker_failure_threshold=3, breaker_reset_seconds=5) as gateway:
+            doomed = [
+                asyncio.create_task(gateway.get(dying, headers=tokens.headers())) for _ in range(5)
+            ]
+            await asyncio.sleep(0.2)
+            assert (await gateway.get("/api/v1/products/1")).status_code == 200
+            assert [answer.status_code for answer in await asyncio.gather(*doomed)] == [503] * 5
+
+            assert (await gateway.get("/api/v1/products/1")).status_code == 200
+            # Failures of calls begun after that success count as ever.
+            for _ in range(3):
+                await gateway.get("/api/v1/products/status/503", headers=tokens.headers())
+            response = await gateway.get("/api/v1/products/1")
+        assert assert_problem(response, 503)["type"].endswith("/circuit-open")

@@ -84,7 +84,12 @@ class UpstreamTimeout(GatewayTimeout):
 
 class CircuitBreaker:
     """Opens after `failure_threshold` consecutive failures; after `reset_seconds` lets
-    one probe through (half-open), which closes it on success or opens it again."""
+    one probe through (half-open), which closes it on success or opens it again.
+
+    A failed call that began before the upstream last answered another call well does
+    not count: the upstream was working meanwhile. Requests in flight together on one of
+    its processes when that process died fail together, while its other processes keep
+    answering; counted, they would shut the caller out of the whole service."""
 
     def __init__(
         self,
@@ -100,6 +105,7 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
+        self._succeeded_at: float | None = None
         self._probe_in_flight = False
         self._publish()
 
@@ -117,15 +123,16 @@ class CircuitBreaker:
         remaining = self.reset_seconds - (self._clock() - self._opened_at)
         return max(1, math.ceil(remaining))
 
-    def acquire(self) -> None:
-        """Raise `CircuitOpen` unless a call may go through now."""
+    def acquire(self) -> float:
+        """Raise `CircuitOpen` unless a call may go through now; returns the moment the
+        call starts (for `record_failure`)."""
         state = self.state
         if state is CircuitState.CLOSED:
-            return
+            return self._clock()
         if state is CircuitState.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
             self._publish()
-            return
+            return self._clock()
         raise CircuitOpen(
             f"{self.name} is failing; calls are paused for a moment.",
             headers={"Retry-After": str(self.retry_after())},
@@ -133,11 +140,20 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         self._failures = 0
+        self._succeeded_at = self._clock()
         self._opened_at = None
         self._probe_in_flight = False
         self._publish()
 
-    def record_failure(self) -> None:
+    def record_failure(self, started_at: float | None = None) -> None:
+        """Count the failure of a call that started at `started_at` (see the class)."""
+        if (
+            started_at is not None
+            and not self._probe_in_flight
+            and self._succeeded_at is not None
+            and started_at <= self._succeeded_at
+        ):
+            return
         self._failures += 1
         if self._probe_in_flight or self._failures >= self.failure_threshold:
             if self._opened_at is None or self._probe_in_flight:
@@ -282,12 +298,12 @@ class ServiceClient:
         if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
             body = request.stream = _WatchedBody(stream)
         try:
-            breaker.acquire()
+            started_at = breaker.acquire()
         except CircuitOpen:
             UPSTREAM_REQUESTS.labels(upstream, "circuit_open").inc()
             raise
         with client_span(upstream, request.method, request.url, request.headers) as span:
-            response = await self._send(upstream, request, breaker, body)
+            response = await self._send(upstream, request, breaker, started_at, body)
             record_response(span, response.status_code)
         return response
 
@@ -296,6 +312,7 @@ class ServiceClient:
         upstream: str,
         request: httpx.Request,
         breaker: CircuitBreaker,
+        started_at: float,
         body: _WatchedBody | None,
     ) -> httpx.Response:
         started = time.perf_counter()
@@ -306,7 +323,7 @@ class ServiceClient:
             if body is not None and body.error is not None:
                 breaker.release()
                 raise body.error from None
-            breaker.record_failure()
+            breaker.record_failure(started_at)
             if not isinstance(error, httpx.TimeoutException):
                 UPSTREAM_REQUESTS.labels(upstream, "error").inc()
                 raise UpstreamUnavailable(f"{upstream} is unavailable.") from error
@@ -320,7 +337,7 @@ class ServiceClient:
         UPSTREAM_REQUEST_SECONDS.labels(upstream).observe(time.perf_counter() - started)
         UPSTREAM_REQUESTS.labels(upstream, str(response.status_code)).inc()
         if response.status_code in FAILURE_STATUSES:
-            breaker.record_failure()
+            breaker.record_failure(started_at)
         else:
             breaker.record_success()
         return response
