@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 UV = $(shell ./scripts/bootstrap.sh)
 
-.PHONY: help run test test-fast test-compose lint format bench bench-checkout bench-catalog load migrate clean
+.PHONY: help run test test-fast test-compose lint format bench bench-checkout bench-catalog load soak migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,13 @@ HOST ?= http://127.0.0.1:8000
 load: ## Locust against the running system (make run): USERS=20 DURATION=60s HOST=...; table + invariants
 	$(UV) run locust -f load/locustfile.py --headless --users $(USERS) --spawn-rate $(SPAWN) \
 		--run-time $(DURATION) --host $(HOST) --only-summary --stop-timeout 10
+
+SOAK_SECONDS ?= 600
+soak: ## Ten minutes of Locust shoppers on two of every process, the broker and order_service restarted meanwhile; then the invariants
+	./scripts/ensure-postgres.sh
+	./scripts/ensure-rabbitmq.sh
+	./scripts/ensure-deploy-tools.sh
+	SOAK_SECONDS=$(SOAK_SECONDS) $(UV) run pytest tests/e2e/test_soak.py -q -s -p no:cacheprovider
 
 bench-catalog: ## Catalog list, search and deep pages at 100,000 products vs 20, on PostgreSQL
 	./scripts/ensure-wrk.sh
