@@ -13,6 +13,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from eventbus import EventEnvelope, Topology
+from eventbus.broker import declare_exchange
 from eventbus.metrics import EVENTS_CONSUMED
 from eventbus.types import OrderChanged, OrderItem, OrderRefunded, ProductChanged
 from inventory_service.models import inbox_event
@@ -36,9 +37,7 @@ async def publish(topology: Topology, *events: EventEnvelope) -> None:
     connection = await aio_pika.connect(RABBITMQ_URL)
     try:
         channel = await connection.channel()
-        exchange = await channel.declare_exchange(
-            topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        exchange = await declare_exchange(channel, topology)
         for event in events:
             await exchange.publish(
                 aio_pika.Message(

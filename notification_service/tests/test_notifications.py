@@ -18,6 +18,7 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from eventbus import EventConsumer, EventEnvelope, Topology
+from eventbus.broker import declare_exchange
 from eventbus.types import (
     EVENT_TYPES,
     OrderChanged,
@@ -459,9 +460,7 @@ class TestOverTheBroker:
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
-            exchange = await channel.declare_exchange(
-                topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            exchange = await declare_exchange(channel, topology)
             for event in (user_registered(user_id), order_event("order.confirmed", user_id)):
                 await exchange.publish(
                     aio_pika.Message(

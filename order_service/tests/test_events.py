@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from order_service.models import outbox_event
+from service_testing import eventually
 
 if TYPE_CHECKING:
     from conftest import Customer, PlaceOrder, Shop
@@ -133,3 +136,25 @@ class TestOrderEvents:
         assert response.status_code == 422
         async with app.state.database.sessionmaker() as session:
             assert (await session.execute(select(outbox_event.c.id))).first() is None
+
+
+@pytest.mark.rabbitmq
+async def test_no_outbox_row_stays_pending_after_a_checkout(
+    app: FastAPI, place_order: PlaceOrder, shop: Shop
+) -> None:
+    """No queue here is bound for order events: they are published all the same (the
+    exchange's alternate one keeps them), not retried for ever."""
+    product = await shop.product(stock=10)
+    order = (await place_order((product, 1))).json()
+    assert len(await staged(app, order["id"])) == 2
+
+    async def pending() -> int:
+        async with app.state.database.sessionmaker() as session:
+            statement = select(func.count()).where(outbox_event.c.published_at.is_(None))
+            return int(await session.scalar(statement) or 0)
+
+    await eventually(lambda: _is_zero(pending()), within=10, message="events stay pending")
+
+
+async def _is_zero(count: Awaitable[int]) -> bool:
+    return await count == 0

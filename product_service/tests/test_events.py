@@ -14,6 +14,7 @@ from httpx import AsyncClient
 from sqlalchemy import select
 
 from eventbus import Topology
+from eventbus.broker import declare_exchange
 from product_service.models import outbox_event
 from product_service.seed import demo_products, seed_catalog
 from service_testing import RABBITMQ_URL, eventually
@@ -114,9 +115,7 @@ class TestProductEvents:
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
-            exchange = await channel.declare_exchange(
-                topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            exchange = await declare_exchange(channel, topology)
             probe = await channel.declare_queue(exclusive=True)
             await probe.bind(exchange, "product.*")
 

@@ -279,6 +279,7 @@ class TestAlertRules:
             "OutboxEventTooOld": "outbox_oldest_pending_age_seconds",
             "DeadLettersPresent": "events_dead_letter_depth",
             "EventsDeadLettered": "events_dead_lettered_total",
+            "EventsUnroutable": "event_publish_failures_total",
             "ConsumerLagHigh": "events_queue_depth",
             "ServiceDown": "up",
         }
@@ -517,6 +518,19 @@ def scenarios() -> list[dict[str, Any]]:
                 expect("WebhookDeliveriesFailing", "40m", {"job": "notification_service"}),
                 expect("WebhookBacklogTooOld", "70m"),
                 expect("WebhookBacklogTooOld", "90m", {"job": "notification_service"}),
+            ],
+        },
+        {
+            "name": "events returned unroutable; a broker that was down for a while",
+            "input_series": [
+                series("event_publish_failures_total", "0x5 1+1x40", **target("order_service"),
+                       reason="unroutable"),
+                series("event_publish_failures_total", "0x5 1+10x10 111x30",
+                       **target("user_service"), reason="broker_unavailable"),
+            ],
+            "alert_rule_test": [
+                expect("EventsUnroutable", "5m"),
+                expect("EventsUnroutable", "9m", {"job": "order_service"}),
             ],
         },
         {

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from eventbus import Topology
+from eventbus.broker import declare_exchange
 from service_testing import RABBITMQ_URL, eventually
 from user_service.models import outbox_event
 
@@ -68,9 +69,7 @@ class TestUserRegistered:
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
-            exchange = await channel.declare_exchange(
-                topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            exchange = await declare_exchange(channel, topology)
             probe = await channel.declare_queue(exclusive=True)
             await probe.bind(exchange, "user.registered")
 

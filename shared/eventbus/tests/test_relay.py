@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import aio_pika
 import pytest
 
-from eventbus import OutboxRelay, add_event
+from eventbus import Broker, OutboxRelay, add_event
+from eventbus.broker import declare_exchange
 from eventbus.metrics import EVENT_PUBLISH_FAILURES, EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from service_testing import eventually
 from shared.db import utcnow
@@ -28,9 +29,7 @@ async def probe_queue(harness: Harness) -> tuple[AbstractChannel, AbstractQueue]
     """A private queue that sees every message the relay publishes."""
     connection = await harness.broker.connection()
     channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        harness.topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    exchange = await declare_exchange(channel, harness.topology)
     probe = await channel.declare_queue(exclusive=True)
     await probe.bind(exchange, "#")
     return channel, probe
@@ -119,16 +118,40 @@ class TestPublishing:
 
 
 class TestNothingIsLost:
-    async def test_an_unroutable_event_is_an_error_and_stays_pending(
+    async def test_an_event_nobody_subscribes_to_is_published_and_kept_for_inspection(
         self, harness: Harness
     ) -> None:
-        unroutable_before = EVENT_PUBLISH_FAILURES.labels("unroutable")._value.get()
-        await harness.stage("nobody listens")  # no queue is bound for it yet
+        envelope = await harness.stage("nobody listens")  # no queue is bound for it yet
         relay = harness.relay()
 
-        assert await relay.publish_pending() == 0
+        assert await relay.publish_pending() == 1
 
         [row] = await harness.outbox_rows()
+        assert row.published_at is not None
+        assert row.attempts == 0
+        connection = await harness.broker.connection()
+        async with connection.channel() as channel:
+            kept = await channel.get_queue(harness.topology.unroutable_queue)
+            message = await kept.get(timeout=5)
+            assert message.message_id == str(envelope.id)
+            assert message.routing_key == "thing.happened"
+            await message.ack()
+
+    async def test_a_missing_alternate_exchange_is_a_fault_and_the_event_stays_pending(
+        self, harness: Harness
+    ) -> None:
+        relay = harness.relay()
+        await harness.stage("declares the topology")
+        assert await relay.publish_pending() == 1
+        connection = await harness.broker.connection()
+        async with connection.channel() as channel:
+            await channel.exchange_delete(harness.topology.unroutable_exchange)
+
+        unroutable_before = EVENT_PUBLISH_FAILURES.labels("unroutable")._value.get()
+        await harness.stage("nobody listens")
+        assert await relay.publish_pending() == 0
+
+        row = (await harness.outbox_rows())[-1]
         assert row.published_at is None
         assert row.attempts == 1
         assert row.last_error.startswith("unroutable")
@@ -136,13 +159,15 @@ class TestNothingIsLost:
         assert EVENT_PUBLISH_FAILURES.labels("unroutable")._value.get() == unroutable_before + 1
         # Not due yet: the next pass leaves it alone instead of hammering the broker.
         assert await relay.publish_pending() == 0
-        assert (await harness.outbox_rows())[0].attempts == 1
+        assert (await harness.outbox_rows())[-1].attempts == 1
 
-        # Once a consumer has declared its queue, a later try delivers it.
+        # Once a consumer has declared its queue (and the topology again), a later try
+        # delivers it.
         await harness.start(harness.consumer())
         await harness.start(relay)
         await eventually(lambda: harness.effects("nobody listens"), message="never delivered")
-        assert await harness.pending() == 0
+        # The consumer may see it before the relay has marked it published.
+        await eventually(lambda: harness.pending_is(0), message="still pending")
 
     async def test_an_event_committed_while_no_relay_ran_is_published_later(
         self, harness: Harness
@@ -190,15 +215,21 @@ class TestNothingIsLost:
     async def test_the_backlog_is_measured(self, harness: Harness) -> None:
         for number in range(3):
             await harness.stage(f"b{number}")
-        relay = harness.relay()
+        # A broker nobody answers for: the relay keeps failing, and says how far behind it is.
+        unreachable = Broker("amqp://guest:guest@127.0.0.1:1/", name="nowhere")
+        relay = OutboxRelay(harness.database, unreachable, harness.topology, service="test_service")
 
         assert (await relay.backlog())[0] == 3
-        # No queue is bound: the relay keeps failing, and says how far behind it is.
+        await unreachable.start()
         await harness.start(relay)
-        await eventually(
-            lambda: OUTBOX_BACKLOG.labels("test_service")._value.get() == 3,
-            message="the backlog gauge was not set",
-        )
+        try:
+            await eventually(
+                lambda: OUTBOX_BACKLOG.labels("test_service")._value.get() == 3,
+                message="the backlog gauge was not set",
+            )
+        finally:
+            await harness.stop_all()
+            await unreachable.close()
 
 
 @pytest.mark.postgres

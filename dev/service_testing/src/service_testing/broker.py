@@ -36,7 +36,11 @@ async def delete_topology(
                 with contextlib.suppress(Exception):
                     channel = await connection.channel()
                     await channel.queue_delete(queue, if_unused=False, if_empty=False)
-        for exchange in (topology.exchange, topology.dead_letter_exchange):
+        with contextlib.suppress(Exception):
+            channel = await connection.channel()
+            await channel.queue_delete(topology.unroutable_queue, if_unused=False, if_empty=False)
+        exchanges = (topology.exchange, topology.dead_letter_exchange, topology.unroutable_exchange)
+        for exchange in exchanges:
             with contextlib.suppress(Exception):
                 channel = await connection.channel()
                 await channel.exchange_delete(exchange, if_unused=False)

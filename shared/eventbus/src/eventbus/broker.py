@@ -3,7 +3,11 @@
 Topology (declared by code at start-up, with the same arguments everywhere; RabbitMQ
 refuses a second declaration that differs):
 
-- `ecommerce.events`: durable topic exchange; routing key = event type.
+- `ecommerce.events`: durable topic exchange; routing key = event type. Its alternate
+  exchange `ecommerce.events.unroutable` (fanout) takes what no queue is bound for, into
+  the queue of the same name (bounded, kept a week for inspection): an event nobody
+  subscribes to yet is published, not pending, and the relay hears "unroutable" only
+  when that alternate exchange is missing, a fault of the topology worth an alert.
 - `ecommerce.events.dlx`: durable direct exchange for dead letters.
 - `<service>.events`: one durable quorum queue per consuming service, bound to the event
   types it handles. A message handed back more than `MAX_DELIVERIES - 1` times is
@@ -32,6 +36,11 @@ from shared.config import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
+#: How many unroutable messages, and for how long, the inspection queue keeps (oldest
+#: dropped first). Part of the queue's arguments, like the delivery limit below.
+UNROUTABLE_MAX_MESSAGES = 100_000
+UNROUTABLE_RETENTION_MS = 7 * 24 * 3600 * 1000
+
 #: Deliveries of one message to a consumer before it goes to the dead-letter queue.
 #: Part of the queue's arguments: changing it means deleting the queue (or a policy).
 MAX_DELIVERIES = 5
@@ -49,6 +58,14 @@ class Topology:
         return cls(exchange=settings.events_exchange, queue_prefix=settings.events_queue_prefix)
 
     @property
+    def unroutable_exchange(self) -> str:
+        return f"{self.exchange}.unroutable"
+
+    @property
+    def unroutable_queue(self) -> str:
+        return f"{self.queue_prefix}{self.exchange}.unroutable"
+
+    @property
     def dead_letter_exchange(self) -> str:
         return f"{self.exchange}.dlx"
 
@@ -60,9 +77,30 @@ class Topology:
 
 
 async def declare_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """The events exchange (what a producer needs)."""
+    """The events exchange, with its alternate exchange and queue (what a producer needs).
+
+    A broker that has the exchange from before it had an alternate exchange refuses this
+    declaration (PRECONDITION_FAILED, inequivalent arg 'alternate-exchange'); delete the
+    exchange once (`rabbitmqadmin delete exchange name=ecommerce.events`) and the services
+    declare it again, and rebind their queues, as they start."""
+    unroutable = await channel.declare_exchange(
+        topology.unroutable_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    queue = await channel.declare_queue(
+        topology.unroutable_queue,
+        durable=True,
+        arguments={
+            "x-max-length": UNROUTABLE_MAX_MESSAGES,
+            "x-overflow": "drop-head",
+            "x-message-ttl": UNROUTABLE_RETENTION_MS,
+        },
+    )
+    await queue.bind(unroutable)
     return await channel.declare_exchange(
-        topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        topology.exchange,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": topology.unroutable_exchange},
     )
 
 

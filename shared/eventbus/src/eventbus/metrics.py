@@ -21,8 +21,9 @@ EVENTS_PUBLISHED = Counter(
 )
 EVENT_PUBLISH_FAILURES = Counter(
     "event_publish_failures",
-    "Events not published on a try (kept pending), by reason: unroutable (no queue is "
-    "bound for the type), refused (the broker nacked it), broker_unavailable.",
+    "Events not published on a try (kept pending), by reason: unroutable (the events "
+    "exchange's alternate exchange is missing: a topology fault), refused (the broker "
+    "nacked it), broker_unavailable.",
     ["reason"],
 )
 EVENTS_CONSUMED = Counter(

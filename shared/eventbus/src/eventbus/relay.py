@@ -260,8 +260,8 @@ class OutboxRelay:
             elif error is None and isinstance(task.result(), aiormq.spec.Basic.Ack):
                 confirmed.add(row.id)
             elif isinstance(error, aio_pika.exceptions.PublishError):
-                # Basic.Return: no queue is bound for this type. An error, not a success:
-                # the row stays pending and is tried again later.
+                # Basic.Return although the exchange has an alternate one: that exchange is
+                # missing (a topology fault). The row stays pending and is tried again.
                 failures.append(_Failure(row.id, row.attempts, "unroutable", str(error)))
             elif isinstance(error, aio_pika.exceptions.DeliveryError):
                 failures.append(_Failure(row.id, row.attempts, "refused", str(error)))
@@ -275,14 +275,7 @@ class OutboxRelay:
                 len(rows) - len(confirmed) - len(failures)
             )
         if failures:
-            logger.warning(
-                "events were not accepted by the broker; they stay pending",
-                extra={
-                    "count": len(failures),
-                    "reasons": sorted({failure.reason for failure in failures}),
-                    "first_error": failures[0].error,
-                },
-            )
+            _log_failures(failures, self.topology)
         return confirmed, failures, unavailable
 
     async def _record(
@@ -355,6 +348,23 @@ class OutboxRelay:
                 await session.commit()
         except Exception:
             logger.warning("published outbox rows could not be purged", exc_info=True)
+
+
+def _log_failures(failures: list[_Failure], topology: Topology) -> None:
+    extra = {
+        "count": len(failures),
+        "reasons": sorted({failure.reason for failure in failures}),
+        "first_error": failures[0].error,
+    }
+    if any(failure.reason == "unroutable" for failure in failures):
+        # Whatever no queue takes goes to the alternate exchange; a return means that
+        # exchange is gone, which no deployment should see.
+        logger.error(
+            "topology fault: events came back unroutable; they stay pending",
+            extra={**extra, "alternate_exchange": topology.unroutable_exchange},
+        )
+    else:
+        logger.warning("events were not accepted by the broker; they stay pending", extra=extra)
 
 
 def _end_spans(rows: Sequence[Any], spans: list[Span | None], confirmed: set[uuid.UUID]) -> None:
