@@ -70,7 +70,9 @@ async def run(backend: str, count: int, batch_size: int) -> None:
         connection = await broker.connection()
         try:
             channel = await connection.channel()
-            await declare_service_queues(channel, topology, CONSUMER, ("bench.happened",))
+            await declare_service_queues(
+                connection, channel, topology, CONSUMER, ("bench.happened",)
+            )
             await stage(database, count)
             relay = OutboxRelay(database, broker, topology, service="bench", batch_size=batch_size)
             started = time.perf_counter()

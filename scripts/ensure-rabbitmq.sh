@@ -26,6 +26,11 @@ fi
 # The node answers `await_startup` only once its Erlang VM is up: retry until then.
 for _ in $(seq 1 60); do
   if as_root rabbitmqctl -q await_startup --timeout 60 >/dev/null 2>&1; then
+    # A broker that has ecommerce.events from before the exchange had its alternate
+    # exchange argument keeps it without one (arguments never change); this policy gives
+    # it that alternate exchange in place (see eventbus.broker.declare_exchange).
+    as_root rabbitmqctl -q set_policy --apply-to exchanges events-alternate-exchange \
+      '^ecommerce\.events$' '{"alternate-exchange": "ecommerce.events.unroutable"}' >/dev/null
     echo "RabbitMQ is up on 127.0.0.1:5672" >&2
     exit 0
   fi

@@ -37,7 +37,7 @@ async def publish(topology: Topology, *events: EventEnvelope) -> None:
     connection = await aio_pika.connect(RABBITMQ_URL)
     try:
         channel = await connection.channel()
-        exchange = await declare_exchange(channel, topology)
+        exchange = await declare_exchange(connection, channel, topology)
         for event in events:
             await exchange.publish(
                 aio_pika.Message(

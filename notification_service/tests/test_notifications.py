@@ -460,7 +460,7 @@ class TestOverTheBroker:
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
-            exchange = await declare_exchange(channel, topology)
+            exchange = await declare_exchange(connection, channel, topology)
             for event in (user_registered(user_id), order_event("order.confirmed", user_id)):
                 await exchange.publish(
                     aio_pika.Message(

@@ -115,7 +115,7 @@ class TestProductEvents:
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
-            exchange = await declare_exchange(channel, topology)
+            exchange = await declare_exchange(connection, channel, topology)
             probe = await channel.declare_queue(exclusive=True)
             await probe.bind(exchange, "product.*")
 

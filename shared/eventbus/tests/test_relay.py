@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING
 
 import aio_pika
@@ -13,6 +14,7 @@ import pytest
 from eventbus import Broker, OutboxRelay, add_event
 from eventbus.broker import declare_exchange
 from eventbus.metrics import EVENT_PUBLISH_FAILURES, EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from eventbus.outbox import OUTBOX
 from service_testing import eventually
 from shared.db import utcnow
 
@@ -29,7 +31,7 @@ async def probe_queue(harness: Harness) -> tuple[AbstractChannel, AbstractQueue]
     """A private queue that sees every message the relay publishes."""
     connection = await harness.broker.connection()
     channel = await connection.channel()
-    exchange = await declare_exchange(channel, harness.topology)
+    exchange = await declare_exchange(connection, channel, harness.topology)
     probe = await channel.declare_queue(exclusive=True)
     await probe.bind(exchange, "#")
     return channel, probe
@@ -168,6 +170,51 @@ class TestNothingIsLost:
         await eventually(lambda: harness.effects("nobody listens"), message="never delivered")
         # The consumer may see it before the relay has marked it published.
         await eventually(lambda: harness.pending_is(0), message="still pending")
+
+    async def test_a_broker_from_before_the_alternate_exchange_still_works_and_takes_a_policy(
+        self, harness_on_own_node: Harness, rabbitmq_node: RabbitMQNode
+    ) -> None:
+        """A broker that has the exchange without the alternate-exchange argument refuses
+        the new declaration: the relay and the consumer use the exchange as it is, and a
+        policy gives it its alternate exchange without deleting anything (on the run's own
+        node: policies are the broker's, not the run's)."""
+        harness = harness_on_own_node
+        connection = await harness.broker.connection()
+        async with connection.channel() as channel:
+            await channel.declare_exchange(
+                harness.topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        relay = harness.relay()
+        await harness.start(harness.consumer())
+        await harness.stage("still delivered")
+        assert await relay.publish_pending() == 1
+        await eventually(lambda: harness.effects("still delivered"), message="not consumed")
+
+        await harness.stage("nobody listens", type_="thing.unheard")
+        assert await relay.publish_pending() == 0  # no alternate exchange yet: a fault
+
+        policy = f"{harness.topology.exchange}-alternate-exchange"
+        definition = json.dumps({"alternate-exchange": harness.topology.unroutable_exchange})
+        pattern = f"^{re.escape(harness.topology.exchange)}$"
+        ctl = rabbitmq_node.ctl
+        await asyncio.to_thread(
+            ctl, "set_policy", "--apply-to", "exchanges", policy, pattern, definition
+        )
+        try:
+            await eventually(
+                lambda: self._publishes(relay), within=20, message="the policy was not applied"
+            )
+        finally:
+            await asyncio.to_thread(ctl, "clear_policy", policy)
+        assert await harness.pending() == 0
+
+    @staticmethod
+    async def _publishes(relay: OutboxRelay) -> bool:
+        # The unroutable row waits for its retry time: make it due again.
+        async with relay.database.sessionmaker() as session:
+            await session.execute(OUTBOX.update().values(next_attempt_at=utcnow()))
+            await session.commit()
+        return await relay.publish_pending() == 1
 
     async def test_an_event_committed_while_no_relay_ran_is_published_later(
         self, harness: Harness

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractConnection,
     AbstractExchange,
     AbstractQueue,
     AbstractRobustConnection,
@@ -76,13 +78,51 @@ class Topology:
         return f"{self.queue(service)}.dlq"
 
 
-async def declare_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """The events exchange, with its alternate exchange and queue (what a producer needs).
+async def declare_exchange(
+    connection: AbstractConnection, channel: AbstractChannel, topology: Topology
+) -> AbstractExchange:
+    r"""The events exchange on `channel`, with its alternate exchange and queue (what a
+    producer needs).
 
-    A broker that has the exchange from before it had an alternate exchange refuses this
-    declaration (PRECONDITION_FAILED, inequivalent arg 'alternate-exchange'); delete the
-    exchange once (`rabbitmqadmin delete exchange name=ecommerce.events`) and the services
-    declare it again, and rebind their queues, as they start."""
+    The exchange is declared with its alternate exchange first on a channel of its own:
+    a broker that has `ecommerce.events` from before it had one refuses that declaration
+    (PRECONDITION_FAILED, which closes the channel) and keeps refusing it, since an
+    exchange's arguments never change. The exchange is then used as it is, so every
+    service still starts, and a policy gives it its alternate exchange without deleting
+    it or its bindings (`scripts/ensure-rabbitmq.sh` sets it on the local broker):
+
+        rabbitmqctl set_policy --apply-to exchanges events-alternate-exchange \
+            '^ecommerce\.events$' '{"alternate-exchange": "ecommerce.events.unroutable"}'
+
+    Without that policy an event no queue takes comes back unroutable and stays pending,
+    which `EventsUnroutable` reports."""
+    arguments: dict[str, Any] = {"alternate-exchange": topology.unroutable_exchange}
+    probe = await connection.channel(publisher_confirms=False)
+    try:
+        await _declare_unroutable(probe, topology)
+        await probe.declare_exchange(
+            topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True, arguments=arguments
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as error:
+        arguments = {}
+        logger.warning(
+            "the events exchange predates its alternate exchange argument; a policy must "
+            "give it one, or events nobody subscribes to stay pending",
+            extra={
+                "exchange": topology.exchange,
+                "alternate_exchange": topology.unroutable_exchange,
+                "error": str(error),
+            },
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.close()
+    return await channel.declare_exchange(
+        topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True, arguments=arguments
+    )
+
+
+async def _declare_unroutable(channel: AbstractChannel, topology: Topology) -> None:
     unroutable = await channel.declare_exchange(
         topology.unroutable_exchange, aio_pika.ExchangeType.FANOUT, durable=True
     )
@@ -96,12 +136,6 @@ async def declare_exchange(channel: AbstractChannel, topology: Topology) -> Abst
         },
     )
     await queue.bind(unroutable)
-    return await channel.declare_exchange(
-        topology.exchange,
-        aio_pika.ExchangeType.TOPIC,
-        durable=True,
-        arguments={"alternate-exchange": topology.unroutable_exchange},
-    )
 
 
 def queue_arguments(topology: Topology, service: str) -> dict[str, Any]:
@@ -118,10 +152,14 @@ def queue_arguments(topology: Topology, service: str) -> dict[str, Any]:
 
 
 async def declare_service_queues(
-    channel: AbstractChannel, topology: Topology, service: str, routing_keys: tuple[str, ...]
+    connection: AbstractConnection,
+    channel: AbstractChannel,
+    topology: Topology,
+    service: str,
+    routing_keys: tuple[str, ...],
 ) -> tuple[AbstractQueue, AbstractQueue]:
     """A consumer's queue, bound to `routing_keys`, and its dead-letter queue."""
-    exchange = await declare_exchange(channel, topology)
+    exchange = await declare_exchange(connection, channel, topology)
     dead_letters = await channel.declare_exchange(
         topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )

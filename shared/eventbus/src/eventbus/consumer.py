@@ -202,7 +202,7 @@ class EventConsumer:
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self.prefetch)
                 queue, _ = await declare_service_queues(
-                    channel, self.topology, self.service, self.handlers.types
+                    connection, channel, self.topology, self.service, self.handlers.types
                 )
                 self._consumer_tag = await queue.consume(self._on_message)
             except Exception:

@@ -108,7 +108,7 @@ async def replay_dead_letters(
     replayed = 0
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await declare_exchange(channel, topology)
+        exchange = await declare_exchange(connection, channel, topology)
         queue = await _dead_letter_queue(channel, topology, service)
         remaining = queue.declaration_result.message_count or 0
         # Each message is looked at once: those skipped stay unacknowledged until the

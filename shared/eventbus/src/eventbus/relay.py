@@ -181,7 +181,7 @@ class OutboxRelay:
         if self._exchange is None or self._channel is None or self._channel.is_closed:
             try:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchange = await declare_exchange(channel, self.topology)
+                self._exchange = await declare_exchange(connection, channel, self.topology)
             except Exception as error:
                 raise BrokerUnavailable(f"cannot open a channel: {error!r}") from error
             self._channel = channel
