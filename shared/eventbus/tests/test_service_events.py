@@ -81,7 +81,8 @@ class TestBrokerDown:
         assert response.status_code == 200
         assert response.json() == {
             "status": "degraded",
-            "checks": {"database": "ok", "broker": "unavailable"},
+            # Nor can it consume: events published meanwhile would miss its queue.
+            "checks": {"database": "ok", "broker": "unavailable", "consumer": "unavailable"},
         }
 
     async def test_a_service_without_events_has_no_broker_check(self, tmp_path: Path) -> None:
@@ -108,7 +109,11 @@ async def test_ready_once_connected(tmp_path: Path, names: dict[str, str]) -> No
 
     async with LifespanManager(app):
         await eventually(lambda: app.state.events.broker.is_connected)
+        await eventually(lambda: app.state.events.consumer.consuming.is_set())
         response = await ready(app)
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "broker": "ok", "consumer": "ok"},
+    }

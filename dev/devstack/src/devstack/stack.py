@@ -44,6 +44,8 @@ class ServiceSpec:
     url_variable: str | None
     migrations: str | None = None
     seed_module: str | None = None
+    #: Whether it consumes events (its queue must exist before the producers start).
+    consumes: bool = False
 
     @property
     def package(self) -> str:
@@ -51,8 +53,27 @@ class ServiceSpec:
         return self.app.split(".")[0]
 
 
-#: Every process of the system, in start order, with its contract port.
+#: Every process of the system, in start order, with its contract port. The consumers of
+#: events start first: an event published before its consumer's queue exists goes to the
+#: alternate exchange, not to that consumer (the seeded catalog's `product.created`, the
+#: administrator's `user.registered`).
 SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec(
+        "inventory_service",
+        8004,
+        "inventory_service.main:create_app",
+        "INVENTORY_SERVICE_URL",
+        "inventory_service/alembic.ini",
+        consumes=True,
+    ),
+    ServiceSpec(
+        "notification_service",
+        8005,
+        "notification_service.main:create_app",
+        "NOTIFICATION_SERVICE_URL",
+        "notification_service/alembic.ini",
+        consumes=True,
+    ),
     ServiceSpec(
         "user_service",
         8001,
@@ -69,25 +90,11 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "product_service.seed",
     ),
     ServiceSpec(
-        "inventory_service",
-        8004,
-        "inventory_service.main:create_app",
-        "INVENTORY_SERVICE_URL",
-        "inventory_service/alembic.ini",
-    ),
-    ServiceSpec(
         "order_service",
         8003,
         "order_service.main:create_app",
         "ORDER_SERVICE_URL",
         "order_service/alembic.ini",
-    ),
-    ServiceSpec(
-        "notification_service",
-        8005,
-        "notification_service.main:create_app",
-        "NOTIFICATION_SERVICE_URL",
-        "notification_service/alembic.ini",
     ),
     ServiceSpec("api_gateway", 8000, "api_gateway.main:create_app", None),
 )
@@ -182,6 +189,27 @@ def wait_ready(
     raise TimeoutError(f"{url} was not ready within {timeout} s")
 
 
+#: How long a consumer may take to declare its queue; with the broker down the stack
+#: starts without waiting longer (the events then wait in the producers' outboxes).
+CONSUMING_TIMEOUT_SECONDS = 20.0
+
+
+def wait_consuming(url: str, timeout: float = CONSUMING_TIMEOUT_SECONDS) -> bool:
+    """Wait until the service at `url` consumes its events queue (its readiness check
+    `consumer`); False, with a warning, when it does not within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with (
+            suppress(urllib.error.URLError, ConnectionError, TimeoutError, ValueError),
+            urllib.request.urlopen(f"{url}/health/ready", timeout=1) as response,  # noqa: S310
+        ):
+            if json.load(response).get("checks", {}).get("consumer") == "ok":
+                return True
+        time.sleep(0.1)
+    print(f"{url} is not consuming events yet (is RabbitMQ up?)", file=sys.stderr, flush=True)
+    return False
+
+
 def start_process(
     spec: ServiceSpec,
     port: int,
@@ -250,6 +278,8 @@ def running_stack(
             process = start_process(spec, ports[spec.name], env, log_file=log_file)
             stack.processes[spec.name] = process
             wait_ready(stack.url(spec.name), process=process)
+            if spec.consumes:
+                wait_consuming(stack.url(spec.name))
         yield stack
     finally:
         stop(stack)

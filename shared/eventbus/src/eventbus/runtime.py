@@ -110,8 +110,19 @@ def add_events(
 
     service.add_lifespan(events_lifespan)
     service.add_ready_check("broker", _check_broker, degraded=True)
+    if handlers is not None:
+        service.add_ready_check("consumer", _check_consumer, degraded=True)
 
 
 async def _check_broker(app: FastAPI) -> None:
     events: ServiceEvents = app.state.events
     await events.check_broker()
+
+
+async def _check_consumer(app: FastAPI) -> None:
+    """Degraded until the service's queue is declared, bound and consumed: an event
+    published before that goes to the alternate exchange, not to this service (so a
+    local stack starts its consumers first and waits for this)."""
+    events: ServiceEvents = app.state.events
+    if events.consumer is None or not events.consumer.consuming.is_set():
+        raise BrokerUnavailable("not consuming events yet")
