@@ -33,10 +33,11 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cost import CpuMeter, PerOrder, Profiler, difference, per_order, scrape, summarise
 from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
-from devstack import SERVICES, running_stack
+from devstack import SERVICES, Stack, running_stack
 from service_testing import (
     OtlpReceiver,
     delete_topology,
@@ -49,6 +50,8 @@ RESULTS = Path(__file__).parent / "results"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "bench-admin-password"  # noqa: S105 - a throw-away stack
 STOCK = 100_000_000
+#: Seconds of no load before each run, to measure what the system uses idle.
+IDLE_SECONDS = 3
 
 # Each wrk thread numbers its requests; the thread id and a random number per thread
 # keep keys unique across threads and runs.
@@ -142,11 +145,21 @@ def seed(gateway: str, products: int) -> tuple[str, list[str]]:
     return login(gateway, email, "bench-password"), product_ids
 
 
-def confirmed_orders(gateway: str) -> int:
-    admin = login(gateway, ADMIN_EMAIL, ADMIN_PASSWORD)
-    page = call("GET", f"{gateway}/api/v1/orders?status=confirmed&limit=1", token=admin)
-    total: int = page["total"]
-    return total
+def confirmed_orders(database_urls: dict[str, str]) -> int:
+    """Orders confirmed so far, read from order_service's database (the API may be
+    slow to answer right after a run on a busy machine)."""
+
+    async def count() -> int:
+        connection = await asyncpg.connect(plain_dsn(database_urls["order_service"]), ssl=False)
+        try:
+            total: int = await connection.fetchval(
+                "select count(*) from purchase_order where status = 'confirmed'"
+            )
+            return total
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
 
 
 def plain_dsn(url: str) -> str:
@@ -246,7 +259,7 @@ def run(
         if tracing:
             env.update(tracing_env(args, collector))
         with running_stack(ports, data_dir, env, seed=False) as stack:
-            errors = drive(args, stack.gateway_url, data_dir, tracing, report, rates)
+            errors = drive(args, stack, database_urls, data_dir, tracing, report, rates)
             lags = asyncio.run(event_lags(database_urls))
         print(
             f"  event lag, order committed -> notification recorded ({len(lags)} orders): "
@@ -265,14 +278,54 @@ def run(
     return errors, rates
 
 
+def measured_wrk(
+    args: argparse.Namespace,
+    stack: Stack,
+    database_urls: dict[str, str],
+    connections: int,
+    script: str,
+    profile: Path | None,
+) -> tuple[WrkResult, int, PerOrder]:
+    """One wrk run with its confirmed orders and their cost per order."""
+    gateway_url = stack.gateway_url
+    pids = {name: process.pid for name, process in stack.processes.items()}
+    databases = [plain_dsn(url).rsplit("/", 1)[1] for url in database_urls.values()]
+    # What the system burns with no orders (pollers, gauges, the broker), per second: on a
+    # machine shared with other work the figure per order is also given without it.
+    idle = CpuMeter(pids, databases)
+    idle.start()
+    time.sleep(IDLE_SECONDS)
+    idle_per_second = {name: used / IDLE_SECONDS for name, used in idle.stop().items()}
+    before = confirmed_orders(database_urls)
+    metrics_before = {name: scrape(stack.url(name)) for name in pids}
+    meter = CpuMeter(pids, databases)
+    profiler = None if profile is None else Profiler(profile, pids, args.duration)
+    meter.start()
+    if profiler is not None:
+        profiler.start()
+    url = f"{gateway_url}/api/v1/orders"
+    result = run_wrk(url, connections=connections, duration=args.duration, script=script)
+    cpu = meter.stop()
+    if profiler is not None:
+        profiler.wait()
+    confirmed = confirmed_orders(database_urls) - before
+    metrics = {name: difference(scrape(stack.url(name)), metrics_before[name]) for name in pids}
+    cost = per_order(confirmed, cpu, metrics)
+    idle_seconds = sum(idle_per_second.values()) * args.duration
+    cost.busy_cpu_ms = (sum(cpu.values()) - idle_seconds) * 1000 / max(confirmed, 1)
+    return result, confirmed, cost
+
+
 def drive(
     args: argparse.Namespace,
-    gateway_url: str,
+    stack: Stack,
+    database_urls: dict[str, str],
     data_dir: Path,
     tracing: bool,
     report: dict[str, Any],
     rates: dict[int, float],
 ) -> int:
+    gateway_url = stack.gateway_url
     token, product_ids = seed(gateway_url, args.products)
     script = write_script(data_dir, token, product_ids)
     url = f"{gateway_url}/api/v1/orders"
@@ -283,12 +336,19 @@ def drive(
     )
     errors = 0
     for connections in args.connections:
-        before = confirmed_orders(gateway_url)
-        result = run_wrk(url, connections=connections, duration=args.duration, script=script)
-        confirmed = confirmed_orders(gateway_url) - before
+        profile = None
+        if args.profile is not None:
+            profile = args.profile / f"{'traced' if tracing else 'untraced'}-{connections}"
+        result, confirmed, cost = measured_wrk(
+            args, stack, database_urls, connections, script, profile
+        )
         per_second = rates[connections] = confirmed / args.duration
         errors += result.errors
         print(line(f"{connections} connections", result, per_second))
+        print("\n".join(cost.lines()))
+        if profile is not None:
+            print(f"  py-spy profiles in {profile} (the profiler's own cost is in these figures)")
+            print("\n".join(summarise(profile)))
         report["runs"].append(
             {
                 "connections": connections,
@@ -296,6 +356,9 @@ def drive(
                 "confirmed_orders": confirmed,
                 "confirmed_per_second": round(per_second, 1),
                 "wrk": result.as_dict(),
+                "cpu_ms_per_order": {k: round(v, 2) for k, v in cost.cpu_ms.items()},
+                "cpu_ms_per_order_above_idle": round(cost.busy_cpu_ms, 2),
+                "per_order": {k: round(v, 3) for k, v in cost.counts.items()},
             }
         )
     return errors
@@ -308,6 +371,11 @@ async def main() -> int:
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[32])
     parser.add_argument("--products", type=int, default=1, help="products the orders spread over")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record every process with py-spy into this folder and print the top costs",
+    )
     add_tracing_options(parser)
     args = parser.parse_args()
 

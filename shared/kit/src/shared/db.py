@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from shared.metrics import DB_STATEMENTS, DB_TRANSACTIONS
+
 # Constraint names that Alembic can find again (and that read well in error messages).
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -120,6 +122,32 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.close()
 
 
+_STATEMENT_KINDS = {
+    kind: DB_STATEMENTS.labels(kind) for kind in ("select", "insert", "update", "delete")
+}
+_OTHER_STATEMENT = DB_STATEMENTS.labels("other")
+_COMMITS = DB_TRANSACTIONS.labels("commit")
+_ROLLBACKS = DB_TRANSACTIONS.labels("rollback")
+
+
+def _count_statements(engine: AsyncEngine) -> None:
+    """Count statements and transactions: the round trips a request costs the database."""
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _on_execute(*args: Any) -> None:
+        statement: str = args[2]
+        _STATEMENT_KINDS.get(statement[:6].lower(), _OTHER_STATEMENT).inc()
+
+    @event.listens_for(sync_engine, "commit")
+    def _on_commit(_connection: Any) -> None:
+        _COMMITS.inc()
+
+    @event.listens_for(sync_engine, "rollback")
+    def _on_rollback(_connection: Any) -> None:
+        _ROLLBACKS.inc()
+
+
 def create_engine(
     url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False
 ) -> AsyncEngine:
@@ -130,15 +158,17 @@ def create_engine(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo)
         _configure_sqlite(engine)
-        return engine
-    return create_async_engine(
-        url,
-        echo=echo,
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-    )
+    else:
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+        )
+    _count_statements(engine)
+    return engine
 
 
 class Database:

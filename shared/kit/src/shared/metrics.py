@@ -33,3 +33,14 @@ CIRCUIT_STATE = Gauge(
     "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
     ["upstream"],
 )
+
+DB_STATEMENTS = Counter(
+    "db_statements_total",
+    "SQL statements sent to the database, by kind (select, insert, update, delete, other).",
+    ["kind"],
+)
+DB_TRANSACTIONS = Counter(
+    "db_transactions_total",
+    "Database transactions ended, by outcome (commit, rollback).",
+    ["outcome"],
+)
