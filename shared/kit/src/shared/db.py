@@ -160,15 +160,24 @@ def create_engine(
         _configure_sqlite(engine)
     else:
         engine = create_async_engine(
-            url,
-            echo=echo,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_pre_ping=True,
-            pool_recycle=1800,
+            url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
         )
+        _discard_closed_connections(engine)
     _count_statements(engine)
     return engine
+
+
+def _discard_closed_connections(engine: AsyncEngine) -> None:
+    """Replace a pooled connection the server has closed (a restart, an idle timeout)
+    when it is checked out. asyncpg notices the closed socket by itself, so this costs
+    no round trip, where `pool_pre_ping` sends a query before every transaction."""
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        is_closed = getattr(driver, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise sa_exc.DisconnectionError("the server closed this pooled connection")
 
 
 class Database:
