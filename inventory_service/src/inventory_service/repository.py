@@ -152,14 +152,16 @@ class ReservationRepository:
             )
         )
 
-    async def add_lines(self, order_id: uuid.UUID, quantities: Mapping[uuid.UUID, int]) -> None:
-        await self.session.execute(
-            insert(ReservationLine),
-            [
-                {"order_id": order_id, "product_id": product_id, "quantity": quantity}
-                for product_id, quantity in quantities.items()
-            ],
-        )
+    async def add_lines(
+        self, order_id: uuid.UUID, quantities: Mapping[uuid.UUID, int]
+    ) -> list[ReservationLine]:
+        """Insert the lines (in the order given); returns them as written."""
+        rows = [
+            {"order_id": order_id, "product_id": product_id, "quantity": quantity}
+            for product_id, quantity in quantities.items()
+        ]
+        await self.session.execute(insert(ReservationLine), rows)
+        return [ReservationLine(**row) for row in rows]
 
     async def lines(self, order_id: uuid.UUID) -> Sequence[ReservationLine]:
         statement = (
@@ -178,9 +180,10 @@ class ReservationRepository:
         now: datetime,
         reason: str | None = None,
         expired_by: datetime | None = None,
-    ) -> bool:
-        """Move the reservation from `expected` to `new`; False when it was not `expected`
-        (or, with `expired_by`, had not expired by then).
+    ) -> Reservation | None:
+        """Move the reservation from `expected` to `new` and return it as it is now
+        (its `lines` not loaded); None when it was not `expected` (or, with
+        `expired_by`, had not expired by then).
 
         Only one of two concurrent transitions from the same status can succeed: the
         second waits for the first's row lock and then finds the status changed."""
@@ -189,10 +192,12 @@ class ReservationRepository:
         )
         if expired_by is not None:
             statement = statement.where(Reservation.expires_at <= expired_by)
-        result = await self.session.execute(
+        statement = (
             statement.values(status=new, reason=reason, updated_at=now)
+            .returning(Reservation)
+            .execution_options(populate_existing=True)
         )
-        return _changed_one(result)
+        return (await self.session.scalars(statement)).one_or_none()
 
     async def add_restock(self, refund_id: uuid.UUID, order_id: uuid.UUID, now: datetime) -> bool:
         """Record that the refund's units go back on sale; False when it was recorded

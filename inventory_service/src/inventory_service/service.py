@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from inventory_service.errors import (
     InsufficientStock,
@@ -25,7 +26,7 @@ from inventory_service.errors import (
     StockNotFound,
 )
 from inventory_service.metrics import count_reservation
-from inventory_service.models import Reservation, ReservationStatus, Stock
+from inventory_service.models import Reservation, ReservationLine, ReservationStatus, Stock
 from inventory_service.product_client import ProductClient
 from inventory_service.repository import ReservationRepository, StockRepository
 from inventory_service.schemas import ReservationCreate
@@ -114,7 +115,7 @@ class ReservationService:
                     await self.session.rollback()
                     count_reservation("insufficient")
                     raise InsufficientStock(product_id)
-            await self.reservations.add_lines(data.order_id, quantities)
+            lines = await self.reservations.add_lines(data.order_id, quantities)
             await self.session.commit()
         except IntegrityError as error:
             await self.session.rollback()
@@ -126,14 +127,24 @@ class ReservationService:
             count_reservation("replayed")
             return existing, False
         count_reservation("reserved")
-        return await self.get(data.order_id), True
+        # What was just written, without reading it back.
+        reservation = Reservation(
+            order_id=data.order_id,
+            status=ReservationStatus.RESERVED,
+            reason=None,
+            expires_at=now + timedelta(seconds=ttl),
+            created_at=now,
+            updated_at=now,
+        )
+        set_committed_value(reservation, "lines", lines)
+        return reservation, True
 
     async def commit(self, order_id: uuid.UUID) -> Reservation:
         """Turn the held units into sold ones; committing again changes nothing."""
-        if await self.commit_held(order_id):
+        if committed := await self.commit_held(order_id):
             await self.session.commit()
             count_reservation("committed")
-            return await self.get(order_id)
+            return committed
         await self.session.rollback()
         reservation = await self.get(order_id)
         if reservation.status is ReservationStatus.RELEASED:
@@ -150,19 +161,22 @@ class ReservationService:
         count_reservation("released", reason)
         return await self.get(order_id)
 
-    async def commit_held(self, order_id: uuid.UUID) -> bool:
-        """`commit` in the caller's transaction (the caller commits): True when the
-        reservation was `reserved` and is now `committed`, False when it was not
-        (missing, committed already, or released)."""
+    async def commit_held(self, order_id: uuid.UUID) -> Reservation | None:
+        """`commit` in the caller's transaction (the caller commits): the reservation,
+        lines loaded, when it was `reserved` and is now `committed`; None when it was
+        not (missing, committed already, or released)."""
         now = utcnow()
-        if not await self.reservations.change_status(
+        reservation = await self.reservations.change_status(
             order_id, expected=ReservationStatus.RESERVED, new=ReservationStatus.COMMITTED, now=now
-        ):
-            return False
-        for product_id, quantity in await self._lines(order_id):
-            if not await self.stock.sell_reserved(product_id, quantity, now):
-                await self._inconsistent(order_id, product_id, "reserved")
-        return True
+        )
+        if reservation is None:
+            return None
+        lines = await self._lines(order_id)
+        for line in lines:
+            if not await self.stock.sell_reserved(line.product_id, line.quantity, now):
+                await self._inconsistent(order_id, line.product_id, "reserved")
+        set_committed_value(reservation, "lines", lines)
+        return reservation
 
     async def release_held_or_sold(self, order_id: uuid.UUID, reason: str) -> bool:
         """`release` in the caller's transaction (the caller commits): True when this
@@ -246,25 +260,22 @@ class ReservationService:
                 await self.session.rollback()
         return len(order_ids), released
 
-    async def _lines(
-        self, order_id: uuid.UUID, *, sold: bool = False
-    ) -> list[tuple[uuid.UUID, int]]:
-        """(product, units) of the reservation; with `sold`, only the units still sold
-        (not put back on sale by a refund already)."""
+    async def _lines(self, order_id: uuid.UUID) -> list[ReservationLine]:
         # Already stored in product id order; sorted again so the lock order never
         # depends on how a query happens to return rows.
-        return sorted(
-            (line.product_id, line.quantity - (line.restocked if sold else 0))
-            for line in await self.reservations.lines(order_id)
-        )
+        lines = await self.reservations.lines(order_id)
+        return sorted(lines, key=lambda line: line.product_id)
 
     async def _give_back(self, order_id: uuid.UUID, now: datetime, *, held: bool) -> None:
+        """Held units back to available, or (not `held`) the units still sold: those a
+        refund put back on sale already are not given twice."""
         give_back = self.stock.return_reserved if held else self.stock.return_sold
-        for product_id, quantity in await self._lines(order_id, sold=not held):
+        for line in await self._lines(order_id):
+            quantity = line.quantity if held else line.quantity - line.restocked
             if quantity == 0:
                 continue
-            if not await give_back(product_id, quantity, now):
-                await self._inconsistent(order_id, product_id, "reserved" if held else "sold")
+            if not await give_back(line.product_id, quantity, now):
+                await self._inconsistent(order_id, line.product_id, "reserved" if held else "sold")
 
     async def _inconsistent(self, order_id: uuid.UUID, product_id: uuid.UUID, column: str) -> None:
         await self.session.rollback()
