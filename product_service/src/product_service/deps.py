@@ -11,6 +11,7 @@ from product_service.cache import ProductCache
 from product_service.schemas import ProductFilters
 from product_service.service import ProductService
 from shared.auth import TokenClaims, TokenVerifier, current_claims, get_token_verifier
+from shared.db import Database
 from shared.service import SessionDep
 
 _optional_bearer = HTTPBearer(
@@ -32,12 +33,20 @@ async def optional_claims(
     return await current_claims(credentials, verifier)
 
 
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
 async def get_product_cache(request: Request) -> ProductCache:
     cache: ProductCache = request.app.state.product_cache
     return cache
 
 
 ProductCacheDep = Annotated[ProductCache, Depends(get_product_cache)]
+#: For a route that opens a session only when it needs one: a session dependency
+#: (`SessionDep`) costs every request a generator, a cancel scope and an exit stack.
+DatabaseDep = Annotated[Database, Depends(get_database)]
 ProductServiceDep = Annotated[ProductService, Depends(get_product_service)]
 OptionalClaims = Annotated[TokenClaims | None, Depends(optional_claims)]
 ProductFiltersDep = Annotated[ProductFilters, Query()]

@@ -7,12 +7,14 @@ import uuid
 from fastapi import APIRouter, Response, status
 
 from product_service.deps import (
+    DatabaseDep,
     OptionalClaims,
     ProductCacheDep,
     ProductFiltersDep,
     ProductServiceDep,
 )
 from product_service.schemas import ProductCreate, ProductRead, ProductUpdate
+from product_service.service import ProductService
 from shared.auth import AdminClaims
 from shared.schemas import Page, PageDep
 
@@ -30,7 +32,7 @@ async def list_products(
 @router.get("/{product_id}", response_model=ProductRead)
 async def get_product(
     product_id: uuid.UUID,
-    products: ProductServiceDep,
+    database: DatabaseDep,
     claims: OptionalClaims,
     cache: ProductCacheDep,
 ) -> Response:
@@ -38,7 +40,11 @@ async def get_product(
     include_inactive = claims is not None and claims.is_admin
     document = None if include_inactive else cache.get(product_id)
     if document is None:
-        product = await products.get(product_id, include_inactive=include_inactive)
+        # The hottest route: a cached document is answered without a session at all.
+        async with database.sessionmaker() as session:
+            product = await ProductService(session).get(
+                product_id, include_inactive=include_inactive
+            )
         document = ProductRead.model_validate(product).model_dump_json().encode()
         if product.is_active:
             cache.put(product_id, document)
