@@ -4,6 +4,13 @@
 # the node detached when it is not running, and waits until it has booted. Idempotent.
 set -euo pipefail
 
+# The server started below must not inherit this script's descriptors: a lock its caller
+# holds through one (flock on a descriptor, as a shared test runner does) would stay held
+# for as long as the server runs. Bash reads this script through descriptor 255.
+for fd in $(ls /proc/$$/fd); do
+  if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
+
 export PATH="$PATH:/usr/sbin:/sbin"
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
