@@ -34,6 +34,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cost import CpuMeter, PerOrder, Profiler, difference, per_order, scrape, summarise
+from reference_run import measure_reference
 from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
@@ -364,6 +365,41 @@ def drive(
     return errors
 
 
+def compare_with_reference(
+    args: argparse.Namespace, database_url: str, rates: dict[int, float], report: dict[str, Any]
+) -> int:
+    """The same orders against the one-process reference, and the services' share of its
+    rate; returns its error count."""
+    runs, lags = measure_reference(
+        database_url, args.connections, args.duration, args.products, STOCK, write_script
+    )
+    print("\nthe same durable work in one process (bench/reference_checkout.py), PostgreSQL")
+    errors = 0
+    for run in runs:
+        per_second = run.confirmed / args.duration
+        errors += run.result.errors
+        print(line(f"{run.connections} connections", run.result, per_second))
+        print(run.cost.lines()[0])
+        report["reference"].append(
+            {
+                "connections": run.connections,
+                "confirmed_per_second": round(per_second, 1),
+                "wrk": run.result.as_dict(),
+                "cpu_ms_per_order": {k: round(v, 2) for k, v in run.cost.cpu_ms.items()},
+            }
+        )
+    print(
+        f"  event lag ({len(lags)} orders): p50 {percentile(lags, 0.5) * 1000:.0f} ms,"
+        f" p99 {percentile(lags, 0.99) * 1000:.0f} ms"
+    )
+    print("\nservices / one process (confirmed orders/s)")
+    for run in runs:
+        ratio = rates[run.connections] / max(run.confirmed / args.duration, 1e-9)
+        report["ratio_to_reference"][run.connections] = round(ratio, 3)
+        print(f"  {run.connections:>4} connections   {ratio:5.2f}x")
+    return errors
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -376,6 +412,12 @@ async def main() -> int:
         type=Path,
         help="record every process with py-spy into this folder and print the top costs",
     )
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the one-process reference (bench/reference_checkout.py)",
+    )
     add_tracing_options(parser)
     args = parser.parse_args()
 
@@ -383,6 +425,8 @@ async def main() -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "products": args.products,
         "runs": [],
+        "reference": [],
+        "ratio_to_reference": {},
     }
     errors = 0
     rates: dict[str, dict[int, float]] = {}
@@ -401,6 +445,12 @@ async def main() -> int:
                     run, args, urls, Path(data_dir), mode == "on", report
                 )
                 errors += failed
+    if args.reference and "off" in rates:
+        async with postgres_database("bench_reference") as url:
+            reference = await asyncio.to_thread(
+                compare_with_reference, args, url, rates["off"], report
+            )
+        errors += reference
     if {"off", "on"} <= rates.keys():
         print("\ntracing overhead (confirmed orders/s, on vs off)")
         for connections, off in rates["off"].items():
