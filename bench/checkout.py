@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cost import CpuMeter, PerOrder, Profiler, difference, per_order, scrape, summarise
+from lag import Delivery, Window, lag_report
 from reference_run import measure_reference
 from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
@@ -168,9 +170,9 @@ def plain_dsn(url: str) -> str:
     return url.replace("+asyncpg", "").split("?", 1)[0]
 
 
-async def event_lags(database_urls: dict[str, str], within: float = 60.0) -> list[float]:
-    """Seconds from each confirmed order's commit to its order_confirmed notification being
-    recorded (read from the two services' databases once every notification is in)."""
+async def event_deliveries(database_urls: dict[str, str], within: float = 60.0) -> list[Delivery]:
+    """Each confirmed order's commit and its order_confirmed notification's recording
+    (read from the two services' databases once every notification is in)."""
     orders_db = await asyncpg.connect(plain_dsn(database_urls["order_service"]), ssl=False)
     notes_db = await asyncpg.connect(plain_dsn(database_urls["notification_service"]), ssl=False)
     try:
@@ -194,18 +196,14 @@ async def event_lags(database_urls: dict[str, str], within: float = 60.0) -> lis
         missing = len(confirmed.keys() - recorded.keys())
         if missing:
             print(f"  {missing} confirmed orders have no notification after {within:.0f} s")
-        return sorted(
-            (recorded[order_id] - committed).total_seconds()
+        return [
+            (committed, recorded[order_id])
             for order_id, committed in confirmed.items()
             if order_id in recorded
-        )
+        ]
     finally:
         await orders_db.close()
         await notes_db.close()
-
-
-def percentile(values: list[float], share: float) -> float:
-    return values[min(len(values) - 1, int(share * len(values)))] if values else float("nan")
 
 
 def write_script(directory: Path, token: str, product_ids: list[str]) -> str:
@@ -260,19 +258,12 @@ def run(
         if tracing:
             env.update(tracing_env(args, collector))
         with running_stack(ports, data_dir, env, seed=False) as stack:
-            errors = drive(args, stack, database_urls, data_dir, tracing, report, rates)
-            lags = asyncio.run(event_lags(database_urls))
-        print(
-            f"  event lag, order committed -> notification recorded ({len(lags)} orders): "
-            f"p50 {percentile(lags, 0.5) * 1000:.0f} ms, p99 {percentile(lags, 0.99) * 1000:.0f} ms"
-            f", max {(lags[-1] if lags else float('nan')) * 1000:.0f} ms"
-        )
-        report.setdefault("event_lag_seconds", {})["on" if tracing else "off"] = {
-            "orders": len(lags),
-            "p50": percentile(lags, 0.5),
-            "p99": percentile(lags, 0.99),
-            "max": lags[-1] if lags else None,
-        }
+            windows: list[Window] = []
+            errors = drive(args, stack, database_urls, data_dir, tracing, report, rates, windows)
+            deliveries = asyncio.run(event_deliveries(database_urls))
+        lines, summary = lag_report(deliveries, windows)
+        print("\n".join(lines))
+        report.setdefault("event_lag_seconds", {})["on" if tracing else "off"] = summary
         if tracing:
             report_collector(collector)
     asyncio.run(delete_topology(topology, tuple(spec.name for spec in SERVICES)))
@@ -325,6 +316,7 @@ def drive(
     tracing: bool,
     report: dict[str, Any],
     rates: dict[int, float],
+    windows: list[Window],
 ) -> int:
     gateway_url = stack.gateway_url
     token, product_ids = seed(gateway_url, args.products)
@@ -340,9 +332,11 @@ def drive(
         profile = None
         if args.profile is not None:
             profile = args.profile / f"{'traced' if tracing else 'untraced'}-{connections}"
+        start = datetime.now(UTC)
         result, confirmed, cost = measured_wrk(
             args, stack, database_urls, connections, script, profile
         )
+        windows.append(Window(connections, start, datetime.now(UTC)))
         per_second = rates[connections] = confirmed / args.duration
         errors += result.errors
         print(line(f"{connections} connections", result, per_second))
@@ -370,7 +364,7 @@ def compare_with_reference(
 ) -> int:
     """The same orders against the one-process reference, and the services' share of its
     rate; returns its error count."""
-    runs, lags = measure_reference(
+    runs, deliveries, windows = measure_reference(
         database_url, args.connections, args.duration, args.products, STOCK, write_script
     )
     print("\nthe same durable work in one process (bench/reference_checkout.py), PostgreSQL")
@@ -388,10 +382,9 @@ def compare_with_reference(
                 "cpu_ms_per_order": {k: round(v, 2) for k, v in run.cost.cpu_ms.items()},
             }
         )
-    print(
-        f"  event lag ({len(lags)} orders): p50 {percentile(lags, 0.5) * 1000:.0f} ms,"
-        f" p99 {percentile(lags, 0.99) * 1000:.0f} ms"
-    )
+    lines, summary = lag_report(deliveries, windows)
+    print("\n".join(lines))
+    report["reference_event_lag_seconds"] = summary
     print("\nservices / one process (confirmed orders/s)")
     for run in runs:
         ratio = rates[run.connections] / max(run.confirmed / args.duration, 1e-9)
@@ -405,7 +398,7 @@ async def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, nargs="+", default=[32])
+    parser.add_argument("--connections", type=int, nargs="+", default=[32, 256, 1])
     parser.add_argument("--products", type=int, default=1, help="products the orders spread over")
     parser.add_argument(
         "--profile",

@@ -22,6 +22,7 @@ import jwt
 from cost import CpuMeter, PerOrder, per_order
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from lag import Delivery, Window
 from wrk import WrkResult, run_wrk
 
 from devstack import REPO_ROOT
@@ -72,7 +73,7 @@ def confirmed(dsn: str) -> int:
     return int(asyncio.run(_scalar(dsn, query)))  # type: ignore[call-overload]
 
 
-async def _lags(dsn: str, within: float = 60.0) -> list[float]:
+async def _deliveries(dsn: str, within: float = 60.0) -> list[Delivery]:
     connection = await asyncpg.connect(dsn, ssl=False)
     try:
         deadline = time.monotonic() + within
@@ -85,10 +86,10 @@ async def _lags(dsn: str, within: float = 60.0) -> list[float]:
                 break
             await asyncio.sleep(0.5)
         rows = await connection.fetch(
-            "select extract(epoch from n.created_at - o.updated_at) as lag from purchase_order o"
-            " join notification n on n.order_id = o.id where o.status = 'confirmed' order by lag"
+            "select o.updated_at, n.created_at from purchase_order o"
+            " join notification n on n.order_id = o.id where o.status = 'confirmed'"
         )
-        return [float(row["lag"]) for row in rows]
+        return [(row["updated_at"], row["created_at"]) for row in rows]
     finally:
         await connection.close()
 
@@ -151,10 +152,12 @@ def measure_reference(
     products: int,
     stock: int,
     write_script: Callable[[Path, str, list[str]], str],
-) -> tuple[list[ReferenceRun], list[float]]:
-    """Every connection count against the reference; returns the runs and the event lags."""
+) -> tuple[list[ReferenceRun], list[Delivery], list[Window]]:
+    """Every connection count against the reference: the runs, each confirmed order's
+    commit and notification, and each run's time window."""
     dsn = plain_dsn(database_url)
     runs = []
+    windows: list[Window] = []
     with (
         running_reference(database_url) as (process, url, token),
         tempfile.TemporaryDirectory() as tmp,
@@ -165,6 +168,7 @@ def measure_reference(
         run_wrk(f"{url}/api/v1/orders", connections=8, duration=3, script=script)
         database = dsn.rsplit("/", 1)[1]
         for count in connections:
+            start = datetime.now(UTC)
             before = confirmed(dsn)
             meter = CpuMeter({REFERENCE: process.pid}, [database])
             meter.start()
@@ -174,5 +178,6 @@ def measure_reference(
             cpu = meter.stop()
             done = confirmed(dsn) - before
             runs.append(ReferenceRun(count, result, done, per_order(done, cpu, {})))
-        lags = asyncio.run(_lags(dsn))
-    return runs, lags
+            windows.append(Window(count, start, datetime.now(UTC)))
+        deliveries = asyncio.run(_deliveries(dsn))
+    return runs, deliveries, windows
