@@ -60,7 +60,9 @@ class ServiceSettings(BaseSettings):
     http_max_connections: int = Field(default=200, ge=1)
     http_max_keepalive: int = Field(default=100, ge=1)
     http_retries: int = Field(default=2, ge=0)
-    http_transport: Literal["httpx", "aiohttp"] = "httpx"
+    #: aiohttp's pool: httpx's own serialises concurrent calls (at 32 at once, 2 ms of
+    #: CPU per call against 0.27 ms; README, Benchmarks).
+    http_transport: Literal["httpx", "aiohttp"] = "aiohttp"
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
 

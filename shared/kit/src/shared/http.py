@@ -207,7 +207,7 @@ class ServiceClient:
         retries: int = 2,
         failure_threshold: int = 5,
         reset_seconds: float = 10.0,
-        transport: TransportName = "httpx",
+        transport: TransportName = "aiohttp",
         custom_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
@@ -248,7 +248,7 @@ class ServiceClient:
             "retries": settings.http_retries,
             "failure_threshold": settings.breaker_failure_threshold,
             "reset_seconds": settings.breaker_reset_seconds,
-            "transport": getattr(settings, "http_transport", "httpx"),
+            "transport": getattr(settings, "http_transport", "aiohttp"),
         }
         options.update(overrides)
         return cls(upstreams, **options)
