@@ -373,7 +373,8 @@ def compare_with_reference(
         per_second = run.confirmed / args.duration
         errors += run.result.errors
         print(line(f"{run.connections} connections", run.result, per_second))
-        print(run.cost.lines()[0])
+        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in run.cost.cpu_ms.items())
+        print(f"  CPU per confirmed order: {run.cost.total_cpu_ms:.1f} ms   ({parts})")
         report["reference"].append(
             {
                 "connections": run.connections,
