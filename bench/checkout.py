@@ -165,6 +165,26 @@ def confirmed_orders(database_urls: dict[str, str]) -> int:
     return asyncio.run(count())
 
 
+def sessions_opened(database_urls: dict[str, str]) -> int:
+    """Connections opened so far to the run's databases (PostgreSQL counts them): a pool
+    that closes and reopens connections under load pays a login and its setup for each."""
+
+    async def count() -> int:
+        names = [plain_dsn(url).rsplit("/", 1)[1] for url in database_urls.values()]
+        connection = await asyncpg.connect(plain_dsn(database_urls["order_service"]), ssl=False)
+        try:
+            total: int = await connection.fetchval(
+                "select coalesce(sum(sessions), 0) from pg_stat_database"
+                " where datname = any($1::text[])",
+                names,
+            )
+            return total
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
 def plain_dsn(url: str) -> str:
     """asyncpg's own form of a SQLAlchemy URL (no driver name, no query options)."""
     return url.replace("+asyncpg", "").split("?", 1)[0]
@@ -289,6 +309,7 @@ def measured_wrk(
     time.sleep(IDLE_SECONDS)
     idle_per_second = {name: used / IDLE_SECONDS for name, used in idle.stop().items()}
     before = confirmed_orders(database_urls)
+    sessions_before = sessions_opened(database_urls)
     metrics_before = {name: scrape(stack.url(name)) for name in pids}
     meter = CpuMeter(pids, databases)
     profiler = None if profile is None else Profiler(profile, pids, args.duration)
@@ -303,6 +324,9 @@ def measured_wrk(
     confirmed = confirmed_orders(database_urls) - before
     metrics = {name: difference(scrape(stack.url(name)), metrics_before[name]) for name in pids}
     cost = per_order(confirmed, cpu, metrics)
+    # Less the two this function opens to count.
+    opened = sessions_opened(database_urls) - sessions_before - 2
+    cost.counts["PostgreSQL connections opened"] = opened / max(confirmed, 1)
     idle_seconds = sum(idle_per_second.values()) * args.duration
     cost.busy_cpu_ms = (sum(cpu.values()) - idle_seconds) * 1000 / max(confirmed, 1)
     return result, confirmed, cost
