@@ -104,18 +104,20 @@ class ReservationService:
         and whether this call made it (False: the order already had one).
 
         The reservation row goes in first: a repeated or concurrent request for the same
-        order breaks its primary key instead of reserving twice."""
+        order breaks its primary key instead of reserving twice. The stock rows come last,
+        just before the commit: every order of a product updates its row, so the time
+        between that UPDATE and the commit is how long each order makes the next wait."""
         quantities = dict(sorted(data.quantities().items()))
         ttl = data.ttl_seconds if data.ttl_seconds is not None else default_ttl_seconds
         now = utcnow()
         try:
             await self.reservations.add(data.order_id, now + timedelta(seconds=ttl), now)
+            lines = await self.reservations.add_lines(data.order_id, quantities)
             for product_id, quantity in quantities.items():
                 if not await self.stock.reserve(product_id, quantity, now):
                     await self.session.rollback()
                     count_reservation("insufficient")
                     raise InsufficientStock(product_id)
-            lines = await self.reservations.add_lines(data.order_id, quantities)
             await self.session.commit()
         except IntegrityError as error:
             await self.session.rollback()
