@@ -92,7 +92,11 @@ class RemoteJWKS:
 
 
 class RemoteUserStatus:
-    """Looks up whether a user is still active (and their current role), cached briefly."""
+    """Looks up whether a user is still active (and their current role), cached briefly.
+
+    Concurrent requests of one user share one lookup: when the cached status expires
+    under load, every request in flight would otherwise ask user_service at once (and
+    on a busy machine a lookup takes long enough for dozens to pile up)."""
 
     def __init__(
         self, client: ServiceClient, *, upstream: str = "user", cache_seconds: float = 5.0
@@ -101,12 +105,27 @@ class RemoteUserStatus:
         self.upstream = upstream
         self.cache_seconds = cache_seconds
         self._cache: dict[uuid.UUID, tuple[float, UserStatus | None]] = {}
+        self._lookups: dict[uuid.UUID, asyncio.Task[UserStatus | None]] = {}
 
     async def get_status(self, user_id: uuid.UUID) -> UserStatus | None:
-        now = time.monotonic()
         cached = self._cache.get(user_id)
-        if cached is not None and now - cached[0] < self.cache_seconds:
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
             return cached[1]
+        lookup = self._lookups.get(user_id)
+        if lookup is None:
+            lookup = asyncio.create_task(self._look_up(user_id))
+            self._lookups[user_id] = lookup
+            lookup.add_done_callback(lambda done: self._forget(user_id, done))
+        # Shielded: a caller that goes away does not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
+    def _forget(self, user_id: uuid.UUID, lookup: asyncio.Task[UserStatus | None]) -> None:
+        self._lookups.pop(user_id, None)
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: its waiters may all have gone
+
+    async def _look_up(self, user_id: uuid.UUID) -> UserStatus | None:
+        now = time.monotonic()
         response = await self.client.request(
             self.upstream, "GET", f"/internal/v1/users/{user_id}/status"
         )
