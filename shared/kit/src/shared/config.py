@@ -39,9 +39,9 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["json", "console", "auto"] = "json"
     data_dir: str = ".data"
     database_url: str = ""
-    # Connections kept open; a request beyond them opens (and then closes) an overflow
-    # connection, which is slow (a TLS handshake with most servers), so size the pool for
-    # the concurrency you expect rather than leaning on the overflow.
+    # The pool opens up to pool_size + max_overflow connections as the load needs them
+    # and keeps each for the next transaction (opening one is slow: a login, often a TLS
+    # handshake); the sum is what a process may hold at most (README, Connection budget).
     database_pool_size: int = Field(default=20, ge=1)
     database_max_overflow: int = Field(default=10, ge=0)
     database_echo: bool = False

@@ -159,8 +159,17 @@ def create_engine(
         engine = create_async_engine(url, echo=echo)
         _configure_sqlite(engine)
     else:
+        # Every connection the pool opens is kept for the next transaction, up to
+        # pool_size + max_overflow (the most it ever holds either way). SQLAlchemy closes
+        # an overflow connection as soon as it is returned to a full pool, so a load just
+        # above pool_size opened and closed connections all the time, each a login and
+        # its setup on both sides: bench-checkout counted 0.84 opened per order.
         engine = create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
+            url,
+            echo=echo,
+            pool_size=pool_size + max_overflow,
+            max_overflow=0,
+            pool_recycle=1800,
         )
         _discard_closed_connections(engine)
     _count_statements(engine)
