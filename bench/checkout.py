@@ -329,6 +329,7 @@ def measured_wrk(
     cost.counts["PostgreSQL connections opened"] = opened / max(confirmed, 1)
     idle_seconds = sum(idle_per_second.values()) * args.duration
     cost.busy_cpu_ms = (sum(cpu.values()) - idle_seconds) * 1000 / max(confirmed, 1)
+    cost.idle_ms_per_second = {name: used * 1000 for name, used in idle_per_second.items()}
     return result, confirmed, cost
 
 

@@ -169,6 +169,8 @@ class PerOrder:
     by_service: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     #: The CPU per order less what the system uses idle over the same time.
     busy_cpu_ms: float = float("nan")
+    #: What each process group uses with no orders, in ms of CPU per second.
+    idle_ms_per_second: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_cpu_ms(self) -> float:
@@ -182,12 +184,17 @@ class PerOrder:
             for name, (http, sql, commits) in self.by_service.items()
             if http or sql
         )
-        return [
+        lines = [
             f"  CPU per confirmed order: {self.total_cpu_ms:.1f} ms, "
             f"{self.busy_cpu_ms:.1f} ms above idle   ({cpu})",
             f"  per confirmed order: {counts}",
             f"  HTTP requests/SQL statements/commits per order by service: {services}",
         ]
+        if self.idle_ms_per_second:
+            idle = sorted(self.idle_ms_per_second.items(), key=lambda item: -item[1])
+            parts = ", ".join(f"{name} {ms:.0f}" for name, ms in idle)
+            lines.append(f"  idle, ms of CPU per second: {parts}")
+        return lines
 
 
 def per_order(
