@@ -174,7 +174,7 @@ def sessions_opened(database_urls: dict[str, str]) -> int:
         connection = await asyncpg.connect(plain_dsn(database_urls["order_service"]), ssl=False)
         try:
             total: int = await connection.fetchval(
-                "select coalesce(sum(sessions), 0) from pg_stat_database"
+                "select coalesce(sum(sessions), 0)::bigint from pg_stat_database"
                 " where datname = any($1::text[])",
                 names,
             )
