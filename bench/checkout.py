@@ -424,7 +424,7 @@ async def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, nargs="+", default=[32, 256, 1])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 32, 256])
     parser.add_argument("--products", type=int, default=1, help="products the orders spread over")
     parser.add_argument(
         "--profile",
