@@ -157,14 +157,16 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _backends(database: str) -> list[int]:
-    """The PostgreSQL server processes serving `database` (named in their titles)."""
+    """The PostgreSQL processes serving clients of `database`: their titles read
+    "postgres: [<cluster>:] <user> <database> <host>(<port>) <state>" (autovacuum
+    workers, which come and go, are left out)."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            title = cmdline.read_bytes()
+            title = cmdline.read_bytes().split(b"\0")[0].split()
         except OSError:
             continue
-        if title.startswith(b"postgres: ") and f" {database} ".encode() in title:
+        if title[:1] == [b"postgres:"] and database.encode() in title[2:4]:
             found.append(int(cmdline.parent.name))
     return found
 
@@ -172,10 +174,10 @@ def _backends(database: str) -> list[int]:
 def measure_one(url: str, connections: int, duration: int, service: int, database: str) -> Measured:
     before = {pid: _cpu_seconds(pid) for pid in [service, *_backends(database)]}
     result = run_wrk(url, connections=connections, duration=duration)
-    # Backends the pool opened during the run count from zero.
-    spent = {
-        pid: _cpu_seconds(pid) - before.get(pid, 0.0) for pid in {*before, *_backends(database)}
-    }
+    # Backends the pool opened during the run count from zero; one it closed meanwhile
+    # took its CPU time along (left out: the figure can only be low by it).
+    after = {pid: _cpu_seconds(pid) for pid in {*before, *_backends(database)}}
+    spent = {pid: after[pid] - before.get(pid, 0.0) for pid in after if after[pid] > 0}
     requests = max(result.requests, 1)
     service_ms = spent.pop(service) / requests * 1000
     return Measured(result, service_ms, sum(spent.values()) / requests * 1000)
