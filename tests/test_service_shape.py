@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import OAuth2PasswordRequestForm
 
 from devstack import SERVICES, ServiceSpec
 from shared.errors import ProblemError
+from shared.service_auth import ServiceCallers, ServiceCredentialMiddleware
 
 REPO = Path(__file__).parents[1]
 #: Classes FastAPI instantiates as dependencies (a thread hop each; only on cold routes).
@@ -29,6 +30,14 @@ def apps() -> Iterator[tuple[str, FastAPI]]:
     for spec in SERVICES:
         module, factory = spec.app.split(":")
         yield spec.name, getattr(importlib.import_module(module), factory)()
+
+
+def api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every API route of `app` as served, with the dependencies of the routers that
+    include it (FastAPI includes routers lazily: `app.routes` holds the routers)."""
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute):
+            yield route
 
 
 def dependencies(dependant: Dependant) -> Iterator[Any]:
@@ -48,9 +57,7 @@ def test_no_dependency_blocks_a_worker_thread(name: str, app: FastAPI) -> None:
     """A plain `def` dependency or endpoint runs in the thread pool: a thread hop per
     request (and, for real blocking work, a hidden bottleneck)."""
     offenders = []
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for route in api_routes(app):
         if not inspect.iscoroutinefunction(route.endpoint):
             offenders.append(f"{route.path}: endpoint {route.endpoint.__name__}")
         for call in dependencies(route.dependant):
@@ -132,3 +139,19 @@ def test_every_service_has_the_same_shape(spec: ServiceSpec) -> None:
     ]
     assert not missing, f"{spec.package} lacks {missing}"
     assert not (source / "domain").exists(), "a domain/ package must be pure; see the README"
+
+
+@pytest.mark.parametrize(("name", "app"), list(apps()), ids=[spec.name for spec in SERVICES])
+def test_every_internal_route_names_its_callers(name: str, app: FastAPI) -> None:
+    """CONTRACT: an `/internal` route answers only the services that need it, so each
+    one declares them (`require_service`); the credential itself is checked before
+    routing, by the middleware every process with internal routes gets."""
+    internal = [route for route in api_routes(app) if route.path.startswith("/internal/")]
+    unguarded = [
+        f"{sorted(route.methods)} {route.path}"
+        for route in internal
+        if not any(isinstance(call, ServiceCallers) for call in dependencies(route.dependant))
+    ]
+    assert not unguarded, f"{name}: internal routes open to any service: {unguarded}"
+    guarded = any(m.cls is ServiceCredentialMiddleware for m in app.user_middleware)
+    assert guarded == bool(internal), f"{name}: service credential middleware {guarded}"

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from api_gateway.config import SERVICE_NAMES, Settings
+from service_testing import production_credentials
 
 
 class TestSettings:
@@ -38,4 +39,6 @@ class TestSettings:
     def test_production_needs_no_database(self, monkeypatch) -> None:
         monkeypatch.setenv("ENVIRONMENT", "production")
         monkeypatch.delenv("DATABASE_URL", raising=False)
+        for name, value in production_credentials("api_gateway").items():
+            monkeypatch.setenv(name.upper(), value)
         assert Settings(_env_file=None).is_production

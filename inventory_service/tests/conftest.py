@@ -221,3 +221,9 @@ def inventory(
     client: AsyncClient, app: FastAPI, admin: dict[str, str], make_product: MakeProduct
 ) -> Inventory:
     return Inventory(client, app, admin, make_product)
+
+
+@pytest.fixture
+def internal_caller() -> str:
+    """`client` calls the internal routes as order_service, their caller in production."""
+    return "order_service"

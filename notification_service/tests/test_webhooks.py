@@ -43,6 +43,7 @@ from service_testing import (
     WebhookReceiver,
     assert_problem,
     eventually,
+    production_credentials,
     unanswering_endpoint,
 )
 from shared.service import SessionDep
@@ -647,6 +648,7 @@ class TestSettings:
         "environment": "production",
         "database_url": "postgresql+asyncpg://shop:real-password@db/notifications",
         "rabbitmq_url": "amqps://notifications:real-password@mq/",
+        **production_credentials("notification_service"),
     }
 
     def test_production_needs_keys_of_its_own(self) -> None:

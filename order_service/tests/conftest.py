@@ -37,6 +37,7 @@ from service_testing import (
     free_port,
     running_app,
     serve,
+    signs_internal_calls,
     truncate_all,
     unique_topology,
 )
@@ -325,7 +326,12 @@ async def shop(
 ) -> AsyncIterator[Shop]:
     async with (
         httpx.AsyncClient(base_url=product_server.url, timeout=10) as products,
-        httpx.AsyncClient(base_url=inventory_server.url, timeout=10) as inventory,
+        httpx.AsyncClient(
+            base_url=inventory_server.url,
+            timeout=10,
+            # A test standing in for a process of order_service calls as it would.
+            event_hooks={"request": [signs_internal_calls("order_service", "inventory_service")]},
+        ) as inventory,
     ):
         yield Shop(products, inventory, admin)
 
@@ -393,7 +399,11 @@ class SlowProxy:
                 request.url.path,
                 params=list(request.query_params.multi_items()),
                 content=body,
-                headers={"content-type": request.headers.get("content-type", "")},
+                headers={
+                    name: request.headers[name]
+                    for name in ("content-type", "authorization")
+                    if name in request.headers
+                },
             )
         return Response(
             answer.content,

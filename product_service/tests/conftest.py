@@ -80,3 +80,9 @@ def make_product(client: AsyncClient, admin: dict[str, str]) -> Callable[..., An
         return created
 
     return make
+
+
+@pytest.fixture
+def internal_caller() -> str:
+    """`client` calls the internal routes as order_service, their caller in production."""
+    return "order_service"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from service_testing import LocalTokens, assert_problem
+from service_testing import LocalTokens, assert_problem, service_headers
 
 MakeProduct = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -719,6 +719,40 @@ class TestInternalLookup:
         response = await client.get("/internal/v1/products", params=params)
 
         assert_problem(response, 422)
+
+    @pytest.mark.parametrize("kind", ["none", "customer", "admin"])
+    async def test_without_a_service_credential_is_401(
+        self, outsider: AsyncClient, tokens: LocalTokens, make_product: MakeProduct, kind: str
+    ) -> None:
+        product = await make_product()
+        headers = {} if kind == "none" else tokens.headers(role=kind)
+        response = await outsider.get(
+            "/internal/v1/products", params={"ids": product["id"]}, headers=headers
+        )
+        assert_problem(response, 401)
+
+    @pytest.mark.parametrize(
+        ("caller", "status"),
+        [
+            ("order_service", 200),
+            ("inventory_service", 200),
+            ("user_service", 403),
+            ("notification_service", 403),
+            ("api_gateway", 403),
+        ],
+    )
+    async def test_only_checkout_and_inventory_may_look_up(
+        self, outsider: AsyncClient, make_product: MakeProduct, caller: str, status: int
+    ) -> None:
+        product = await make_product()
+        response = await outsider.get(
+            "/internal/v1/products",
+            params={"ids": product["id"]},
+            headers=service_headers(caller, "product_service"),
+        )
+        assert response.status_code == status, response.text
+        if status == 200:
+            assert [item["id"] for item in response.json()["items"]] == [product["id"]]
 
 
 class TestServiceDefaults:

@@ -109,3 +109,9 @@ class UserApi:
 @pytest.fixture
 def api(client: httpx.AsyncClient) -> UserApi:
     return UserApi(client)
+
+
+@pytest.fixture
+def internal_caller() -> str:
+    """`client` calls the internal routes as order_service, one of their callers."""
+    return "order_service"

@@ -10,6 +10,7 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
+from service_testing import production_credentials
 from shared.auth import TokenVerifier, UserStatus
 from user_service.config import Settings
 from user_service.keys import (
@@ -120,6 +121,7 @@ class TestProductionSettings:
             rabbitmq_url="amqp://users:a-real-secret-2@mq:5672/",
             admin_password="a-real-secret-1",
             data_dir=str(tmp_path),
+            **production_credentials("user_service"),
         )
         with pytest.raises(KeyConfigurationError):
             load_key_ring(settings)

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 
-from service_testing import assert_problem
+from service_testing import assert_problem, service_headers
+from shared.service_auth import SERVICE_NAMES
 
 
 class TestOwnProfile:
@@ -161,6 +162,24 @@ class TestDeactivation:
             "role": "customer",
         }
         assert_problem(await client.get(f"/internal/v1/users/{uuid.uuid4()}/status"), 404)
+
+    async def test_internal_status_needs_a_service_credential(
+        self, api: Any, outsider: httpx.AsyncClient
+    ) -> None:
+        user = await api.register()
+        path = f"/internal/v1/users/{user['id']}/status"
+        assert_problem(await outsider.get(path), 401)
+        # A user's access token, even an administrator's, is not a service's.
+        assert_problem(await outsider.get(path, headers=await api.headers()), 401)
+        assert_problem(await outsider.get(path, headers=await api.admin_headers()), 401)
+        # Every other process checks tokens with it; user_service itself never calls it.
+        assert_problem(
+            await outsider.get(path, headers=service_headers("user_service", "user_service")), 403
+        )
+        for caller in SERVICE_NAMES:
+            if caller != "user_service":
+                response = await outsider.get(path, headers=service_headers(caller, "user_service"))
+                assert response.status_code == 200, (caller, response.text)
 
 
 def _claims(sub: str, **overrides: Any) -> dict[str, Any]:

@@ -4,6 +4,11 @@ use. Development only: no service depends on it, so no image contains it."""
 
 from service_testing.broker import RABBITMQ_URL, delete_topology, unique_topology
 from service_testing.checks import assert_problem, eventually
+from service_testing.credentials import (
+    production_credentials,
+    service_headers,
+    signs_internal_calls,
+)
 from service_testing.databases import (
     POSTGRES_ADMIN_URL,
     migrated_database,
@@ -35,8 +40,11 @@ __all__ = [
     "postgres_database",
     "private_rabbitmq",
     "private_redis",
+    "production_credentials",
     "running_app",
     "serve",
+    "service_headers",
+    "signs_internal_calls",
     "truncate_all",
     "unanswering_endpoint",
     "unique_topology",

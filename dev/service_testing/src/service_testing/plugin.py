@@ -3,7 +3,8 @@
 A service's conftest provides `app` (its app, started) and, for the database,
 `database_url` (usually `migrated_database_of(<package>)`); the plugin gives the rest:
 the backend parameter, locally signed tokens and the headers of an administrator and
-a customer, and an HTTP client of `app`."""
+a customer, and an HTTP client of `app` (presenting, on `/internal` routes, the
+credential of the service its conftest names in `internal_caller`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
+from service_testing.credentials import RequestHook, signs_internal_calls
 from service_testing.databases import migrated_database
 from service_testing.rabbitmq_node import RabbitMQNode, private_rabbitmq
 from service_testing.tokens import LocalTokens
@@ -86,7 +88,28 @@ def customer(tokens: LocalTokens) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+def internal_caller() -> str | None:
+    """The service whose credential `client` presents on `/internal` routes (the one
+    that calls them in production); None: no credential, as from the outside."""
+    return None
+
+
+@pytest.fixture
+async def client(app: FastAPI, internal_caller: str | None) -> AsyncIterator[AsyncClient]:
     """An HTTP client of the service's `app`, in process."""
+    hooks: list[RequestHook] = []
+    if internal_caller is not None:
+        hooks.append(signs_internal_calls(internal_caller, app.state.settings.service_name))
+    async with AsyncClient(
+        transport=ASGITransport(app=app),
+        base_url="http://test",
+        event_hooks={"request": hooks},
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def outsider(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    """An HTTP client of `app` that never presents a service credential of its own."""
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as client:
         yield client

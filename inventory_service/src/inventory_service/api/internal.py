@@ -1,5 +1,5 @@
-"""Service-to-service routes for order_service's checkout saga; the gateway never
-routes /internal (they are protected by the network, like every /internal route)."""
+"""Service-to-service routes for order_service's checkout saga and cart; the gateway
+never routes /internal, and these answer order_service's credential alone."""
 
 from __future__ import annotations
 
@@ -17,8 +17,14 @@ from inventory_service.schemas import (
     StockBatch,
     StockRead,
 )
+from shared.service_auth import require_service
 
-router = APIRouter(prefix="/internal/v1/reservations", tags=["internal"])
+# Only the checkout saga holds, commits and gives back stock.
+router = APIRouter(
+    prefix="/internal/v1/reservations",
+    tags=["internal"],
+    dependencies=[require_service("order_service")],
+)
 
 
 @router.post(
@@ -75,7 +81,11 @@ async def release_reservation(
 
 
 #: Stock levels of many products in one call (order_service's cart shows up to 50 lines).
-stock_levels = APIRouter(prefix="/internal/v1/stock", tags=["internal"])
+stock_levels = APIRouter(
+    prefix="/internal/v1/stock",
+    tags=["internal"],
+    dependencies=[require_service("order_service")],
+)
 
 
 @stock_levels.get("")

@@ -10,8 +10,15 @@ from fastapi import APIRouter, Query
 from product_service.deps import ProductServiceDep
 from product_service.schemas import ProductBatch, ProductRead
 from product_service.service import MAX_BATCH_IDS
+from shared.service_auth import require_service
 
-router = APIRouter(prefix="/internal/v1", tags=["internal"])
+# Checkout prices orders (and the cart shows them) from it; inventory checks a product
+# exists before stocking it.
+router = APIRouter(
+    prefix="/internal/v1",
+    tags=["internal"],
+    dependencies=[require_service("order_service", "inventory_service")],
+)
 
 
 @router.get("/products")

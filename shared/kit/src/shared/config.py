@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.service_auth import check_production_keys
+
 #: Secrets that only exist so a fresh clone runs; production refuses them.
 DEVELOPMENT_SECRETS = frozenset({"changeme", "change-me", "admin12345", "dev-secret", ""})
 
@@ -65,6 +67,13 @@ class ServiceSettings(BaseSettings):
     http_transport: Literal["httpx", "aiohttp"] = "aiohttp"
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
+
+    # Service credentials on /internal routes (shared.service_auth): this service's own
+    # Ed25519 private key (PEM), and every service's public key as a JSON object
+    # {"order_service": "-----BEGIN PUBLIC KEY-----...", ...}. Unset: development keys
+    # derived from the names, which production refuses.
+    service_private_key: SecretStr | None = None
+    service_public_keys: str = ""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
@@ -124,6 +133,12 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(
                     "RABBITMQ_URL must not log in as guest/guest when ENVIRONMENT=production"
                 )
+            private_key = self.service_private_key
+            check_production_keys(
+                self.service_name,
+                None if private_key is None else private_key.get_secret_value(),
+                self.service_public_keys,
+            )
         return self
 
     def production_secrets(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.metrics import CIRCUIT_STATE, UPSTREAM_REQUEST_SECONDS, UPSTREAM_REQUESTS
+from shared.service_auth import INTERNAL_PREFIX, ServiceIdentity, upstream_service
 from shared.tracing import client_span, record_response
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,11 @@ class ServiceClient:
         reset_seconds: float = 10.0,
         transport: TransportName = "aiohttp",
         custom_transport: httpx.AsyncBaseTransport | None = None,
+        identity: ServiceIdentity | None = None,
     ) -> None:
+        #: Signs the credential `request` sends to `/internal` routes (never `send`: the
+        #: gateway's proxy relays clients' requests through it, unsigned).
+        self.identity = identity
         self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         self.retries = retries
         self.timeout = httpx.Timeout(
@@ -270,6 +275,10 @@ class ServiceClient:
         may_retry = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         attempts = 1 + (self.retries if may_retry else 0)
         for attempt in range(1, attempts + 1):
+            if self.identity is not None and path.startswith(INTERNAL_PREFIX):
+                # Each try signs anew: a retry after a backoff never sends a stale token.
+                credential = self.identity.authorization(upstream_service(upstream))
+                kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": credential}
             request = self.http.build_request(method, self.url(upstream, path), **kwargs)
             try:
                 response = await self.send(upstream, request)

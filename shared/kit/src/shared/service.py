@@ -36,6 +36,12 @@ from shared.errors import ServiceUnavailable, install_error_handlers
 from shared.http import ServiceClient
 from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from shared.service_auth import (
+    INTERNAL_PREFIX,
+    ServiceCredentialMiddleware,
+    ServiceIdentity,
+    ServiceKeys,
+)
 from shared.sweeps import RunningSweep, Sweeper
 from shared.tracing import configure_tracing, trace_engine
 
@@ -143,7 +149,9 @@ class ServiceBuilder:
         @asynccontextmanager
         async def http_client_lifespan(app: FastAPI) -> AsyncIterator[None]:
             client = ServiceClient.from_settings(
-                settings, {"user": settings.user_service_url, **all_upstreams}
+                settings,
+                {"user": settings.user_service_url, **all_upstreams},
+                identity=ServiceIdentity.from_settings(settings),
             )
             app.state.http_client = client
             try:
@@ -222,6 +230,13 @@ class ServiceBuilder:
         )
         app.state.settings = self.settings
         install_error_handlers(app)
+        if self._serves_internal_routes():
+            # Innermost: a caller without a service credential is turned away before its
+            # body is read, yet its 401 still carries the request id. (A process without
+            # internal routes, the gateway, answers `/internal` with its plain 404.)
+            app.add_middleware(
+                ServiceCredentialMiddleware, keys=ServiceKeys.from_settings(self.settings)
+            )
         app.add_middleware(
             BodySizeLimitMiddleware,
             max_bytes=self.settings.max_body_bytes,
@@ -235,6 +250,13 @@ class ServiceBuilder:
         for router in self._routers:
             app.include_router(router)
         return app
+
+    def _serves_internal_routes(self) -> bool:
+        return any(
+            getattr(route, "path", "").startswith(INTERNAL_PREFIX)
+            for router in self._routers
+            for route in router.routes
+        )
 
 
 async def _ping_database(app: FastAPI) -> None:

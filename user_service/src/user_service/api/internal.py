@@ -6,10 +6,25 @@ import uuid
 
 from fastapi import APIRouter
 
+from shared.service_auth import require_service
 from user_service.deps import AccountServiceDep
 from user_service.schemas import UserStatusRead
 
-router = APIRouter(prefix="/internal/v1", tags=["internal"])
+# Every other process checks access tokens against the account's status (user_service
+# reads its own database).
+router = APIRouter(
+    prefix="/internal/v1",
+    tags=["internal"],
+    dependencies=[
+        require_service(
+            "product_service",
+            "order_service",
+            "inventory_service",
+            "notification_service",
+            "api_gateway",
+        )
+    ],
+)
 
 
 @router.get("/users/{user_id}/status")
