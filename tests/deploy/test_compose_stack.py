@@ -395,3 +395,90 @@ def test_a_customer_is_served_end_to_end_through_nginx(stack: Stack) -> None:
                 break
             assert time.monotonic() < deadline, f"missing notifications: {expected - seen}"
             time.sleep(0.5)
+
+
+#: Run inside a service's container with its own RABBITMQ_URL: publish one message on the
+#: events exchange (routing key ROUTING_KEY), or read one from queue QUEUE; print what
+#: the broker said.
+BROKER_PROBE = """
+import asyncio, os, aio_pika
+
+async def main():
+    async with await aio_pika.connect(os.environ["RABBITMQ_URL"]) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        try:
+            if "QUEUE" in os.environ:
+                queue = await channel.get_queue(os.environ["QUEUE"], ensure=False)
+                await queue.get(fail=False)
+            else:
+                exchange = await channel.get_exchange("ecommerce.events", ensure=False)
+                await exchange.publish(
+                    aio_pika.Message(b"{}"), routing_key=os.environ["ROUTING_KEY"]
+                )
+        except Exception as error:
+            print(type(error).__name__, error)
+        else:
+            print("allowed")
+
+asyncio.run(main())
+"""
+
+
+def broker_probe(stack: Stack, service: str, **environment: str) -> str:
+    """What the broker answers `service`, logged in as itself, for BROKER_PROBE."""
+    listed = subprocess.run(
+        [
+            "podman",
+            "ps",
+            "--filter",
+            f"label=com.docker.compose.project={stack.compose.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+            "--format",
+            "{{.ID}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    container = listed.stdout.split()[0]
+    options = [f"--env={name}={value}" for name, value in environment.items()]
+    probed = subprocess.run(
+        ["podman", "exec", *options, container, "python", "-c", BROKER_PROBE],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert probed.returncode == 0, probed.stderr
+    return probed.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("service", "probe", "allowed"),
+    [
+        # Its own resource's types: the broker takes them (nothing binds this one).
+        ("product_service", {"ROUTING_KEY": "product.probe"}, True),
+        ("product_service", {"ROUTING_KEY": "user.registered"}, False),
+        ("user_service", {"ROUTING_KEY": "order.confirmed"}, False),
+        # A consumer publishes nothing at all.
+        ("inventory_service", {"ROUTING_KEY": "order.confirmed"}, False),
+        ("notification_service", {"ROUTING_KEY": "user.registered"}, False),
+        ("inventory_service", {"QUEUE": "inventory_service.events"}, True),
+        ("inventory_service", {"QUEUE": "notification_service.events"}, False),
+        ("order_service", {"QUEUE": "inventory_service.events"}, False),
+    ],
+)
+def test_each_service_publishes_its_own_events_and_reads_its_own_queue_only(
+    stack: Stack, service: str, probe: dict[str, str], allowed: bool
+) -> None:
+    """One broker user per service (deploy/rabbitmq/definitions.sh), from inside its
+    container: a service may not publish another's event types nor read another's
+    queue, so one broken into cannot forge an order's confirmation."""
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        wait_for_health(client)  # every service has declared its queues
+    answer = broker_probe(stack, service, **probe)
+    if allowed:
+        assert answer == "allowed", answer
+    else:
+        assert "ACCESS_REFUSED" in answer, answer
