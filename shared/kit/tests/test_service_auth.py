@@ -28,11 +28,13 @@ from service_testing import (
 )
 from shared import service_auth
 from shared.config import ServiceSettings
+from shared.errors import Unauthorized
 from shared.http import ServiceClient
 from shared.service import ServiceBuilder
 from shared.service_auth import (
     SERVICE_NAMES,
     ServiceIdentity,
+    ServiceKeys,
     check_production_keys,
     development_key,
     public_pem,
@@ -381,6 +383,42 @@ class TestServiceClient:
                     client: ServiceClient = app.state.http_client
                     response = await client.request("inventory", "GET", STATUS)
                     assert response.status_code == expected, response.text
+
+
+class TestVerifiedTokens:
+    def test_a_token_verified_once_is_not_verified_again_until_it_expires(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        now = [time.time()]
+        monkeypatch.setattr(service_auth.time, "time", lambda: now[0])
+        keys = ServiceKeys(
+            "inventory_service",
+            {name: (development_key(name).public_key(),) for name in SERVICE_NAMES},
+        )
+        verified = []
+        verify = keys._verified
+        monkeypatch.setattr(keys, "_verified", lambda *a: verified.append(1) or verify(*a))
+        identity = ServiceIdentity("order_service", development_key("order_service"))
+        authorization = identity.authorization("inventory_service")
+        assert keys.caller(authorization) == "order_service"
+        assert keys.caller(authorization) == "order_service"
+        assert len(verified) == 1
+        now[0] += service_auth.TOKEN_SECONDS + service_auth.CLOCK_SKEW_SECONDS + 1
+        keys.caller(authorization)  # (PyJWT reads the real clock: still valid to it)
+        assert len(verified) == 2
+
+    def test_a_token_that_differs_by_one_character_is_verified_anew(self) -> None:
+        keys = ServiceKeys(
+            "inventory_service",
+            {name: (development_key(name).public_key(),) for name in SERVICE_NAMES},
+        )
+        token = ServiceIdentity("order_service", development_key("order_service")).token(
+            "inventory_service"
+        )
+        assert keys.caller(f"Bearer {token}") == "order_service"
+        tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+        with pytest.raises(Unauthorized):
+            keys.caller(f"Bearer {tampered}")
 
 
 class TestIdentity:
