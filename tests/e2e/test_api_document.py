@@ -36,6 +36,7 @@ CONTRACT_ROUTES = {
     ("post", "/api/v1/orders/{}/ship"),
     ("post", "/api/v1/orders/{}/deliver"),
     ("get", "/api/v1/orders/{}/timeline"),
+    ("get", "/api/v1/orders/{}/stream"),
     ("post", "/api/v1/orders/{}/refunds"),
     ("get", "/api/v1/orders/{}/refunds"),
     ("get", "/api/v1/cart"),
@@ -44,6 +45,14 @@ CONTRACT_ROUTES = {
     ("delete", "/api/v1/cart"),
     ("post", "/api/v1/cart/checkout"),
     ("get", "/api/v1/notifications"),
+    ("post", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks"),
+    ("get", "/api/v1/webhooks/{}"),
+    ("patch", "/api/v1/webhooks/{}"),
+    ("delete", "/api/v1/webhooks/{}"),
+    ("get", "/api/v1/webhooks/{}/deliveries"),
+    ("post", "/api/v1/webhooks/{}/deliveries/{}/retry"),
+    ("get", "/health"),
 }
 #: Anyone may call these; every other route needs a bearer token.
 PUBLIC = {
@@ -54,6 +63,13 @@ PUBLIC = {
     ("get", "/api/v1/products"),
     ("get", "/api/v1/products/{}"),
     ("get", "/api/v1/inventory/{}"),
+    ("get", "/health"),
+}
+#: The routes that take an Idempotency-Key header.
+KEYED = {
+    ("post", "/api/v1/orders"),
+    ("post", "/api/v1/cart/checkout"),
+    ("post", "/api/v1/orders/{}/refunds"),
 }
 
 
@@ -89,5 +105,16 @@ async def test_security_and_problem_answers(gateway: httpx.AsyncClient) -> None:
             assert "401" in operation["responses"], key
         errors = {s: r for s, r in operation["responses"].items() if s[0] in "45"}
         assert errors, key
+        if key == ("get", "/health"):
+            continue  # its 503 is the health report itself, which names what is down
         for answer in errors.values():
             assert "application/problem+json" in answer["content"], key
+
+
+async def test_keyed_routes_and_the_stream_say_so(gateway: httpx.AsyncClient) -> None:
+    found = operations((await gateway.get("/openapi.json")).json())
+    for key in KEYED:
+        headers = {p["name"].lower() for p in found[key]["parameters"] if p["in"] == "header"}
+        assert "idempotency-key" in headers, key
+    stream = found["get", "/api/v1/orders/{}/stream"]["responses"]["200"]
+    assert "text/event-stream" in stream["content"]
