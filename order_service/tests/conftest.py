@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -26,8 +27,10 @@ from eventbus import Topology
 from inventory_service.config import Settings as InventorySettings
 from inventory_service.main import create_app as create_inventory_app
 from order_service.config import Settings
+from order_service.deps import get_payments
 from order_service.main import create_app
 from order_service.models import Base
+from order_service.payments import PaymentResult, SandboxPaymentProvider
 from product_service.config import Settings as ProductSettings
 from product_service.main import create_app as create_product_app
 from service_testing import (
@@ -337,6 +340,46 @@ async def shop(
 
 
 PlaceOrder = Callable[..., Awaitable[httpx.Response]]
+
+
+class HeldPayments(SandboxPaymentProvider):
+    """The sandbox provider holding every charge and pay-back until `release` is set:
+    the request that called it keeps running (its Idempotency-Key in progress) for as
+    long as a test needs."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _hold(self) -> None:
+        self.called.set()
+        await self.release.wait()
+
+    async def charge(
+        self, *, order_id: uuid.UUID, amount: Decimal, currency: str, token: str
+    ) -> PaymentResult:
+        await self._hold()
+        return await super().charge(
+            order_id=order_id, amount=amount, currency=currency, token=token
+        )
+
+    async def pay_back(
+        self, *, order_id: uuid.UUID, refund_id: uuid.UUID, amount: Decimal, currency: str
+    ) -> str:
+        await self._hold()
+        return await super().pay_back(
+            order_id=order_id, refund_id=refund_id, amount=amount, currency=currency
+        )
+
+
+@pytest.fixture
+def held_payments(app: FastAPI) -> Iterator[HeldPayments]:
+    """`app` paying through a `HeldPayments` for this test."""
+    payments = HeldPayments()
+    app.dependency_overrides[get_payments] = lambda: payments
+    yield payments
+    payments.release.set()
+    del app.dependency_overrides[get_payments]
 
 
 @pytest.fixture

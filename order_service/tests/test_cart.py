@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from service_testing import assert_problem
 
 if TYPE_CHECKING:
-    from conftest import Customer, OrderAppFactory, Server, Shop, SlowProxy
+    from conftest import Customer, HeldPayments, OrderAppFactory, Server, Shop, SlowProxy
 
     ProxyFactory = Callable[[str], AbstractAsyncContextManager[SlowProxy]]
 
@@ -383,6 +383,30 @@ class TestCheckout:
         assert replay.headers["idempotent-replayed"] == "true"
         assert_problem(other_body, 422)
         assert orders["total"] == 1
+        assert await shop.stock(mug["id"]) == (5, 0)
+
+    async def test_a_retry_while_the_first_still_runs_is_a_409(
+        self,
+        client: httpx.AsyncClient,
+        customer: Customer,
+        shop: Shop,
+        held_payments: HeldPayments,
+    ) -> None:
+        mug = await shop.product(stock=7)
+        await put_line(client, customer, mug, 2)
+        first = asyncio.create_task(check_out(client, customer, key="cart-held"))
+        await asyncio.wait_for(held_payments.called.wait(), timeout=10)
+
+        retry = await check_out(client, customer, key="cart-held")
+        held_payments.release.set()
+        placed = await first
+        after = await check_out(client, customer, key="cart-held")
+
+        assert assert_problem(retry, 409)["type"].endswith("idempotency-key-in-progress")
+        assert retry.headers["retry-after"] == "1"
+        assert (placed.status_code, placed.json()["status"]) == (201, "confirmed")
+        assert (after.status_code, after.content) == (201, placed.content)
+        assert (await cart_of(client, customer))["items"] == []
         assert await shop.stock(mug["id"]) == (5, 0)
 
     async def test_a_key_of_post_orders_is_not_replayed_here(

@@ -13,7 +13,7 @@ import pytest
 from service_testing import assert_problem
 
 if TYPE_CHECKING:
-    from conftest import Customer, PlaceOrder, Shop
+    from conftest import Customer, HeldPayments, PlaceOrder, Shop
 
 
 async def orders_of(client: httpx.AsyncClient, customer: Customer) -> list[dict[str, object]]:
@@ -182,3 +182,21 @@ class TestConcurrentDuplicates:
         # Once the first has finished, every retry is a replay.
         again = await place_order((product, 3), key="double-click")
         assert (again.status_code, again.content) == (201, created[0].content)
+
+    async def test_a_retry_while_the_first_still_runs_is_a_409(
+        self, place_order: PlaceOrder, shop: Shop, held_payments: HeldPayments
+    ) -> None:
+        product = await shop.product(stock=5)
+        first = asyncio.create_task(place_order((product, 1), key="held"))
+        await asyncio.wait_for(held_payments.called.wait(), timeout=10)
+
+        retry = await place_order((product, 1), key="held")
+        held_payments.release.set()
+        placed = await first
+        after = await place_order((product, 1), key="held")
+
+        assert assert_problem(retry, 409)["type"].endswith("idempotency-key-in-progress")
+        assert retry.headers["retry-after"] == "1"
+        assert (placed.status_code, placed.json()["status"]) == (201, "confirmed")
+        assert (after.status_code, after.content) == (201, placed.content)
+        assert await shop.stock(product["id"]) == (4, 0)

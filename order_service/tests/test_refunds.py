@@ -19,7 +19,7 @@ from order_service.repository import OrderRepository
 from service_testing import assert_problem
 
 if TYPE_CHECKING:
-    from conftest import Customer, PlaceOrder, Shop
+    from conftest import Customer, HeldPayments, PlaceOrder, Shop
 
 
 async def refund(
@@ -234,9 +234,69 @@ class TestIdempotency:
             *(refund(client, admin, order, (product(order, 0), 3), key="r-2") for _ in range(4))
         )
 
-        assert [answer.status_code for answer in answers] == [201] * 4
-        assert len({answer.json()["id"] for answer in answers}) == 1
+        statuses = [answer.status_code for answer in answers]
+        assert set(statuses) <= {201, 409}, [answer.text for answer in answers]
+        made = [answer for answer in answers if answer.status_code == 201]
+        assert made, statuses
+        assert len({answer.json()["id"] for answer in made}) == 1
+        for answer in answers:
+            if answer.status_code == 409:
+                assert assert_problem(answer, 409)["type"].endswith("idempotency-key-in-progress")
         assert (await read(client, order, admin))["refunded_amount"] == "38.97"
+        # Once the first has finished, every retry is a replay.
+        again = await refund(client, admin, order, (product(order, 0), 3), key="r-2")
+        assert (again.status_code, again.json()) == (201, made[0].json())
+
+    async def test_a_retry_while_the_first_still_runs_is_a_409(
+        self,
+        client: httpx.AsyncClient,
+        admin: dict[str, str],
+        order: dict[str, Any],
+        held_payments: HeldPayments,
+    ) -> None:
+        first = asyncio.create_task(refund(client, admin, order, (product(order, 0), 1), key="r-3"))
+        await asyncio.wait_for(held_payments.called.wait(), timeout=10)
+
+        retry = await refund(client, admin, order, (product(order, 0), 1), key="r-3")
+        other_body = await refund(client, admin, order, (product(order, 0), 2), key="r-3")
+        held_payments.release.set()
+        made = await first
+        after = await refund(client, admin, order, (product(order, 0), 1), key="r-3")
+
+        assert assert_problem(retry, 409)["type"].endswith("idempotency-key-in-progress")
+        assert retry.headers["retry-after"] == "1"
+        assert_problem(other_body, 422)
+        assert made.status_code == 201, made.text
+        assert (after.status_code, after.json()) == (201, made.json())
+        assert after.headers["idempotent-replayed"] == "true"
+        assert (await read(client, order, admin))["refunded_amount"] == "12.99"
+
+    async def test_a_refused_refund_leaves_its_key_free(
+        self, client: httpx.AsyncClient, admin: dict[str, str], order: dict[str, Any]
+    ) -> None:
+        too_many = await refund(client, admin, order, (product(order, 0), 4), key="r-4")
+        fixed = await refund(client, admin, order, (product(order, 0), 3), key="r-4")
+
+        assert_problem(too_many, 422)
+        assert fixed.status_code == 201, fixed.text
+
+    async def test_a_key_that_placed_an_order_is_not_a_refunds(
+        self,
+        client: httpx.AsyncClient,
+        admin: dict[str, str],
+        order: dict[str, Any],
+        shop: Shop,
+    ) -> None:
+        mug = await shop.product(stock=5)
+        placed = await client.post(
+            "/v1/orders", json=shop.body((mug, 1)), headers={**admin, "Idempotency-Key": "k"}
+        )
+        assert placed.status_code == 201, placed.text
+
+        reused = await refund(client, admin, order, (product(order, 0), 1), key="k")
+
+        assert assert_problem(reused, 422)["type"].endswith("idempotency-key-reused")
+        assert (await read(client, order, admin))["refunded_amount"] == "0.00"
 
 
 class TestConcurrency:

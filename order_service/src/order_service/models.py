@@ -163,9 +163,9 @@ class Refund(IdMixin, Base):
     """Money paid back for some units of an order (and, with `restock`, the units put
     back on sale by inventory_service, from the `order.refunded` event).
 
-    `(requested_by, idempotency_key)` is unique: the refund's row is inserted first in
-    its transaction, so a retried or concurrent request with the same key waits for the
-    first and then finds its refund."""
+    `(requested_by, idempotency_key)` is unique: once the request that made it has
+    finished (and given up its claim on the key, `IdempotencyKey`), a retry with the
+    same key finds this row and replays it."""
 
     __tablename__ = "refund"
     __table_args__ = (
@@ -254,7 +254,8 @@ class IdempotencyState(StrEnum):
 
 
 class IdempotencyKey(TimestampMixin, Base):
-    """A client's Idempotency-Key for placing an order, and the answer it got.
+    """A client's Idempotency-Key for placing an order, and the answer it got; or held
+    (`in_progress`, never completed) while an administrator's refund is being made.
 
     The primary key (user_id, key) settles concurrent duplicates: the first INSERT wins,
     the others find its row."""
@@ -278,8 +279,8 @@ class IdempotencyKey(TimestampMixin, Base):
     state: Mapped[IdempotencyState] = mapped_column(string_enum(IdempotencyState, 16))
     response_status: Mapped[int | None] = mapped_column(default=None)
     response_body: Mapped[Any | None] = mapped_column(JSON, default=None)
-    #: The order this request creates (chosen before it exists); it also tells this
-    #: claim apart from a later one with the same key.
+    #: The order this request creates (chosen before it exists) or refunds; it also
+    #: tells this claim apart from a later one with the same key.
     order_id: Mapped[uuid.UUID]
 
 

@@ -19,6 +19,12 @@ Idempotency-Key policy for placing an order (Stripe semantics, IETF httpapi draf
 * A claim left `in_progress` by a crashed process is deleted by the sweep once the
   order it was creating would have been expired.
 
+Refunds (`RefundService`) take a key by the same rules, from the same table: keys are
+one namespace per user, as Stripe's are per account, so a key that placed an order is a
+422 on a refund. A refund's claim is held while the refund is recorded and paid back,
+then deleted: from then on the refund's own row, unique per (administrator, key), is
+the answer a retry replays.
+
 POST /v1/cart/checkout is this same checkout (`OrderService.checkout`) with the cart's
 lines; only its fingerprint differs (the checkout body, marked as a cart's), and a key
 already answered is replayed before the cart is read, since a confirmed checkout has
@@ -121,6 +127,20 @@ class CheckoutRequest:
     fingerprint: str
 
 
+async def _release_claim(
+    session: AsyncSession, user_id: uuid.UUID, key: str, order_id: uuid.UUID
+) -> None:
+    """Give up a claim on an Idempotency-Key (the request that held it has finished
+    or failed), so that a retry with the key is not a 409 until the sweep."""
+    try:
+        await session.rollback()
+        await IdempotencyRepository(session).release(user_id, key, order_id)
+        await session.commit()
+    except Exception:
+        # The database is failing too; the sweep forgets the claim later.
+        logger.exception("could not give up an idempotency claim", extra={"key": key})
+
+
 def _answer_of(existing: IdempotencyKey, fingerprint: str) -> PlacedOrder:
     """The answer for a request whose key `existing` holds."""
     if existing.request_fingerprint != fingerprint:
@@ -190,7 +210,7 @@ class OrderService:
         try:
             await self.saga.complete(order_id, priced, request.payment_token, store_answer)
         except Exception:
-            await self._give_up_claim(user_id, key, order_id)
+            await _release_claim(self.session, user_id, key, order_id)
             raise
         return PlacedOrder(201, answer["body"])
 
@@ -223,15 +243,6 @@ class OrderService:
                 continue  # given up between our INSERT and this read: claim it again
             return _answer_of(existing, fingerprint)
         raise IdempotencyKeyInProgress()
-
-    async def _give_up_claim(self, user_id: uuid.UUID, key: str, order_id: uuid.UUID) -> None:
-        try:
-            await self.session.rollback()
-            await self.keys.release(user_id, key, order_id)
-            await self.session.commit()
-        except Exception:
-            # The database is failing too; the sweep forgets the claim later.
-            logger.exception("could not give up an idempotency claim", extra={"key": key})
 
     async def page(
         self, claims: TokenClaims, status: OrderStatus | None, page: PageParams
@@ -445,11 +456,12 @@ class RefundAnswer:
 class RefundService:
     """Refunds, by line and quantity, of orders paid for.
 
-    Idempotency-Key (as for placing orders): the refund's row, with the administrator's
-    key, is the first thing its transaction inserts; a unique constraint lets one of
-    any number of requests with that key insert it, and the others, once it committed,
-    replay it (201, the same body) or, for another body, get a 422. A refused request
-    (409, 422) writes nothing, so its key stays free.
+    Idempotency-Key (as for placing orders, see the module): the key is claimed in a
+    transaction of its own before anything else is written, so a request with the same
+    key while the first is recorded or paid back is a 409 at once (not a wait for the
+    first's locks); once the first has finished, a retry replays the refund (201, the
+    same body) or, for another body, gets a 422. A refused request (409, 422) gives its
+    claim up, so its key stays free.
 
     The money goes back after the commit (the provider is another system: no
     transaction spans both); a refund it could not pay yet is paid by the sweep."""
@@ -458,12 +470,54 @@ class RefundService:
         self.session = session
         self.orders = OrderRepository(session)
         self.refunds = RefundRepository(session)
+        self.keys = IdempotencyRepository(session)
         self.payments = payments
 
     async def refund(
         self, order_id: uuid.UUID, requested_by: uuid.UUID, key: str, data: RefundCreate
     ) -> RefundAnswer:
         fingerprint = data.fingerprint(order_id)
+        replay = await self._claim(requested_by, key, fingerprint, order_id)
+        if replay is not None:
+            return replay
+        try:
+            return await self._make(order_id, requested_by, key, data, fingerprint)
+        finally:
+            await _release_claim(self.session, requested_by, key, order_id)
+
+    async def _claim(
+        self, requested_by: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID
+    ) -> RefundAnswer | None:
+        """Claim the key for this request (None), or answer from what holds it: the
+        refund it made (a replay, or 422 for another body), a request still running
+        (409), or another route's request (422)."""
+        for _ in range(_CLAIM_ATTEMPTS):
+            if await self.keys.claim(requested_by, key, fingerprint, order_id):
+                await self.session.commit()
+                return None
+            holder = await self.keys.get(requested_by, key)
+            await self.session.commit()
+            if holder is None:
+                continue  # released between our INSERT and this read: claim it again
+            # A refund's claim is never completed, only released: a completed key
+            # answered an order.
+            if holder.state is IdempotencyState.COMPLETED or (
+                holder.request_fingerprint != fingerprint
+            ):
+                raise IdempotencyKeyReused()
+            raise IdempotencyKeyInProgress()
+        raise IdempotencyKeyInProgress()
+
+    async def _make(
+        self,
+        order_id: uuid.UUID,
+        requested_by: uuid.UUID,
+        key: str,
+        data: RefundCreate,
+        fingerprint: str,
+    ) -> RefundAnswer:
+        """Record the refund and pay it back, under this request's claim of its key;
+        or replay the refund an earlier request with the key made."""
         existing = await self.refunds.by_key(requested_by, key)
         order = await self.orders.get(order_id) if existing is None else None
         await self.session.commit()
@@ -479,7 +533,8 @@ class RefundService:
             await self.session.rollback()
             if not is_unique_violation(error):
                 raise
-            # The same key committed first (a retry racing the original): its answer.
+            # Only when the claim was lost (the sweep forgot a claim held far too
+            # long): the unique key still lets one refund in, and this one replays it.
             existing = await self.refunds.by_key(requested_by, key)
             await self.session.commit()
             if existing is None:  # pragma: no cover - refunds are never deleted
