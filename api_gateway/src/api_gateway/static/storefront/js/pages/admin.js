@@ -133,7 +133,15 @@ function renderCard(card, order) {
   show(
     card,
     h("h2", {}, h("a", { href: `#/orders/${order.id}` }, `Order of ${when(order.created_at)}`)),
-    h("p", {}, statusBadge(order.status), " ", money(order.total_amount, order.currency), order.cancel_reason ? ` (${order.cancel_reason.replaceAll("_", " ")})` : ""),
+    h(
+      "p",
+      {},
+      statusBadge(order.status),
+      " ",
+      money(order.total_amount, order.currency),
+      order.cancel_reason ? ` (${order.cancel_reason.replaceAll("_", " ")})` : "",
+      Number(order.refunded_amount) > 0 ? ` · refunded ${money(order.refunded_amount, order.currency)}` : "",
+    ),
     h("p", { class: "hint" }, order.items.map((line) => `${line.quantity} × ${line.product_name}`).join(", ")),
     h("div", { class: "actions" }, actions),
   );

@@ -107,20 +107,21 @@ async function loadTimeline(container, id, signal) {
 /** Follow the order's stream; where it cannot be opened, ask every few seconds. */
 async function follow(id, shown, timeline, signal) {
   const path = `/api/v1/orders/${encodeURIComponent(id)}`;
-  let last = null;
+  let last = null; // what was shown last: a refund changes the amount, not the status
   const changed = (state) => {
     shown(state);
-    if (last !== null && state.status !== last) {
-      announce(`Order status: ${state.status}`);
+    const refunded = Number(state.refunded_amount || 0);
+    if (last !== null && (state.status !== last.status || refunded !== last.refunded)) {
+      announce(state.status !== last.status ? `Order status: ${state.status}` : "A refund was made on this order.");
       loadTimeline(timeline, id, signal);
     }
-    last = state.status;
+    last = { status: state.status, refunded };
   };
   try {
     await followEvents(`${path}/stream`, (name, data) => {
       if (name === "status" && data && data.status) changed(data);
     }, signal);
-    if (FINAL.has(last)) return; // the server ends the stream at a final status
+    if (FINAL.has(last?.status)) return; // the server ends the stream at a final status
   } catch {
     // No stream (an older order service, a proxy that buffers it, a dropped
     // connection): polling keeps the page live all the same.
