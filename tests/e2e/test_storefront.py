@@ -478,6 +478,39 @@ class TestOrders:
         assert "next=%2Forders" in page.url
 
 
+#: What a first visit costs, from the browser's Performance API: bytes transferred
+#: (the document, its assets, the API's answers) and milliseconds from navigation.
+FIRST_LOAD = """() => {
+    const [nav] = performance.getEntriesByType('navigation');
+    const resources = performance.getEntriesByType('resource');
+    const bytes = (entries) => entries.reduce((sum, entry) => sum + entry.transferSize, 0);
+    const api = resources.filter((entry) => new URL(entry.name).pathname.startsWith('/api/'));
+    const [ready] = performance.getEntriesByName('storefront-ready');
+    return {
+        requests: resources.length + 1,
+        transferred_bytes: nav.transferSize + bytes(resources),
+        api_bytes: bytes(api),
+        dom_content_loaded_ms: Math.round(nav.domContentLoadedEventEnd),
+        interactive_ms: Math.round(ready.startTime),
+    };
+}"""
+
+
+class TestFirstLoad:
+    async def test_the_catalog_is_light_and_soon_usable(self, new_page: MakePage) -> None:
+        page = await new_page(phone=True)  # a context of its own: nothing cached
+        await open_shop(page)
+        figures = await page.evaluate(FIRST_LOAD)
+        print(f"storefront first load: {figures}")  # shown with `pytest -s`
+
+        # Every asset was fetched (no cache yet) and counted: well under a typical
+        # page's weight, and usable in well under a second on an idle machine (the
+        # budgets leave room for a busy CI machine).
+        assert figures["requests"] >= 12
+        assert 20_000 < figures["transferred_bytes"] < 150_000, figures
+        assert figures["interactive_ms"] < 5_000, figures
+
+
 class TestDocs:
     async def test_the_whole_api_renders_offline_under_its_csp(
         self, new_page: MakePage, stack: Stack
