@@ -4,6 +4,8 @@ running as real processes behind the gateway."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -397,6 +399,52 @@ class TestOrders:
         assert shipped.status_code == 200, shipped.text
 
         await expect(status).to_have_attribute("data-status", "shipped", timeout=15_000)
+
+    async def test_a_dropped_stream_is_opened_again_not_polled(
+        self, new_page: MakePage, shop: Any, gateway: httpx.AsyncClient
+    ) -> None:
+        product = await stocked_product(shop, gateway)
+        email = f"redial-{uuid.uuid4().hex[:8]}@example.com"
+        await shop.register(email)
+        order = await place(gateway, await shop.headers(email), product)
+        customer = await new_page()
+        streams: list[str] = []
+        customer.on(
+            "request",
+            lambda request: (
+                streams.append(request.url) if request.url.endswith("/stream") else None
+            ),
+        )
+        # The first stream ends after its first event, as when a proxy or a restart
+        # cuts it; the next ones reach the order service.
+        first = {k: order[k] for k in ("status", "cancel_reason", "refunded_amount")}
+        await customer.route(
+            "**/stream",
+            lambda route: route.fulfill(
+                status=200,
+                content_type="text/event-stream",
+                body=f"event: status\ndata: {json.dumps({**first, 'at': order['updated_at']})}\n\n",
+            ),
+            times=1,
+        )
+        await sign_in(customer, email, "correct-horse")
+        await open_shop(customer, f"/orders/{order['id']}")
+        status = customer.locator(".order-status")
+        await expect(status).to_have_attribute("data-status", "confirmed")
+        asked = order_requests(customer, order["id"])
+        for _ in range(100):
+            if len(streams) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(streams) >= 2, streams
+
+        shipped = await gateway.post(
+            f"/api/v1/orders/{order['id']}/ship", headers=await shop.admin_headers()
+        )
+        assert shipped.status_code == 200, shipped.text
+
+        await expect(status).to_have_attribute("data-status", "shipped", timeout=15_000)
+        assert f"/api/v1/orders/{order['id']}" not in asked
 
     async def test_a_declined_payment_says_so_and_keeps_the_cart(
         self, new_page: MakePage, shop: Any, gateway: httpx.AsyncClient

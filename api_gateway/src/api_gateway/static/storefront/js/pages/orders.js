@@ -1,10 +1,12 @@
 // My orders, and one order whose status follows the order stream as it changes.
 
-import { api, followEvents } from "../api.js";
+import { api, ApiError, followEvents } from "../api.js";
 import { announce, errorBox, h, money, show, statusBadge, when } from "../dom.js";
 
 const FINAL = new Set(["delivered", "cancelled"]);
 const POLL_SECONDS = 5;
+const RECONNECT_SECONDS = 3; // EventSource's usual pause before opening a stream again
+const STREAM_ATTEMPTS = 3;
 
 export async function renderList(main, { query, signal }) {
   const offset = Math.max(0, Number.parseInt(query.get("offset") || "0", 10) || 0);
@@ -104,7 +106,12 @@ async function loadTimeline(container, id, signal) {
   }
 }
 
-/** Follow the order's stream; where it cannot be opened, ask every few seconds. */
+/**
+ * Follow the order's stream as EventSource would: opened again a few seconds after it
+ * drops (the server sends the current status first, so nothing is missed). Where the
+ * stream is not available (an error answer, or it cannot be reached three times in a
+ * row: an older order service, a proxy that refuses it), ask every few seconds instead.
+ */
 async function follow(id, shown, timeline, signal) {
   const path = `/api/v1/orders/${encodeURIComponent(id)}`;
   let last = null; // what was shown last: a refund changes the amount, not the status
@@ -117,19 +124,22 @@ async function follow(id, shown, timeline, signal) {
     }
     last = { status: state.status, refunded };
   };
-  try {
-    await followEvents(`${path}/stream`, (name, data) => {
-      if (name === "status" && data && data.status) changed(data);
-    }, signal);
-    if (FINAL.has(last?.status)) return; // the server ends the stream at a final status
-  } catch {
-    // No stream (an older order service, a proxy that buffers it, a dropped
-    // connection): polling keeps the page live all the same.
-    if (signal.aborted) return;
+  const onEvent = (name, data) => {
+    if (name === "status" && data && data.status) changed(data);
+  };
+  for (let unreachable = 0; unreachable < STREAM_ATTEMPTS; ) {
+    try {
+      await followEvents(`${path}/stream`, onEvent, signal);
+      if (FINAL.has(last?.status)) return; // the server ends the stream at a final status
+      unreachable = 0;
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error instanceof ApiError) break; // answered, but no stream here
+      unreachable += 1;
+    }
+    if (!(await pause(RECONNECT_SECONDS, signal))) return;
   }
-  while (!signal.aborted) {
-    await new Promise((resolve) => setTimeout(resolve, POLL_SECONDS * 1000));
-    if (signal.aborted) return;
+  while (await pause(POLL_SECONDS, signal)) {
     try {
       const order = await api(path, { signal });
       changed(order);
@@ -138,6 +148,12 @@ async function follow(id, shown, timeline, signal) {
       // a failed poll is tried again at the next tick
     }
   }
+}
+
+/** Wait `seconds`; false when the page was left meanwhile. */
+async function pause(seconds, signal) {
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  return !signal.aborted;
 }
 
 function cancelButton(order, main) {
