@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -239,3 +240,22 @@ class TestSearchRules:
     )
     def test_word_similarity_is_pg_trgms(self, needle: str, haystack: str, expected: float) -> None:
         assert search.word_similarity(needle, haystack) == pytest.approx(expected)
+
+    def test_the_rules_may_run_on_many_threads_at_once(self) -> None:
+        # SQLite calls them from each of its connections' threads (aiosqlite) at once.
+        def rank_many(_: int) -> list[float]:
+            return [
+                search.rank(
+                    "generous keyboards",
+                    "KB-1",
+                    "Mechanical Keyboards",
+                    "electronics",
+                    "Clicky, generously sized keys for long typing sessions",
+                )
+                for _ in range(300)
+            ]
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ranks = list(pool.map(rank_many, range(8)))
+
+        assert all(rank == ranks[0] for rank in ranks)

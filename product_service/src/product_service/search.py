@@ -23,6 +23,7 @@ simpler weighing of the same fields, and its words are split more simply).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -47,7 +48,19 @@ _STOP_WORDS_TEXT = """
 _STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
 _WORD = re.compile(r"[^\W_]+")
 _TERM = re.compile(r'(-?)"([^"]*)"?|(-?)(\S+)')
-_stemmer = snowballstemmer.stemmer("english")
+# A snowball stemmer keeps the word it works on in its own fields, and SQLite calls the
+# rules below from each of its connections' threads (aiosqlite) at once: one stemmer
+# per thread, or two searches at the same moment garble each other's words (a 500).
+_stemmers = threading.local()
+
+
+def _stem(word: str) -> str:
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    stemmed: str = stemmer.stemWord(word)
+    return stemmed
+
 
 # Full-text weights of the fields, as PostgreSQL's ts_rank weighs A, B and C.
 _NAME, _LABELS, _DESCRIPTION = 1.0, 0.4, 0.2
@@ -91,7 +104,7 @@ def has_words(q: str) -> bool:
 
 def _lexemes(text: str) -> list[str | None]:
     """Stemmed words of `text`; stop words keep their place as None (for phrases)."""
-    return [None if word in _STOP_WORDS else _stemmer.stemWord(word) for word in words(text)]
+    return [None if word in _STOP_WORDS else _stem(word) for word in words(text)]
 
 
 @dataclass(frozen=True)
