@@ -392,3 +392,36 @@ class TestRefundRaceOnPostgres:
         current = (await pg_gateway.get(f"/api/v1/orders/{order['id']}", headers=admin)).json()
         assert current["refunded_amount"] == "10.00"
         await eventually(lambda: _stock_is(pg_gateway, lamp["id"], (5, 0)), message="no restock")
+
+    async def test_retries_racing_with_one_key_refund_and_restock_once(
+        self, pg_gateway: httpx.AsyncClient, pg_shop: Shop
+    ) -> None:
+        admin = await pg_shop.admin_headers()
+        lamp = await new_product(pg_gateway, admin, name="Raced lamp", price="10.00", stock=5)
+        buyer = await customer(pg_shop)
+        order = await bought(pg_gateway, buyer, [(lamp["id"], 2)])
+        one_key = key()
+
+        answers = await asyncio.gather(
+            *(
+                refund(
+                    pg_gateway, admin, order, [(lamp["id"], 1)], restock=True, idempotency=one_key
+                )
+                for _ in range(4)
+            )
+        )
+
+        # One refund; a retry that arrived while it ran is told so (409, Retry-After).
+        statuses = [answer.status_code for answer in answers]
+        assert set(statuses) <= {201, 409}, [answer.text for answer in answers]
+        assert len({answer.json()["id"] for answer in answers if answer.status_code == 201}) == 1
+        for answer in answers:
+            if answer.status_code == 409:
+                assert answer.headers["retry-after"] == "1"
+        after = await refund(
+            pg_gateway, admin, order, [(lamp["id"], 1)], restock=True, idempotency=one_key
+        )
+        assert after.status_code == 201
+        current = (await pg_gateway.get(f"/api/v1/orders/{order['id']}", headers=admin)).json()
+        assert current["refunded_amount"] == "10.00"
+        await eventually(lambda: _stock_is(pg_gateway, lamp["id"], (4, 0)), message="no restock")
