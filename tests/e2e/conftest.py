@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -272,6 +273,27 @@ class Shop:
 
     async def admin_headers(self) -> dict[str, str]:
         return await self.headers(ADMIN["username"], ADMIN["password"])
+
+    async def stocked_product(self, units: int, label: str = "E2E") -> str:
+        """A new catalog product with `units` on hand, made by the administrator."""
+        admin = await self.admin_headers()
+        created = await self.client.post(
+            "/api/v1/products",
+            json={
+                "sku": f"{label}-{uuid.uuid4().hex[:10]}",
+                "name": f"{label.title()} item",
+                "price": "30.00",
+                "category": label.lower(),
+            },
+            headers=admin,
+        )
+        assert created.status_code == 201, created.text
+        product_id: str = created.json()["id"]
+        stocked = await self.client.put(
+            f"/api/v1/inventory/{product_id}", json={"available": units}, headers=admin
+        )
+        assert stocked.status_code in (200, 201), stocked.text
+        return product_id
 
 
 @pytest.fixture

@@ -82,26 +82,6 @@ async def database_rows(stack: ReplicatedStack, service: str, query: str) -> int
         await connection.close()
 
 
-async def new_product(client: httpx.AsyncClient, admin: dict[str, str], stock: int) -> str:
-    created = await client.post(
-        "/api/v1/products",
-        json={
-            "sku": f"REP-{uuid.uuid4().hex[:10]}",
-            "name": "Replicated lamp",
-            "price": "30.00",
-            "category": "replicas",
-        },
-        headers=admin,
-    )
-    assert created.status_code == 201, created.text
-    product_id: str = created.json()["id"]
-    stocked = await client.put(
-        f"/api/v1/inventory/{product_id}", json={"available": stock}, headers=admin
-    )
-    assert stocked.status_code in (200, 201), stocked.text
-    return product_id
-
-
 async def buyer(shop: Shop) -> dict[str, str]:
     email = f"replica-{uuid.uuid4().hex[:10]}@example.com"
     await shop.register(email)
@@ -158,8 +138,7 @@ class TestEveryReplicaWorks:
     async def test_traffic_and_events_spread_and_each_event_is_published_once(
         self, replica_stack: ReplicatedStack, replica_gateway: httpx.AsyncClient, replica_shop: Shop
     ) -> None:
-        admin = await replica_shop.admin_headers()
-        product = await new_product(replica_gateway, admin, stock=50)
+        product = await replica_shop.stocked_product(50, "REPLICAS")
         customer = await buyer(replica_shop)
 
         answers = [await order(replica_gateway, customer, product) for _ in range(12)]
@@ -250,7 +229,7 @@ class TestReplicaKilledMidCheckout:
         SIGKILL. Its checkouts never answer; the other process publishes its outbox
         rows and its sweep expires its pending orders once each, giving their stock back."""
         admin = await replica_shop.admin_headers()
-        product = await new_product(replica_gateway, admin, stock=30)
+        product = await replica_shop.stocked_product(30, "REPLICAS")
         customers = [await buyer(replica_shop) for _ in range(4)]
         inventory = [replica_stack.processes["inventory_service", i] for i in range(2)]
 

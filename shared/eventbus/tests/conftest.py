@@ -218,8 +218,10 @@ class Harness:
             return queue.declaration_result.message_count or 0
 
 
-@pytest.fixture
-async def harness(database: Database, broker: Broker, topology: Topology) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running_harness(
+    database: Database, broker: Broker, topology: Topology
+) -> AsyncIterator[Harness]:
     harness = Harness(database, broker, topology)
     try:
         yield harness
@@ -229,15 +231,19 @@ async def harness(database: Database, broker: Broker, topology: Topology) -> Asy
 
 
 @pytest.fixture
+async def harness(database: Database, broker: Broker, topology: Topology) -> AsyncIterator[Harness]:
+    async with running_harness(database, broker, topology) as harness:
+        yield harness
+
+
+@pytest.fixture
 async def harness_on_own_node(
     database: Database, topology: Topology, rabbitmq_node: RabbitMQNode
 ) -> AsyncIterator[Harness]:
     """A harness on the test run's own RabbitMQ node, for the tests that stop the broker
     (the machine's shared one serves other runs at the same moment)."""
-    async with connected_broker(rabbitmq_node.url) as broker:
-        harness = Harness(database, broker, topology)
-        try:
-            yield harness
-        finally:
-            with contextlib.suppress(Exception):
-                await harness.stop_all()
+    async with (
+        connected_broker(rabbitmq_node.url) as broker,
+        running_harness(database, broker, topology) as harness,
+    ):
+        yield harness
