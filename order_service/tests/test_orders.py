@@ -88,6 +88,32 @@ class TestListOrders:
         assert (second["offset"], second["total"], "next_cursor" in second) == (2, 4, False)
         assert second["items"][0]["items"][0]["product_id"] == product["id"]
 
+    async def test_admin_pages_one_status_by_cursor(
+        self,
+        place_order: PlaceOrder,
+        shop: Shop,
+        client: httpx.AsyncClient,
+        admin: dict[str, str],
+        make_customer: Callable[[], Customer],
+    ) -> None:
+        product = await shop.product(stock=10)
+        declined = []
+        for _ in range(3):
+            await place_order((product, 1), as_=make_customer())
+            response = await place_order((product, 1), as_=make_customer(), token="tok_decline")
+            declined.append(response.json()["id"])
+
+        params = {"status": "cancelled", "limit": 2}
+        first = (await client.get("/v1/orders", params=params, headers=admin)).json()
+        params["cursor"] = first["next_cursor"]
+        second = (await client.get("/v1/orders", params=params, headers=admin)).json()
+
+        assert [o["id"] for o in first["items"] + second["items"]] == declined[::-1]
+        assert (first["total"], "next_cursor" in second) == (3, False)
+        other_status = {"status": "confirmed", "cursor": first["next_cursor"]}
+        refused = await client.get("/v1/orders", params=other_status, headers=admin)
+        assert_problem(refused, 422)  # a cursor of another filter
+
     @pytest.mark.parametrize(
         "params",
         [
