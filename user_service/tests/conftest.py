@@ -46,6 +46,9 @@ def settings(
         environment="test",
         events_exchange=topology.exchange,
         events_queue_prefix=topology.queue_prefix,
+        # Small enough that the throttle's tests reach the limits quickly.
+        login_failures_per_account=5,
+        login_failures_per_address=12,
     )
 
 
@@ -57,7 +60,8 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture(autouse=True)
 async def clean_database(app: FastAPI) -> None:
-    """Every test starts with only the bootstrap administrator."""
+    """Every test starts with only the bootstrap administrator, and no failed logins."""
+    await app.state.login_throttle.storage.reset()
     database = app.state.database
     await truncate_all(database.engine, Base.metadata)
     async with database.sessionmaker() as session:

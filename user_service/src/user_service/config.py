@@ -27,6 +27,14 @@ class Settings(ServiceSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=14 * 86_400, ge=300)
 
+    # Login throttling (see throttle.py): failed logins allowed per account, from any
+    # address, and per address, against any account, within the window; then 429.
+    login_failures_per_account: int = Field(default=10, ge=1)
+    login_failures_per_address: int = Field(default=50, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    #: Counters shared by every replica; in-process memory without it (one replica).
+    redis_url: str = ""
+
     def production_secrets(self) -> tuple[str, ...]:
         return ("admin_password",)
 

@@ -13,6 +13,7 @@ from user_service.keys import KeyRing
 from user_service.models import User
 from user_service.passwords import PasswordHasher
 from user_service.service import AccountService, TokenService
+from user_service.throttle import LoginThrottle
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 
@@ -42,8 +43,14 @@ async def get_token_service(
     return TokenService(session, hasher, keys, settings)
 
 
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
 TokenServiceDep = Annotated[TokenService, Depends(get_token_service)]
+LoginThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
 
 
 async def get_current_user(claims: CurrentClaims, accounts: AccountServiceDep) -> User:

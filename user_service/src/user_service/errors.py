@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import Conflict, NotFound, Unauthorized
+from shared.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 
 
 class EmailAlreadyRegistered(Conflict):
@@ -16,3 +16,8 @@ class InvalidCredentials(Unauthorized):
 
 class UserNotFound(NotFound):
     title = "User not found"
+
+
+class LoginThrottled(TooManyRequests):
+    title = "Too many failed logins"
+    type_slug = "login-throttled"

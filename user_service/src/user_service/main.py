@@ -17,6 +17,7 @@ from user_service.config import Settings, get_settings
 from user_service.keys import load_key_ring
 from user_service.passwords import PasswordHasher
 from user_service.service import AccountService, DatabaseUserStatus
+from user_service.throttle import LoginThrottle
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,12 +30,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database: Database = app.state.database
         app.state.key_ring = key_ring
         app.state.password_hasher = hasher
+        app.state.login_throttle = throttle = LoginThrottle.from_settings(settings)
         if settings.admin_email and settings.admin_password:
             async with database.sessionmaker() as session:
                 await AccountService(session, hasher).ensure_admin(
                     settings.admin_email, settings.admin_password.get_secret_value()
                 )
-        yield
+        try:
+            yield
+        finally:
+            await throttle.aclose()
 
     def local_verifier(app: FastAPI) -> TokenVerifier:
         """Tokens are verified here with our own keys: no JWKS round trip to ourselves."""

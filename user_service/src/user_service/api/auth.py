@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from user_service.deps import AccountServiceDep, KeyRingDep, TokenServiceDep
+from user_service.deps import AccountServiceDep, KeyRingDep, LoginThrottleDep, TokenServiceDep
+from user_service.errors import InvalidCredentials
 from user_service.schemas import RefreshRequest, TokenPair, UserRead, UserRegister
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -21,10 +22,22 @@ async def register_user(data: UserRegister, accounts: AccountServiceDep) -> User
 
 @router.post("/token")
 async def issue_token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], tokens: TokenServiceDep
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    tokens: TokenServiceDep,
+    throttle: LoginThrottleDep,
+    request: Request,
 ) -> TokenPair:
-    """Exchange e-mail (`username`) and password for an access and a refresh token."""
-    return await tokens.login(form.username, form.password)
+    """Exchange e-mail (`username`) and password for an access and a refresh token;
+    429 with `Retry-After` after repeated failures for the account or from the address."""
+    # The server resolved the proxies' X-Forwarded-For into the client (uvicorn's
+    # --proxy-headers, trusting the gateway).
+    address = request.client.host if request.client else ""
+    await throttle.check(form.username, address)
+    try:
+        return await tokens.login(form.username, form.password)
+    except InvalidCredentials:
+        await throttle.record_failure(form.username, address)
+        raise
 
 
 @router.post("/refresh")
