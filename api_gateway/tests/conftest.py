@@ -45,6 +45,7 @@ class Upstream:
     #: Whether it serves its OpenAPI document (503 otherwise).
     documented: bool = True
     fail_status: int | None = None
+    fail_headers: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     uploads_completed: int = 0
     endless_closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -53,6 +54,7 @@ class Upstream:
         self.ready = True
         self.documented = True
         self.fail_status = None
+        self.fail_headers = {}
         self.requests.clear()
         self.uploads_completed = 0
         self.endless_closed = asyncio.Event()
@@ -62,7 +64,9 @@ def upstream_app(upstream: Upstream) -> Starlette:
     async def echo(request: Request) -> Response:
         upstream.requests.append((request.method, request.url.path))
         if upstream.fail_status is not None:
-            return JSONResponse({"failing": True}, status_code=upstream.fail_status)
+            return JSONResponse(
+                {"failing": True}, status_code=upstream.fail_status, headers=upstream.fail_headers
+            )
         body = await request.body()
         return JSONResponse(
             {

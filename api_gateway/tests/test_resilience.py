@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service_testing import assert_problem
+from service_testing import assert_problem, hung_server
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 
@@ -138,4 +138,56 @@ class TestCircuitBreaker:
             for _ in range(3):
                 await gateway.get("/api/v1/products/status/503", headers=tokens.headers())
             response = await gateway.get("/api/v1/products/1")
+        assert assert_problem(response, 503)["type"].endswith("/circuit-open")
+
+
+class TestTimeBudget:
+    @TRANSPORTS
+    async def test_a_hung_service_is_a_504_within_the_budget(self, make_gateway, transport) -> None:
+        async with (
+            hung_server() as hung,
+            make_gateway(
+                product_service_url=hung, request_budget_seconds=1.0, http_transport=transport
+            ) as gateway,
+        ):
+            started = time.perf_counter()
+            response = await gateway.get("/api/v1/products/1")
+            elapsed = time.perf_counter() - started
+        assert_problem(response, 504)
+        assert 0.9 < elapsed < 2.0
+
+    async def test_the_budget_travels_and_shrinks(self, make_gateway) -> None:
+        async with make_gateway(request_budget_seconds=2.0) as gateway:
+            own = dict((await gateway.get("/api/v1/products/1")).json()["headers"])
+            # A client may ask for less, never for more.
+            short = await gateway.get("/api/v1/products/1", headers={"X-Request-Budget-Ms": "600"})
+            long = await gateway.get("/api/v1/products/1", headers={"X-Request-Budget-Ms": "99999"})
+        assert 1000 < int(own["x-request-budget-ms"]) <= 2000 - 250
+        assert 0 < int(dict(short.json()["headers"])["x-request-budget-ms"]) <= 600 - 250
+        assert int(dict(long.json()["headers"])["x-request-budget-ms"]) <= 2000 - 250
+
+
+class TestHonestBreaker:
+    async def test_a_relayed_dependency_failure_leaves_the_breaker_closed(
+        self, make_gateway, upstreams, tokens
+    ) -> None:
+        order = upstreams["order"]
+        async with make_gateway(breaker_failure_threshold=3) as gateway:
+            # order_service is fine; the inventory it calls is not.
+            order.fail_status, order.fail_headers = 504, {"X-Dependency-Failure": "1"}
+            for _ in range(6):
+                response = await gateway.get("/api/v1/orders", headers=tokens.headers())
+                assert response.status_code == 504
+            assert len(order.requests) == 6
+
+            order.fail_status = None
+            assert (await gateway.get("/api/v1/orders", headers=tokens.headers())).is_success
+
+    async def test_its_own_failures_still_open_it(self, make_gateway, upstreams, tokens) -> None:
+        order = upstreams["order"]
+        async with make_gateway(breaker_failure_threshold=3) as gateway:
+            order.fail_status = 504
+            for _ in range(3):
+                await gateway.get("/api/v1/orders", headers=tokens.headers())
+            response = await gateway.get("/api/v1/orders", headers=tokens.headers())
         assert assert_problem(response, 503)["type"].endswith("/circuit-open")

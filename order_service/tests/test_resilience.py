@@ -20,7 +20,7 @@ from sqlalchemy import select
 from order_service.models import IdempotencyState, outbox_event
 from order_service.pricing import PricedLine, PricedOrder
 from order_service.repository import IdempotencyRepository, OrderRepository
-from service_testing import assert_problem
+from service_testing import assert_problem, hung_server
 from shared.db import utcnow
 
 if TYPE_CHECKING:
@@ -339,3 +339,36 @@ class TestSweep:
         assert key.state is IdempotencyState.COMPLETED
         assert (key.response_status, key.response_body) == (201, response.json())
         assert str(key.order_id) == response.json()["id"]
+
+
+class TestInventoryHung:
+    """Inventory accepts connections and never answers (hung, not down)."""
+
+    async def test_checkout_answers_within_its_budget_and_reads_keep_working(
+        self, order_app_factory: OrderAppFactory, shop: Shop, customer: Customer
+    ) -> None:
+        product = await shop.product(stock=10)
+        async with (
+            hung_server() as hung,
+            order_app_factory(inventory_service_url=hung) as broken,
+            client_of(broken) as client,
+        ):
+            started = time.perf_counter()
+            response = await client.post(
+                "/v1/orders",
+                json=shop.body((product, 2)),
+                headers={**customer.headers(), "X-Request-Budget-Ms": "1500"},
+            )
+            elapsed = time.perf_counter() - started
+            assert_problem(response, 504)
+            # Its dependency failed, not order_service: the gateway's breaker stays shut.
+            assert response.headers["x-dependency-failure"]
+            # One wait for the reservation, bounded by the budget; the stock release
+            # that follows a failure runs after the answer.
+            assert elapsed < 2.5
+
+            started = time.perf_counter()
+            listed = await client.get("/v1/orders", headers=customer.auth)
+            assert listed.status_code == 200
+            assert [order["status"] for order in listed.json()["items"]] == ["pending"]
+            assert time.perf_counter() - started < 1.0

@@ -19,16 +19,19 @@ may hold stock or payment. It is recorded as owed (`compensation_pending`) in th
 UPDATE that cancels, and cleared once done; if inventory is unreachable it is left
 owed and the sweep retries it.
 
-When a dependency fails part-way (503/504, or anything unexpected) the saga gives back
-what it can at once (best effort), leaves the order `pending` and lets the error
-through. None of the contract's cancel reasons describes "a dependency failed", so such
-an order is never confirmed by anyone and the sweep cancels it as `expired` once its
-reservation's TTL has passed, giving back stock and payment again (both idempotent).
+When a dependency fails part-way (503/504, or anything unexpected) the saga leaves the
+order `pending` and lets the error through at once; giving back what it can (best
+effort) runs after that answer, in the background and outside the request's time budget,
+so a hung inventory costs the caller one timeout, not two. None of the contract's cancel
+reasons describes "a dependency failed", so such an order is never confirmed by anyone
+and the sweep cancels it as `expired` once its reservation's TTL has passed, giving back
+stock and payment again (both idempotent).
 Inventory's own reservation TTL repairs held stock even if this service never returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,6 +50,7 @@ from order_service.pricing import PricedOrder, RequestedLine, price_order
 from order_service.product_client import ProductClient
 from order_service.repository import OrderRepository
 from order_service.states import CancelReason, OrderStatus
+from shared import deadline
 from shared.errors import ProblemError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,9 @@ class Compensator:
     def __init__(self, inventory: InventoryClient, payments: PaymentProvider) -> None:
         self.inventory = inventory
         self.payments = payments
+        #: Compensations running after their request's answer (the loop keeps only weak
+        #: references to tasks).
+        self._later: set[asyncio.Task[None]] = set()
 
     async def give_back(self, session: AsyncSession, order_id: uuid.UUID, reason: str) -> bool:
         """Release the order's stock and refund its payment, then clear its debt
@@ -89,6 +96,17 @@ class Compensator:
             await self.inventory.release(order_id, reason)
         with timed_step("refund_payment"):
             await self.payments.refund(order_id=order_id)
+
+    def best_effort_later(self, order_id: uuid.UUID, reason: str) -> None:
+        """`best_effort` in the background: after the answer, not before it."""
+
+        async def give_back() -> None:
+            deadline.detached()
+            await self.best_effort(order_id, reason)
+
+        task = asyncio.create_task(give_back(), name=f"compensate-{order_id}")
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     async def best_effort(self, order_id: uuid.UUID, reason: str) -> None:
         """Release and refund now if possible; whatever fails is left to the sweep."""
@@ -171,7 +189,7 @@ class CheckoutSaga:
                 payment_token,
             )
         except Exception:
-            await self.compensator.best_effort(order_id, CHECKOUT_FAILED)
+            self.compensator.best_effort_later(order_id, CHECKOUT_FAILED)
             raise
         return await self._settle(order_id, outcome, on_settled)
 

@@ -18,7 +18,13 @@ from service_testing.databases import (
 from service_testing.otlp import OtlpReceiver, ReceivedSpan
 from service_testing.rabbitmq_node import RabbitMQNode, private_rabbitmq
 from service_testing.redis_server import private_redis
-from service_testing.servers import accept_local_tokens, free_port, running_app, serve
+from service_testing.servers import (
+    accept_local_tokens,
+    free_port,
+    hung_server,
+    running_app,
+    serve,
+)
 from service_testing.tokens import LocalTokens
 from service_testing.webhooks import ReceivedWebhook, WebhookReceiver, unanswering_endpoint
 
@@ -36,6 +42,7 @@ __all__ = [
     "delete_topology",
     "eventually",
     "free_port",
+    "hung_server",
     "migrated_database",
     "postgres_database",
     "private_rabbitmq",

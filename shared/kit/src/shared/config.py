@@ -67,6 +67,9 @@ class ServiceSettings(BaseSettings):
     http_transport: Literal["httpx", "aiohttp"] = "aiohttp"
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
+    #: Longest a request served here may take, its calls to other services included; a
+    #: caller's shorter `X-Request-Budget-Ms` shortens it (shared.deadline).
+    request_budget_seconds: float = Field(default=10.0, gt=0)
 
     # Service credentials on /internal routes (shared.service_auth): this service's own
     # Ed25519 private key (PEM), and every service's public key as a JSON object

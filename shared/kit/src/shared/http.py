@@ -1,10 +1,14 @@
 """The one HTTP client a process uses to call other services.
 
-Explicit timeouts and pool limits, retries only for idempotent requests, and a circuit
-breaker per upstream with half-open recovery. Failures come out as problem errors (503,
-or 504 on a timeout), so a route that calls another service needs no error handling of
-its own. The breaker is written here rather than taken from a library because the async
-ones on PyPI are unmaintained and none shares state with a streaming proxy's calls.
+Explicit timeouts and pool limits, each call bounded by what is left of the request's
+time budget (`shared.deadline`, passed on to the callee), retries only for idempotent
+requests while time remains, and a circuit breaker per upstream with half-open recovery.
+A breaker counts only the failures of the service it guards: a 503/504 that service
+answers because one of *its* dependencies failed (`X-Dependency-Failure`) is not one.
+Failures come out as problem errors (503, or 504 on a timeout), so a route that calls
+another service needs no error handling of its own. The breaker is written here rather
+than taken from a library because the async ones on PyPI are unmaintained and none
+shares state with a streaming proxy's calls.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from shared import deadline
 from shared.errors import GatewayTimeout, ServiceUnavailable
 from shared.metrics import CIRCUIT_STATE, UPSTREAM_REQUEST_SECONDS, UPSTREAM_REQUESTS
 from shared.service_auth import INTERNAL_PREFIX, ServiceIdentity, upstream_service
@@ -34,6 +39,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES = frozenset({502, 503})
 #: Statuses that say the upstream itself is unwell (as opposed to the request being wrong).
 FAILURE_STATUSES = frozenset({502, 503, 504})
+
+#: On a 503/504 a service answers because a service *it* calls failed (set by the errors
+#: below): its callers' breakers leave it closed, since the service itself is fine.
+DEPENDENCY_FAILURE_HEADER = "X-Dependency-Failure"
 
 TransportName = Literal["httpx", "aiohttp"]
 
@@ -47,6 +56,10 @@ class CircuitState(IntEnum):
 class UpstreamUnavailable(ServiceUnavailable):
     title = "Upstream service unavailable"
     type_slug = "upstream-unavailable"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), DEPENDENCY_FAILURE_HEADER: "1"}
+        super().__init__(detail, **kwargs)
 
 
 class CircuitOpen(UpstreamUnavailable):
@@ -81,6 +94,10 @@ def problem_type(response: httpx.Response) -> str:
 class UpstreamTimeout(GatewayTimeout):
     title = "Upstream service timed out"
     type_slug = "upstream-timeout"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), DEPENDENCY_FAILURE_HEADER: "1"}
+        super().__init__(detail, **kwargs)
 
 
 class CircuitBreaker:
@@ -280,17 +297,20 @@ class ServiceClient:
                 credential = self.identity.authorization(upstream_service(upstream))
                 kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": credential}
             request = self.http.build_request(method, self.url(upstream, path), **kwargs)
+            _read_within_budget(request)
+            pause = _backoff(attempt)
+            last = attempt == attempts or not _time_for(pause)
             try:
                 response = await self.send(upstream, request)
                 await response.aread()
             except UpstreamUnavailable as error:
-                if attempt == attempts or isinstance(error, CircuitOpen):
+                if last or isinstance(error, CircuitOpen):
                     raise
             else:
-                if response.status_code not in RETRYABLE_STATUSES or attempt == attempts:
+                if response.status_code not in RETRYABLE_STATUSES or last:
                     return response
                 await response.aclose()
-            await asyncio.sleep(_backoff(attempt))
+            await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def send(self, upstream: str, request: httpx.Request) -> httpx.Response:
@@ -302,6 +322,7 @@ class ServiceClient:
         too much) comes out as itself and says nothing about the upstream.
         """
         breaker = self.breakers[upstream]
+        _bound_by_deadline(upstream, request)
         body = None
         stream = request.stream
         if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
@@ -326,7 +347,14 @@ class ServiceClient:
     ) -> httpx.Response:
         started = time.perf_counter()
         try:
-            response = await self.http.send(request, stream=True)
+            # The answer must start within the budget; a streamed body may then go on
+            # (each read bounded by the read timeout: an event stream outlives a budget).
+            async with asyncio.timeout(deadline.remaining()):
+                response = await self.http.send(request, stream=True)
+        except TimeoutError as error:
+            breaker.record_failure(started_at)
+            UPSTREAM_REQUESTS.labels(upstream, "timeout").inc()
+            raise UpstreamTimeout(f"{upstream} did not answer in time.") from error
         except httpx.TransportError as error:
             # Some transports (aiohttp) wrap the body's own error in a connection error.
             if body is not None and body.error is not None:
@@ -345,7 +373,10 @@ class ServiceClient:
             raise
         UPSTREAM_REQUEST_SECONDS.labels(upstream).observe(time.perf_counter() - started)
         UPSTREAM_REQUESTS.labels(upstream, str(response.status_code)).inc()
-        if response.status_code in FAILURE_STATUSES:
+        if (
+            response.status_code in FAILURE_STATUSES
+            and DEPENDENCY_FAILURE_HEADER not in response.headers
+        ):
             breaker.record_failure(started_at)
         else:
             breaker.record_success()
@@ -382,6 +413,36 @@ class _WatchedBody(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self.source.aclose()
+
+
+def _bound_by_deadline(upstream: str, request: httpx.Request) -> None:
+    """Tell the callee what is left of the request's budget (minus a margin to turn its
+    failure into our answer); 504 at once when nothing is left. `_send` waits for the
+    answer no longer than that."""
+    left = deadline.remaining()
+    if left is None:
+        return
+    if left < deadline.MIN_CALL_SECONDS:
+        UPSTREAM_REQUESTS.labels(upstream, "no_budget").inc()
+        raise UpstreamTimeout(f"No time was left to call {upstream}.")
+    margin = min(deadline.ANSWER_MARGIN_SECONDS, left / 2)
+    request.headers[deadline.BUDGET_HEADER] = str(max(1, int((left - margin) * 1000)))
+
+
+def _read_within_budget(request: httpx.Request) -> None:
+    """A call whose whole body is read: each read ends by the deadline too."""
+    left = deadline.remaining()
+    timeouts = request.extensions.get("timeout")
+    if left is None or not timeouts:
+        return
+    read = timeouts.get("read")
+    request.extensions["timeout"] = {**timeouts, "read": left if read is None else min(read, left)}
+
+
+def _time_for(pause: float) -> bool:
+    """Whether a retry after `pause` would still have time to be made."""
+    left = deadline.remaining()
+    return left is None or left - pause >= deadline.MIN_CALL_SECONDS
 
 
 def _backoff(attempt: int) -> float:

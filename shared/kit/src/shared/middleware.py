@@ -10,6 +10,7 @@ import uuid
 from opentelemetry.trace import Span
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.deadline import BUDGET_HEADER, parse_budget, request_deadline
 from shared.errors import PayloadTooLarge, problem_response
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
@@ -53,9 +54,16 @@ class RequestContextMiddleware:
     """Request id in and out, access log, metrics per route template, and a last-resort
     500 problem document (with the request id) for anything unhandled."""
 
-    def __init__(self, app: ASGIApp, *, quiet_paths: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        quiet_paths: frozenset[str] = frozenset(),
+        budget_seconds: float | None = None,
+    ) -> None:
         self.app = app
         self.quiet_paths = quiet_paths
+        self.budget_seconds = budget_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +105,8 @@ class RequestContextMiddleware:
 
         HTTP_IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_request_id)
+            with request_deadline(self._budget(scope)):
+                await self.app(scope, receive, send_with_request_id)
         except Exception as error:
             logger.exception("unhandled error", extra={"path": scope.get("path")})
             if span is not None:
@@ -130,6 +139,13 @@ class RequestContextMiddleware:
                 )
             request_id_var.reset(token)
             traceparent_var.reset(trace_token)
+
+    def _budget(self, scope: Scope) -> float | None:
+        """This request's time budget: the caller's, never more than our own."""
+        asked = parse_budget(header(scope, BUDGET_HEADER.encode()))
+        if asked is None:
+            return self.budget_seconds
+        return asked if self.budget_seconds is None else min(asked, self.budget_seconds)
 
 
 #: How far past the limit a declared body may go and still be read (and discarded) after

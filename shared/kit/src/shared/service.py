@@ -242,7 +242,11 @@ class ServiceBuilder:
             max_bytes=self.settings.max_body_bytes,
             stream_chunked=self._stream_request_bodies,
         )
-        app.add_middleware(RequestContextMiddleware, quiet_paths=HEALTH_PATHS)
+        app.add_middleware(
+            RequestContextMiddleware,
+            quiet_paths=HEALTH_PATHS,
+            budget_seconds=self.settings.request_budget_seconds,
+        )
         if self._health:
             app.include_router(health_router(self._ready_checks, self._degraded_checks))
         if self._metrics:
