@@ -1,15 +1,24 @@
-"""Token status lookups: cached briefly, and one lookup shared by concurrent requests."""
+"""Token status lookups: cached briefly, one lookup shared by concurrent requests, and a
+user service that cannot answer is a 503 for the caller, never a 500 or a 401."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from jwt.algorithms import RSAAlgorithm
 
-from shared.auth import RemoteUserStatus, UserStatus
-from shared.http import ServiceClient
+from service_testing import LocalTokens, assert_problem, serve
+from shared.auth import CurrentClaims, RemoteJWKS, RemoteUserStatus, TokenVerifier, UserStatus
+from shared.errors import install_error_handlers
+from shared.http import ServiceClient, UpstreamUnavailable
+from shared.middleware import RequestContextMiddleware
 
 
 class UserServiceDouble:
@@ -67,7 +76,8 @@ async def test_a_failed_lookup_fails_its_waiters_and_is_not_cached() -> None:
         *(users.get_status(user_id) for _ in range(5)), return_exceptions=True
     )
 
-    assert all(isinstance(result, httpx.HTTPStatusError) for result in results)
+    # user_service failing is a 503 for the caller (UpstreamUnavailable), not a 500.
+    assert all(isinstance(result, UpstreamUnavailable) for result in results)
     assert len(upstream.calls) == 1
     upstream.code = 200
     assert await users.get_status(user_id) == UserStatus(is_active=True, role="customer")
@@ -88,3 +98,97 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_others_lookup() -> No
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert len(upstream.calls) == 1
+
+
+class FakeUserService:
+    """The user service's JWKS and status routes, answering for `tokens`; an answer set
+    in `jwks_answer` or `status_answer` replaces the route's own."""
+
+    def __init__(self, tokens: LocalTokens) -> None:
+        self.tokens = tokens
+        self.jwks_answer: Response | None = None
+        self.status_answer: Response | None = None
+        self.app = FastAPI()
+        public = RSAAlgorithm.to_jwk(tokens.private_key.public_key(), as_dict=True)
+
+        @self.app.get("/v1/auth/jwks")
+        async def jwks() -> Any:
+            if self.jwks_answer is not None:
+                return self.jwks_answer
+            return {"keys": [{**public, "kid": tokens.kid, "alg": "RS256", "use": "sig"}]}
+
+        @self.app.get("/internal/v1/users/{user_id}/status")
+        async def status(user_id: uuid.UUID) -> Response:
+            if self.status_answer is not None:
+                return self.status_answer
+            known = tokens.statuses.get(user_id)
+            if known is None:
+                return JSONResponse({"detail": "unknown"}, status_code=404)
+            return JSONResponse({"is_active": known.is_active, "role": known.role})
+
+
+@pytest.fixture
+async def user_service() -> AsyncIterator[tuple[FakeUserService, str]]:
+    fake = FakeUserService(LocalTokens())
+    async with serve(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+async def protected(user_service: tuple[FakeUserService, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A service whose one route needs a token, verified through the user service."""
+    fake, url = user_service
+    client = ServiceClient({"user": url}, retries=0)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.state.token_verifier = TokenVerifier(
+        RemoteJWKS(client),
+        RemoteUserStatus(client, cache_seconds=0),
+        issuer=fake.tokens.issuer,
+        audience=fake.tokens.audience,
+    )
+
+    @app.get("/me")
+    async def me(claims: CurrentClaims) -> dict[str, str]:
+        return {"user_id": str(claims.user_id)}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        yield http
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        JSONResponse({"detail": "boom"}, status_code=500),
+        JSONResponse({"detail": "down"}, status_code=503),
+        JSONResponse({"detail": "no credential"}, status_code=401),
+        Response(b"<html>not json</html>", status_code=200, media_type="text/html"),
+        JSONResponse({"unexpected": True}),
+    ],
+    ids=["500", "503", "401", "not-json", "wrong-shape"],
+)
+async def test_a_failing_status_route_is_a_503(
+    user_service: tuple[FakeUserService, str], protected: httpx.AsyncClient, answer: Response
+) -> None:
+    fake, _ = user_service
+    token = fake.tokens.token()
+    assert (await protected.get("/me", headers={"Authorization": f"Bearer {token}"})).is_success
+
+    fake.status_answer = answer
+    response = await protected.get("/me", headers={"Authorization": f"Bearer {token}"})
+    assert_problem(response, 503)
+
+
+async def test_a_failing_jwks_is_a_503(
+    user_service: tuple[FakeUserService, str], protected: httpx.AsyncClient
+) -> None:
+    fake, _ = user_service
+    fake.jwks_answer = JSONResponse({"detail": "boom"}, status_code=500)
+
+    response = await protected.get(
+        "/me", headers={"Authorization": f"Bearer {fake.tokens.token()}"}
+    )
+    assert_problem(response, 503)

@@ -10,17 +10,21 @@ user is deactivated: the user's current status is looked up and cached briefly.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Protocol
 
+import httpx
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.errors import Forbidden, Unauthorized
-from shared.http import ServiceClient
+from shared.http import ServiceClient, UpstreamUnavailable
+
+logger = logging.getLogger(__name__)
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "EdDSA"})
 MAX_TOKEN_LENGTH = 4096
@@ -82,11 +86,15 @@ class RemoteJWKS:
             if time.monotonic() - self._fetched_at < 1.0:
                 return  # another request refreshed it while this one waited
             response = await self.client.request(self.upstream, "GET", "/v1/auth/jwks")
-            response.raise_for_status()
+            if response.status_code != 200:
+                raise _cannot_verify(self.upstream, response)
             keys: dict[str, jwt.PyJWK] = {}
-            for data in response.json().get("keys", []):
-                if data.get("kid") and data.get("alg") in ALLOWED_ALGORITHMS:
-                    keys[data["kid"]] = jwt.PyJWK.from_dict(data)
+            try:
+                for data in response.json().get("keys", []):
+                    if data.get("kid") and data.get("alg") in ALLOWED_ALGORITHMS:
+                        keys[data["kid"]] = jwt.PyJWK.from_dict(data)
+            except (ValueError, TypeError, AttributeError, jwt.PyJWTError) as error:
+                raise _cannot_verify(self.upstream, response) from error
             self._keys = keys
             self._fetched_at = time.monotonic()
 
@@ -131,14 +139,28 @@ class RemoteUserStatus:
         )
         status = None
         if response.status_code == 200:
-            body = response.json()
-            status = UserStatus(is_active=bool(body["is_active"]), role=str(body["role"]))
+            try:
+                body = response.json()
+                status = UserStatus(is_active=bool(body["is_active"]), role=str(body["role"]))
+            except (ValueError, TypeError, KeyError) as error:
+                raise _cannot_verify(self.upstream, response) from error
         elif response.status_code != 404:
-            response.raise_for_status()
+            raise _cannot_verify(self.upstream, response)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[user_id] = (now, status)
         return status
+
+
+def _cannot_verify(upstream: str, response: httpx.Response) -> UpstreamUnavailable:
+    """A user service that answers, but not what verification needs (its own failure,
+    or a refusal of this caller): the caller cannot decide, so 503, not a 500 and not
+    a 401 that would send a user with a valid token to log in again."""
+    logger.warning(
+        "token verification: unexpected answer",
+        extra={"upstream": upstream, "status": response.status_code},
+    )
+    return UpstreamUnavailable("Access tokens cannot be verified right now.")
 
 
 class TokenVerifier:
