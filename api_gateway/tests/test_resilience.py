@@ -191,3 +191,27 @@ class TestHonestBreaker:
                 await gateway.get("/api/v1/orders", headers=tokens.headers())
             response = await gateway.get("/api/v1/orders", headers=tokens.headers())
         assert assert_problem(response, 503)["type"].endswith("/circuit-open")
+
+    async def test_slow_answers_while_others_get_through_leave_it_closed(
+        self, make_gateway
+    ) -> None:
+        """A burst that outlasts the timeout is load, not an outage: the upstream answered
+        other calls while those waited."""
+        async with make_gateway(http_read_timeout=0.5, breaker_failure_threshold=3) as gateway:
+
+            async def quick_ones() -> None:
+                for _ in range(8):
+                    assert (await gateway.get("/api/v1/products/1")).status_code == 200
+                    await asyncio.sleep(0.05)
+
+            slow = [gateway.get("/api/v1/products/slow?seconds=2") for _ in range(6)]
+            *answers, _ = await asyncio.gather(*slow, quick_ones())
+            assert [answer.status_code for answer in answers] == [504] * 6
+            assert (await gateway.get("/api/v1/products/1")).status_code == 200
+
+    async def test_timeouts_with_no_answer_in_between_open_it(self, make_gateway) -> None:
+        async with make_gateway(http_read_timeout=0.3, breaker_failure_threshold=3) as gateway:
+            slow = [gateway.get("/api/v1/products/slow?seconds=2") for _ in range(3)]
+            assert [answer.status_code for answer in await asyncio.gather(*slow)] == [504] * 3
+            response = await gateway.get("/api/v1/products/1")
+        assert assert_problem(response, 503)["type"].endswith("/circuit-open")

@@ -50,6 +50,7 @@ def create_app(
             app.state.http_client.upstreams,
             max_connections=settings.stream_max_connections,
             read_timeout=settings.stream_read_timeout_seconds,
+            budget_reads=False,
         )
         try:
             yield

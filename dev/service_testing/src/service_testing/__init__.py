@@ -15,6 +15,7 @@ from service_testing.databases import (
     postgres_database,
     truncate_all,
 )
+from service_testing.hung import hung_process
 from service_testing.otlp import OtlpReceiver, ReceivedSpan
 from service_testing.rabbitmq_node import RabbitMQNode, private_rabbitmq
 from service_testing.redis_server import private_redis
@@ -42,6 +43,7 @@ __all__ = [
     "delete_topology",
     "eventually",
     "free_port",
+    "hung_process",
     "hung_server",
     "migrated_database",
     "postgres_database",

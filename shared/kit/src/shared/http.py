@@ -228,12 +228,17 @@ class ServiceClient:
         transport: TransportName = "aiohttp",
         custom_transport: httpx.AsyncBaseTransport | None = None,
         identity: ServiceIdentity | None = None,
+        budget_reads: bool = True,
     ) -> None:
         #: Signs the credential `request` sends to `/internal` routes (never `send`: the
         #: gateway's proxy relays clients' requests through it, unsigned).
         self.identity = identity
         self.upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         self.retries = retries
+        #: Whether each read of an answer ends by the request's deadline too; False for
+        #: the gateway's event streams, which outlive any budget by design (their reads
+        #: keep their own timeout, longer than the streams' keep-alive).
+        self.budget_reads = budget_reads
         self.timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=pool_timeout
         )
@@ -297,7 +302,6 @@ class ServiceClient:
                 credential = self.identity.authorization(upstream_service(upstream))
                 kwargs["headers"] = {**(kwargs.get("headers") or {}), "Authorization": credential}
             request = self.http.build_request(method, self.url(upstream, path), **kwargs)
-            _read_within_budget(request)
             pause = _backoff(attempt)
             last = attempt == attempts or not _time_for(pause)
             try:
@@ -322,7 +326,7 @@ class ServiceClient:
         too much) comes out as itself and says nothing about the upstream.
         """
         breaker = self.breakers[upstream]
-        _bound_by_deadline(upstream, request)
+        _bound_by_deadline(upstream, request, reads=self.budget_reads)
         body = None
         stream = request.stream
         if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
@@ -347,20 +351,16 @@ class ServiceClient:
     ) -> httpx.Response:
         started = time.perf_counter()
         try:
-            # The answer must start within the budget; a streamed body may then go on
-            # (each read bounded by the read timeout: an event stream outlives a budget).
-            async with asyncio.timeout(deadline.remaining()):
-                response = await self.http.send(request, stream=True)
-        except TimeoutError as error:
-            breaker.record_failure(started_at)
-            UPSTREAM_REQUESTS.labels(upstream, "timeout").inc()
-            raise UpstreamTimeout(f"{upstream} did not answer in time.") from error
+            # Bounded by the transport's own timeouts (clipped to the deadline above), not
+            # by cancelling the send from outside: a cancelled send could leave a
+            # half-closed connection in the pool for the next call.
+            response = await self.http.send(request, stream=True)
         except httpx.TransportError as error:
             # Some transports (aiohttp) wrap the body's own error in a connection error.
             if body is not None and body.error is not None:
                 breaker.release()
                 raise body.error from None
-            breaker.record_failure(started_at)
+            _record_transport_error(breaker, error, started_at)
             if not isinstance(error, httpx.TimeoutException):
                 UPSTREAM_REQUESTS.labels(upstream, "error").inc()
                 raise UpstreamUnavailable(f"{upstream} is unavailable.") from error
@@ -415,10 +415,21 @@ class _WatchedBody(httpx.AsyncByteStream):
         await self.source.aclose()
 
 
-def _bound_by_deadline(upstream: str, request: httpx.Request) -> None:
+def _record_transport_error(
+    breaker: CircuitBreaker, error: httpx.TransportError, started_at: float
+) -> None:
+    if isinstance(error, httpx.PoolTimeout):
+        # Our own connection pool was full: our congestion, not the upstream's failure.
+        breaker.release()
+    else:
+        breaker.record_failure(started_at)
+
+
+def _bound_by_deadline(upstream: str, request: httpx.Request, *, reads: bool) -> None:
     """Tell the callee what is left of the request's budget (minus a margin to turn its
-    failure into our answer); 504 at once when nothing is left. `_send` waits for the
-    answer no longer than that."""
+    failure into our answer) and wait for it no longer than that: every timeout of the
+    call (pool, connect, write and, with `reads`, each read) is clipped to what is left.
+    504 at once when nothing is left."""
     left = deadline.remaining()
     if left is None:
         return
@@ -427,16 +438,11 @@ def _bound_by_deadline(upstream: str, request: httpx.Request) -> None:
         raise UpstreamTimeout(f"No time was left to call {upstream}.")
     margin = min(deadline.ANSWER_MARGIN_SECONDS, left / 2)
     request.headers[deadline.BUDGET_HEADER] = str(max(1, int((left - margin) * 1000)))
-
-
-def _read_within_budget(request: httpx.Request) -> None:
-    """A call whose whole body is read: each read ends by the deadline too."""
-    left = deadline.remaining()
-    timeouts = request.extensions.get("timeout")
-    if left is None or not timeouts:
-        return
-    read = timeouts.get("read")
-    request.extensions["timeout"] = {**timeouts, "read": left if read is None else min(read, left)}
+    timeouts = dict(request.extensions.get("timeout") or {})
+    for phase in ("connect", "write", "pool", *(("read",) if reads else ())):
+        configured = timeouts.get(phase)
+        timeouts[phase] = left if configured is None else min(configured, left)
+    request.extensions["timeout"] = timeouts
 
 
 def _time_for(pause: float) -> bool:
