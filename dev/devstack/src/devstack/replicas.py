@@ -111,13 +111,20 @@ _UNAVAILABLE = (
 
 
 def render_balancer(
-    directory: Path, ports: Mapping[str, int], replica_ports: Mapping[str, list[int]]
+    directory: Path,
+    ports: Mapping[str, int],
+    replica_ports: Mapping[str, list[int]],
+    error_log: Path,
 ) -> str:
     """nginx.conf with one upstream and one listening server per service."""
     blocks = []
     for name, port in ports.items():
         servers = "".join(
-            f"        server 127.0.0.1:{replica} max_fails=1 fail_timeout=2s;\n"
+            # max_fails=0: never take a replica out on its own failures. nginx would
+            # otherwise keep one that was just restarted out for fail_timeout, and a
+            # rolling restart's next step would leave it no live upstream at all; a
+            # replica that is down costs a refused connection on the loopback instead.
+            f"        server 127.0.0.1:{replica} max_fails=0;\n"
             for replica in replica_ports[name]
         )
         blocks.append(
@@ -135,7 +142,7 @@ def render_balancer(
         )
     return f"""worker_processes 1;
 pid {directory}/nginx.pid;
-error_log {directory}/error.log warn;
+error_log {error_log} warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
@@ -186,16 +193,18 @@ def _wait_listening(url: str, process: subprocess.Popen[bytes], errors: Path) ->
 
 @contextmanager
 def running_balancer(
-    ports: Mapping[str, int], replica_ports: Mapping[str, list[int]]
+    ports: Mapping[str, int], replica_ports: Mapping[str, list[int]], error_log: Path
 ) -> Iterator[Path]:
-    """nginx in front of every service's replicas until the block ends; yields its folder."""
+    """nginx in front of every service's replicas until the block ends; yields its folder.
+    Its error log (a replica that refused or dropped a request, and why) goes to
+    `error_log`, which outlives it."""
     binary = _nginx_binary()
     # Workers run as an unprivileged user when this runs as root: they must reach the
     # temp paths, so not below pytest's private (0700) folders.
     directory = Path(tempfile.mkdtemp(prefix="devstack-balancer-"))
     directory.chmod(0o755)
     config = directory / "nginx.conf"
-    config.write_text(render_balancer(directory, ports, replica_ports))
+    config.write_text(render_balancer(directory, ports, replica_ports, error_log))
     errors = directory / "stderr.log"
     argv = [binary, "-e", "stderr", "-p", str(directory), "-c", str(config)]
     with errors.open("wb") as stderr:
@@ -259,7 +268,7 @@ def running_replicas(
         env=env,
         log_dir=log_dir,
     )
-    with running_balancer(ports, replica_ports):
+    with running_balancer(ports, replica_ports, log_dir / "balancer.log"):
         try:
             # In the order of SERVICES, as `running_stack` starts them.
             for spec in SERVICES:
