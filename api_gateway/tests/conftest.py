@@ -31,6 +31,7 @@ from api_gateway.config import Settings
 from api_gateway.main import create_app
 from api_gateway.routing import ROUTES
 from service_testing import LocalTokens, free_port, running_app, serve
+from shared.auth import TokenVerifier
 
 UPSTREAM_NAMES = ("user", "product", "order", "inventory", "notification")
 
@@ -305,10 +306,12 @@ def make_gateway(upstreams: dict[str, Upstream], tokens: LocalTokens) -> MakeGat
         *,
         client: tuple[str, int] = ("127.0.0.1", 50000),
         local_tokens: bool = True,
+        token_verifier: TokenVerifier | None = None,
         **overrides: Any,
     ) -> AsyncIterator[Gateway]:
-        """`local_tokens=False`: the real verifier, which asks the user service."""
-        verifier = tokens.verifier() if local_tokens else None
+        """`local_tokens=False`: the real verifier, which asks the user service;
+        `token_verifier`: that one instead of either."""
+        verifier = token_verifier or (tokens.verifier() if local_tokens else None)
         app = create_app(gateway_settings(upstreams, **overrides), token_verifier=verifier)
         async with running_app(app):
             transport = httpx.ASGITransport(app=app, client=client)

@@ -6,6 +6,7 @@ import jwt
 import pytest
 
 from service_testing import LocalTokens, assert_problem
+from shared.auth import TokenVerifier
 
 
 class TestPublicRoutes:
@@ -120,13 +121,19 @@ class TestBadTokens:
 
 
 class TestVerificationUnavailable:
-    async def test_broken_key_source_is_a_503_not_a_500(self, gateway, tokens) -> None:
+    @pytest.mark.parametrize("http_transport", ["aiohttp", "httpx"])
+    async def test_broken_key_source_is_a_503_not_a_500(
+        self, make_gateway, tokens, http_transport
+    ) -> None:
         class BrokenKeys:
             async def get_key(self, kid: str, *, refresh: bool = False):
                 raise ValueError("the JWKS was not JSON")
 
-        gateway.app.state.token_verifier.keys = BrokenKeys()
-        response = await gateway.get("/api/v1/users/me", headers=tokens.headers())
+        verifier = TokenVerifier(
+            BrokenKeys(), tokens, issuer=tokens.issuer, audience=tokens.audience
+        )
+        async with make_gateway(token_verifier=verifier, http_transport=http_transport) as gateway:
+            response = await gateway.get("/api/v1/users/me", headers=tokens.headers())
         assert_problem(response, 503)
 
     async def test_user_service_down_is_a_503(self, make_gateway, closed_port_url) -> None:

@@ -7,7 +7,9 @@ internet and under a Content-Security-Policy that allows nothing from elsewhere.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
@@ -41,13 +43,20 @@ _PAGE = f"""<!doctype html>
 </html>
 """
 
+
+async def get_api_document(request: Request) -> ApiDocument:
+    document: ApiDocument = request.app.state.api_document
+    return document
+
+
+ApiDocumentDep = Annotated[ApiDocument, Depends(get_api_document)]
+
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/openapi.json")
-async def read_openapi(request: Request) -> Response:
+async def read_openapi(document: ApiDocumentDep) -> Response:
     """The OpenAPI 3.1 document of every public route, merged from the services'."""
-    document: ApiDocument = request.app.state.api_document
     return Response(await document.body(), media_type="application/json")
 
 

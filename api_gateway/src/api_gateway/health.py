@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -63,6 +63,13 @@ class HealthChecker:
         return "healthy" if response.status_code == 200 else "unhealthy"
 
 
+async def get_health_checker(request: Request) -> HealthChecker:
+    checker: HealthChecker = request.app.state.health_checker
+    return checker
+
+
+HealthCheckerDep = Annotated[HealthChecker, Depends(get_health_checker)]
+
 router = APIRouter(tags=["health"])
 
 
@@ -71,9 +78,8 @@ router = APIRouter(tags=["health"])
     response_model=GatewayHealth,
     responses={503: {"model": GatewayHealth, "description": "At least one service is not ready."}},
 )
-async def read_health(request: Request) -> JSONResponse:
+async def read_health(checker: HealthCheckerDep) -> JSONResponse:
     """Health of every service behind the gateway: 200 when all are ready, 503 otherwise."""
-    checker: HealthChecker = request.app.state.health_checker
     result = await checker.check()
     # 503 when degraded, so a load balancer or uptime probe sees trouble without parsing.
     return JSONResponse(result.model_dump(), status_code=200 if result.status == "healthy" else 503)

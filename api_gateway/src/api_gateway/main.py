@@ -29,14 +29,16 @@ def create_app(
 
     `token_verifier` replaces the one that asks the user service (tests sign their own)."""
     settings = settings or Settings()
+    proxy = Proxy(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        http_client: ServiceClient = app.state.http_client
         limiter = RateLimiter.from_settings(settings)
         app.state.rate_limiter = limiter
-        app.state.health_checker = HealthChecker(app.state.http_client, settings)
+        app.state.health_checker = HealthChecker(http_client, settings)
         app.state.api_document = ApiDocument(
-            app.state.http_client,
+            http_client,
             lambda: _own_document(app),
             title="E-commerce API",
             version=app.version,
@@ -45,17 +47,24 @@ def create_app(
             retry_seconds=settings.openapi_retry_seconds,
         )
         # Streams stay open for minutes: their own pool, never the ordinary calls'.
-        app.state.stream_client = ServiceClient.from_settings(
+        stream_client = ServiceClient.from_settings(
             settings,
-            app.state.http_client.upstreams,
+            http_client.upstreams,
             max_connections=settings.stream_max_connections,
             read_timeout=settings.stream_read_timeout_seconds,
             budget_reads=False,
         )
+        app.state.stream_client = stream_client
+        proxy.start(
+            http_client=http_client,
+            stream_client=stream_client,
+            token_verifier=app.state.token_verifier,
+            rate_limiter=limiter,
+        )
         try:
             yield
         finally:
-            await app.state.stream_client.aclose()
+            await stream_client.aclose()
             if limiter is not None:
                 await limiter.aclose()
 
@@ -83,7 +92,7 @@ def create_app(
     service.add_routers(health_router)
     app = service.build()
     # First in the table: nearly every request is a proxied one.
-    app.router.routes.insert(0, Route("/api/{path:path}", Proxy(settings), include_in_schema=False))
+    app.router.routes.insert(0, Route("/api/{path:path}", proxy, include_in_schema=False))
     # `/api` -> 307 `/api/` would only lead to a 404; the services redirect their own routes.
     app.router.redirect_slashes = False
     # The merged document and its page replace FastAPI's own, which would show only the

@@ -38,6 +38,7 @@ from api_gateway.headers import (
 )
 from api_gateway.ratelimit import ClientAddresses, RateLimiter, rate_limit_key
 from api_gateway.routing import ProxyRoute, resolve
+from shared.auth import TokenVerifier
 from shared.errors import BadRequest
 from shared.http import ServiceClient, UpstreamTimeout, UpstreamUnavailable
 
@@ -71,7 +72,15 @@ class RequestBody:
 
 
 class Proxy:
-    """Forwards `/api/v1/<resource>/...` to the service that owns the resource."""
+    """Forwards `/api/v1/<resource>/...` to the service that owns the resource.
+
+    Its collaborators are handed over once, by `start` in the app's lifespan, so a
+    request reads them as attributes rather than looking them up on `app.state`."""
+
+    http_client: ServiceClient
+    stream_client: ServiceClient
+    token_verifier: TokenVerifier
+    rate_limiter: RateLimiter | None
 
     def __init__(self, settings: Settings) -> None:
         self.addresses = ClientAddresses(settings.trusted_proxies)
@@ -91,13 +100,27 @@ class Proxy:
             "timeout": {**timeout.as_dict(), "read": settings.stream_read_timeout_seconds}
         }
 
+    def start(
+        self,
+        *,
+        http_client: ServiceClient,
+        stream_client: ServiceClient,
+        token_verifier: TokenVerifier,
+        rate_limiter: RateLimiter | None,
+    ) -> None:
+        """What the lifespan made: the ordinary calls' client, the streams' client, the
+        token verifier and the rate limiter (None: no limit)."""
+        self.http_client = http_client
+        self.stream_client = stream_client
+        self.token_verifier = token_verifier
+        self.rate_limiter = rate_limiter
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["app"].state
         peer = scope["client"][0] if scope.get("client") else ""
         peer_trusted = self.addresses.is_trusted(peer)
         client = read_client_headers(scope["headers"])
 
-        limiter: RateLimiter | None = state.rate_limiter
+        limiter = self.rate_limiter
         if limiter is not None:
             address = self.addresses.client(peer, client.forwarded_for, peer_trusted)
             await limiter.check(rate_limit_key(address))
@@ -107,12 +130,12 @@ class Proxy:
         scope["route"] = target.route  # metrics and access logs per resource
         if not target.public:
             await authenticate(
-                client.authorization, state.token_verifier, max_bytes=self.max_authorization_bytes
+                client.authorization, self.token_verifier, max_bytes=self.max_authorization_bytes
             )
 
         hop = Hop(peer, peer_trusted, scope["scheme"], scope["state"]["request_id"])
         # Streams stay open for minutes: a pool of their own, never the ordinary calls'.
-        http: ServiceClient = state.stream_client if target.stream else state.http_client
+        http = self.stream_client if target.stream else self.http_client
         upstream = target.route.upstream
         base = http.upstreams[upstream]
         body = RequestBody(receive) if client.has_body else None
