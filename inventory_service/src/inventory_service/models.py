@@ -11,7 +11,6 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
-    MetaData,
     String,
     text,
 )
@@ -19,18 +18,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from eventbus import inbox_table
 from shared.db import (
-    NAMING_CONVENTION,
-    TYPE_ANNOTATION_MAP,
     TimestampMixin,
     one_of,
+    service_registry,
     string_enum,
     utcnow,
 )
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = TYPE_ANNOTATION_MAP
+    registry = service_registry()
 
 
 class ReservationStatus(StrEnum):

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints
 
 from inventory_service.config import MAX_RESERVATION_TTL_SECONDS
 from inventory_service.models import ReservationStatus
-from shared.schemas import RequestModel, ResponseModel
+from shared.schemas import RequestModel, ResponseModel, one_line_per_product
 
 #: The most units one product may be stocked with at once.
 MAX_STOCK = 1_000_000_000
@@ -18,8 +18,6 @@ MAX_STOCK = 1_000_000_000
 MAX_LINE_QUANTITY = 1_000_000
 #: The most lines one reservation may have (an order has at most 50).
 MAX_LINES = 100
-#: The most products one stock lookup may ask for.
-MAX_BATCH_IDS = 100
 
 # Strict: "5", 5.0 and true are not stock counts.
 StockCount = Annotated[int, Field(strict=True, ge=0, le=MAX_STOCK)]
@@ -54,7 +52,11 @@ class ReservationItem(RequestModel):
 
 class ReservationCreate(RequestModel):
     order_id: uuid.UUID
-    items: list[ReservationItem] = Field(min_length=1, max_length=MAX_LINES)
+    items: Annotated[
+        list[ReservationItem],
+        Field(min_length=1, max_length=MAX_LINES),
+        one_line_per_product("each product may appear in one line only"),
+    ]
     ttl_seconds: int | None = Field(
         default=None,
         strict=True,
@@ -62,13 +64,6 @@ class ReservationCreate(RequestModel):
         le=MAX_RESERVATION_TTL_SECONDS,
         description="How long to hold the stock; the service's default when left out.",
     )
-
-    @field_validator("items")
-    @classmethod
-    def _distinct_products(cls, items: list[ReservationItem]) -> list[ReservationItem]:
-        if len({item.product_id for item in items}) != len(items):
-            raise ValueError("each product may appear in one line only")
-        return items
 
     def quantities(self) -> dict[uuid.UUID, int]:
         return {item.product_id: item.quantity for item in self.items}

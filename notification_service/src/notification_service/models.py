@@ -12,7 +12,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -21,19 +20,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventbus import inbox_table
 from shared.db import (
-    NAMING_CONVENTION,
-    TYPE_ANNOTATION_MAP,
     IdMixin,
     TimestampMixin,
     one_of,
+    service_registry,
     string_enum,
     utcnow,
 )
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = TYPE_ANNOTATION_MAP
+    registry = service_registry()
 
 
 class NotificationKind(StrEnum):

@@ -6,7 +6,7 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 
 from order_service.checkout import Compensator
 from order_service.config import Settings
@@ -18,7 +18,7 @@ from order_service.product_client import ProductClient
 from order_service.service import CartService, OrderService, RefundService
 from order_service.status_watch import OrderStatusWatch
 from shared.auth import CurrentClaims
-from shared.service import HttpClientDep, SessionDep, app_settings
+from shared.service import HttpClientDep, SessionDep, app_settings, from_state
 
 #: 1..255 printable ASCII characters (space to tilde).
 _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
@@ -26,20 +26,9 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
-async def get_payments(request: Request) -> PaymentProvider:
-    payments: PaymentProvider = request.app.state.payments
-    return payments
-
-
-async def get_compensator(request: Request) -> Compensator:
-    compensator: Compensator = request.app.state.compensator
-    return compensator
-
-
-async def get_status_watch(request: Request) -> OrderStatusWatch:
-    watch: OrderStatusWatch = request.app.state.status_watch
-    return watch
-
+get_payments = from_state("payments")
+get_compensator = from_state("compensator")
+get_status_watch = from_state("status_watch")
 
 PaymentsDep = Annotated[PaymentProvider, Depends(get_payments)]
 CompensatorDep = Annotated[Compensator, Depends(get_compensator)]

@@ -15,7 +15,6 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
-    MetaData,
     String,
     UniqueConstraint,
     false,
@@ -26,18 +25,16 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from eventbus import outbox_table
 from order_service.states import CancelReason, OrderStatus, TimelineEvent
 from shared.db import (
-    NAMING_CONVENTION,
-    TYPE_ANNOTATION_MAP,
     IdMixin,
     TimestampMixin,
     one_of,
+    service_registry,
     string_enum,
 )
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = TYPE_ANNOTATION_MAP
+    registry = service_registry()
 
 
 class PurchaseOrder(IdMixin, TimestampMixin, Base):

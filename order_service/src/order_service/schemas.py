@@ -9,13 +9,21 @@ from datetime import datetime
 from typing import Annotated
 
 import pycountry
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from order_service.pricing import RequestedLine
 from order_service.states import CancelReason, OrderStatus, TimelineEvent
-from shared.schemas import Money, MultiLineText, RequestModel, ResponseModel, SingleLineText
+from shared.schemas import (
+    Money,
+    MultiLineText,
+    RequestModel,
+    ResponseModel,
+    SingleLineText,
+    one_line_per_product,
+)
 
 MAX_LINES = 50
+ONE_LINE_PER_PRODUCT = "each product may appear in one line only; add up the quantities"
 MAX_QUANTITY = 100
 
 
@@ -62,20 +70,17 @@ class OrderLineCreate(RequestModel):
 class OrderCreate(RequestModel):
     """What a customer orders; prices and names are the catalog's, never sent here."""
 
-    items: list[OrderLineCreate] = Field(min_length=1, max_length=MAX_LINES)
+    items: Annotated[
+        list[OrderLineCreate],
+        Field(min_length=1, max_length=MAX_LINES),
+        one_line_per_product(ONE_LINE_PER_PRODUCT),
+    ]
     payment_token: Annotated[
         str,
         StringConstraints(min_length=1, max_length=255),
         Field(examples=["tok_ok"], description="From the payment provider's client SDK."),
     ]
     shipping_address: ShippingAddress | None = None
-
-    @field_validator("items")
-    @classmethod
-    def _distinct_products(cls, items: list[OrderLineCreate]) -> list[OrderLineCreate]:
-        if len({item.product_id for item in items}) != len(items):
-            raise ValueError("each product may appear in one line only; add up the quantities")
-        return items
 
     def requested_lines(self) -> list[RequestedLine]:
         return [RequestedLine(item.product_id, item.quantity) for item in self.items]
@@ -173,16 +178,13 @@ class RefundLineCreate(RequestModel):
 class RefundCreate(RequestModel):
     """Units of an order's lines to pay back; `restock` puts them back on sale."""
 
-    lines: list[RefundLineCreate] = Field(min_length=1, max_length=MAX_LINES)
+    lines: Annotated[
+        list[RefundLineCreate],
+        Field(min_length=1, max_length=MAX_LINES),
+        one_line_per_product(ONE_LINE_PER_PRODUCT),
+    ]
     restock: Annotated[bool, Field(strict=True)] = False
     reason: Annotated[MultiLineText, StringConstraints(min_length=1, max_length=500)] | None = None
-
-    @field_validator("lines")
-    @classmethod
-    def _distinct_products(cls, lines: list[RefundLineCreate]) -> list[RefundLineCreate]:
-        if len({line.product_id for line in lines}) != len(lines):
-            raise ValueError("each product may appear in one line only; add up the quantities")
-        return lines
 
     def fingerprint(self, order_id: uuid.UUID) -> str:
         body = self.model_dump(mode="json", exclude_none=True)

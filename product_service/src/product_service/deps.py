@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from product_service.cache import ProductCache
@@ -12,7 +12,7 @@ from product_service.schemas import ProductFilters
 from product_service.service import ProductService
 from shared.auth import TokenClaims, TokenVerifier, current_claims, get_token_verifier
 from shared.db import Database
-from shared.service import SessionDep
+from shared.service import SessionDep, from_state, get_database
 
 _optional_bearer = HTTPBearer(
     auto_error=False, description="Optional access token; administrators see more."
@@ -33,16 +33,7 @@ async def optional_claims(
     return await current_claims(credentials, verifier)
 
 
-async def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-async def get_product_cache(request: Request) -> ProductCache:
-    cache: ProductCache = request.app.state.product_cache
-    return cache
-
-
+get_product_cache = from_state("product_cache")
 ProductCacheDep = Annotated[ProductCache, Depends(get_product_cache)]
 #: For a route that opens a session only when it needs one: a session dependency
 #: (`SessionDep`) costs every request a generator, a cancel scope and an exit stack.

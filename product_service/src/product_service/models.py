@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Index, MetaData, String, Text, text, true
+from sqlalchemy import CheckConstraint, Index, String, Text, text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventbus import outbox_table
-from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin
+from shared.db import IdMixin, TimestampMixin, service_registry
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = TYPE_ANNOTATION_MAP
+    registry = service_registry()
 
 
 def _active_products_index(name: str, *columns: str) -> Index:

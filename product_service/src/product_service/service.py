@@ -21,9 +21,6 @@ from product_service.schemas import (
 from shared.db import is_unique_violation, utcnow
 from shared.schemas import Page, PageParams
 
-#: Most products one internal lookup may ask for.
-MAX_BATCH_IDS = 100
-
 
 class ProductService:
     def __init__(self, session: AsyncSession) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
 from shared.auth import CurrentClaims
-from shared.service import SessionDep, app_settings
+from shared.service import SessionDep, app_settings, from_state
 from user_service.config import Settings
 from user_service.keys import KeyRing
 from user_service.models import User
@@ -18,16 +18,9 @@ from user_service.throttle import LoginThrottle
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
-async def get_key_ring(request: Request) -> KeyRing:
-    """The signing keys, loaded in the lifespan."""
-    key_ring: KeyRing = request.app.state.key_ring
-    return key_ring
-
-
-async def get_password_hasher(request: Request) -> PasswordHasher:
-    hasher: PasswordHasher = request.app.state.password_hasher
-    return hasher
-
+#: The signing keys and the password hasher, made in the lifespan.
+get_key_ring = from_state("key_ring")
+get_password_hasher = from_state("password_hasher")
 
 KeyRingDep = Annotated[KeyRing, Depends(get_key_ring)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]

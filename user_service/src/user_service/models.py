@@ -6,16 +6,15 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, MetaData, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventbus import outbox_table
-from shared.db import NAMING_CONVENTION, TYPE_ANNOTATION_MAP, IdMixin, TimestampMixin, utcnow
+from shared.db import IdMixin, TimestampMixin, service_registry, utcnow
 
 
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = TYPE_ANNOTATION_MAP
+    registry = service_registry()
 
 
 class Role(StrEnum):

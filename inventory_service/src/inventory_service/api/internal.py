@@ -4,19 +4,18 @@ never routes /internal, and these answer order_service's credential alone."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 
 from inventory_service.deps import ReservationServiceDep, SettingsDep, StockServiceDep
 from inventory_service.schemas import (
-    MAX_BATCH_IDS,
     ReservationCreate,
     ReservationRead,
     ReservationRelease,
     StockBatch,
     StockRead,
 )
+from shared.schemas import BatchIds
 from shared.service_auth import require_service
 
 # Only the checkout saga holds, commits and gives back stock.
@@ -90,7 +89,7 @@ stock_levels = APIRouter(
 
 @stock_levels.get("")
 async def read_stock_levels(
-    ids: Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_BATCH_IDS)],
+    ids: BatchIds,
     stock: StockServiceDep,
 ) -> StockBatch:
     """Stock of the products asked for (those without a stock record are left out)."""

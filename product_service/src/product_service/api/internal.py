@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from product_service.deps import ProductServiceDep
 from product_service.schemas import ProductBatch, ProductRead
-from product_service.service import MAX_BATCH_IDS
+from shared.schemas import BatchIds
 from shared.service_auth import require_service
 
 # Checkout prices orders (and the cart shows them) from it; inventory checks a product
@@ -23,7 +20,7 @@ router = APIRouter(
 
 @router.get("/products")
 async def read_products_by_id(
-    ids: Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_BATCH_IDS)],
+    ids: BatchIds,
     products: ProductServiceDep,
 ) -> ProductBatch:
     """Products by id, active or not, in the order asked (unknown ids are left out)."""

@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, Numeric, event, text
+from sqlalchemy import DateTime, Enum, MetaData, Numeric, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, registry
 from sqlalchemy.types import TypeDecorator
 
 from shared.metrics import DB_STATEMENTS, DB_TRANSACTIONS
@@ -78,6 +78,16 @@ class Money(TypeDecorator[Decimal]):
 #:         metadata = MetaData(naming_convention=NAMING_CONVENTION)
 #:         type_annotation_map = TYPE_ANNOTATION_MAP
 TYPE_ANNOTATION_MAP: dict[Any, Any] = {datetime: UTCDateTime(), Decimal: Money()}
+
+
+def service_registry() -> registry:
+    """A service's own ORM registry: its tables' metadata, with the naming convention,
+    and the column types of `TYPE_ANNOTATION_MAP`. Each service's `models.py` says
+    `class Base(DeclarativeBase): registry = service_registry()`."""
+    return registry(
+        metadata=MetaData(naming_convention=NAMING_CONVENTION),
+        type_annotation_map=TYPE_ANNOTATION_MAP,
+    )
 
 
 def string_enum(enum: type[StrEnum], length: int) -> Enum:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import uuid
 from decimal import Decimal
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +33,18 @@ def multi_line(value: str) -> str:
     if _CONTROL_CHARACTERS_BUT_WHITESPACE.search(value):
         raise ValueError("must not contain control characters other than tabs and line breaks")
     return value
+
+
+def one_line_per_product(message: str) -> AfterValidator:
+    """A list's validator: no two of its lines name the same `product_id` (a 422 saying
+    `message` otherwise), so quantities are never split over lines."""
+
+    def check(lines: list[Any]) -> list[Any]:
+        if len({line.product_id for line in lines}) != len(lines):
+            raise ValueError(message)
+        return lines
+
+    return AfterValidator(check)
 
 
 #: Text on one line (names, categories): no control characters.
@@ -124,3 +137,9 @@ async def page_params(
 
 
 PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+#: The most records one internal batch lookup may ask for.
+MAX_BATCH_IDS = 100
+#: `?ids=...&ids=...` of an internal batch lookup (order_service's cart asks for up to 50).
+BatchIds = Annotated[list[uuid.UUID], Query(min_length=1, max_length=MAX_BATCH_IDS)]

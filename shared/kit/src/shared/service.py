@@ -315,6 +315,18 @@ def metrics_router() -> APIRouter:
     return router
 
 
+def from_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency returning `app.state.<name>`, what one of the app's lifespan parts
+    made: a service's `deps.py` names it (`get_payments = from_state("payments")`) and
+    types it in an `Annotated` alias, and tests replace it with `dependency_overrides`."""
+
+    async def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = dependency.__qualname__ = f"get_{name}"
+    return dependency
+
+
 async def app_settings(request: Request) -> ServiceSettings:
     """The settings the app was built with: the one way a route reaches them (a
     service's `deps.SettingsDep` narrows the type; `config.get_settings()` only reads
