@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import uuid
 
-from shared.errors import NotFound, UnprocessableEntity
+from shared.errors import NotFound, ResourceNotFound, UnprocessableEntity
 
 
-class WebhookNotFound(NotFound):
+class WebhookNotFound(ResourceNotFound):
     title = "Webhook not found"
     type_slug = "webhook-not-found"
-
-    def __init__(self, endpoint_id: uuid.UUID) -> None:
-        super().__init__(f"There is no webhook endpoint with id {endpoint_id}.")
+    resource = "webhook endpoint"
 
 
 class DeliveryNotFound(NotFound):

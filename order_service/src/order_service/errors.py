@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from order_service.states import OrderStatus
-from shared.errors import BadRequest, Conflict, NotFound, UnprocessableEntity
+from shared.errors import BadRequest, Conflict, ResourceNotFound, UnprocessableEntity
 
 
 def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
@@ -14,12 +14,10 @@ def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": type_}
 
 
-class OrderNotFound(NotFound):
+class OrderNotFound(ResourceNotFound):
     title = "Order not found"
     type_slug = "order-not-found"
-
-    def __init__(self, order_id: uuid.UUID) -> None:
-        super().__init__(f"There is no order with id {order_id}.")
+    resource = "order"
 
 
 class OrderStatusConflict(Conflict):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, ResourceNotFound
 
 
-class ProductNotFound(NotFound):
+class ProductNotFound(ResourceNotFound):
     title = "Product not found"
     type_slug = "product-not-found"
-
-    def __init__(self, product_id: uuid.UUID) -> None:
-        super().__init__(f"There is no product with id {product_id}.")
+    resource = "product"
 
 
 class DuplicateSku(Conflict):

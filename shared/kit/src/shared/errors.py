@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -62,6 +63,15 @@ class Forbidden(ProblemError):
 
 class NotFound(ProblemError):
     status_code = 404
+
+
+class ResourceNotFound(NotFound):
+    """404 for a resource looked up by its id; a subclass names the `resource`."""
+
+    resource: ClassVar[str]
+
+    def __init__(self, resource_id: uuid.UUID) -> None:
+        super().__init__(f"There is no {self.resource} with id {resource_id}.")
 
 
 class Conflict(ProblemError):
