@@ -20,6 +20,7 @@ from eventbus import inbox_table
 from shared.db import (
     TimestampMixin,
     one_of,
+    owned_lines,
     service_registry,
     string_enum,
     utcnow,
@@ -80,12 +81,8 @@ class Reservation(TimestampMixin, Base):
     reason: Mapped[str | None] = mapped_column(String(64), default=None)
     expires_at: Mapped[datetime]
 
-    lines: Mapped[list[ReservationLine]] = relationship(
-        back_populates="reservation",
-        order_by="ReservationLine.product_id",
-        lazy="raise",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
+    lines: Mapped[list[ReservationLine]] = owned_lines(
+        "ReservationLine.product_id", back_populates="reservation"
     )
 
 

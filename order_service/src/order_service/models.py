@@ -28,6 +28,7 @@ from shared.db import (
     IdMixin,
     TimestampMixin,
     one_of,
+    owned_lines,
     service_registry,
     string_enum,
 )
@@ -92,13 +93,7 @@ class PurchaseOrder(IdMixin, TimestampMixin, Base):
     #: What refunds paid back so far.
     refunded_amount: Mapped[Decimal] = mapped_column(default=Decimal("0.00"), server_default="0")
 
-    lines: Mapped[list[OrderLine]] = relationship(
-        back_populates="order",
-        order_by="OrderLine.position",
-        lazy="raise",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-    )
+    lines: Mapped[list[OrderLine]] = owned_lines("OrderLine.position", back_populates="order")
 
 
 class OrderLine(Base):
@@ -191,12 +186,7 @@ class Refund(IdMixin, Base):
     payment_refund_id: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime]
 
-    lines: Mapped[list[RefundLine]] = relationship(
-        order_by="RefundLine.position",
-        lazy="raise",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-    )
+    lines: Mapped[list[RefundLine]] = owned_lines("RefundLine.position")
     # Never loaded; it tells the unit of work the order's row comes first.
     order: Mapped[PurchaseOrder] = relationship(lazy="raise")
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Mapped, mapped_column, registry
+from sqlalchemy.orm import Mapped, mapped_column, registry, relationship
 from sqlalchemy.types import TypeDecorator
 
 from shared.metrics import DB_STATEMENTS, DB_TRANSACTIONS
@@ -87,6 +87,19 @@ def service_registry() -> registry:
     return registry(
         metadata=MetaData(naming_convention=NAMING_CONVENTION),
         type_annotation_map=TYPE_ANNOTATION_MAP,
+    )
+
+
+def owned_lines(order_by: str, *, back_populates: str | None = None) -> Any:
+    """The lines a row owns (an order's, a reservation's): never loaded by surprise
+    (`lazy="raise"`: a missing `selectinload` fails loudly instead of a query per row),
+    saved with their row, and deleted by the database's ON DELETE CASCADE."""
+    return relationship(
+        back_populates=back_populates,
+        order_by=order_by,
+        lazy="raise",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 
