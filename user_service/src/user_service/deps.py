@@ -36,9 +36,7 @@ async def get_token_service(
     return TokenService(session, hasher, keys, settings)
 
 
-async def get_login_throttle(request: Request) -> LoginThrottle:
-    throttle: LoginThrottle = request.app.state.login_throttle
-    return throttle
+get_login_throttle = from_state("login_throttle")
 
 
 AccountServiceDep = Annotated[AccountService, Depends(get_account_service)]
