@@ -106,7 +106,7 @@ _UNAVAILABLE = (
     '{"type": "https://errors.ecommerce.example/upstream-unavailable",'
     ' "title": "Upstream service unavailable", "status": 503,'
     ' "detail": "The process serving this request went away; try again.",'
-    ' "request_id": "$http_x_request_id"}'
+    ' "request_id": "$problem_request_id"}'
 )
 
 
@@ -128,7 +128,11 @@ def render_balancer(
             for replica in replica_ports[name]
         )
         blocks.append(
-            f"    upstream {name} {{\n{servers}        keepalive 32;\n    }}\n"
+            # keepalive_timeout under uvicorn's own 5 s: nginx must drop an idle connection
+            # before the replica does, or it reuses one the replica is closing and the
+            # request on it fails ("upstream prematurely closed"), as the edge does too.
+            f"    upstream {name} {{\n{servers}        keepalive 32;\n"
+            f"        keepalive_timeout 4s;\n    }}\n"
             f"    server {{\n"
             f"        listen 127.0.0.1:{port};\n"
             f"        location / {{ proxy_pass http://{name}; }}\n"
@@ -136,6 +140,7 @@ def render_balancer(
             f"        location @unavailable {{\n"
             f"            default_type application/problem+json;\n"
             f"            add_header Retry-After 1 always;\n"
+            f"            add_header X-Request-ID $problem_request_id always;\n"
             f"            return 503 '{_UNAVAILABLE}';\n"
             f"        }}\n"
             f"    }}\n"
@@ -164,6 +169,11 @@ http {{
     # A replica that refuses the connection is skipped; a request it already received
     # is not sent twice (nginx never retries a POST once sent).
     proxy_next_upstream error timeout;
+    # The caller's request id, or one of nginx's own when it sent none.
+    map $http_x_request_id $problem_request_id {{
+        "" $request_id;
+        default $http_x_request_id;
+    }}
 {"".join(blocks)}}}
 """
 
