@@ -472,9 +472,9 @@ def broker_probe(stack: Stack, service: str, **environment: str) -> str:
 def test_each_service_publishes_its_own_events_and_reads_its_own_queue_only(
     stack: Stack, service: str, probe: dict[str, str], allowed: bool
 ) -> None:
-    """One broker user per service (deploy/rabbitmq/definitions.sh), from inside its
-    container: a service may not publish another's event types nor read another's
-    queue, so one broken into cannot forge an order's confirmation."""
+    """One broker user per service (kubernetes/overlays/dev/rabbitmq/definitions.sh), from
+    inside its container: a service may not publish another's event types nor read
+    another's queue, so one broken into cannot forge an order's confirmation."""
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
         wait_for_health(client)  # every service has declared its queues
     answer = broker_probe(stack, service, **probe)

@@ -1,8 +1,8 @@
-"""The broker's users (deploy/rabbitmq/definitions.sh): one per service, publishing only
-its own resource's event types and reading only its own queues, checked against the
-event types and handlers in the code. (RabbitMQ matches these patterns with `re:run`,
-a search, as `re.search` does here; tests/deploy/test_compose_stack.py has the real
-broker refuse what they refuse.)"""
+"""The broker's users (kubernetes/overlays/dev/rabbitmq/definitions.sh, which compose
+mounts too): one per service, publishing only its own resource's event types and
+reading only its own queues, checked against the event types and handlers in the code.
+(RabbitMQ matches these patterns with `re:run`, a search, as `re.search` does here;
+tests/deploy/test_compose_stack.py has the real broker refuse what they refuse.)"""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from eventbus import Topology
 from eventbus.types import EVENT_TYPES
@@ -24,7 +25,7 @@ from notification_service.events import event_handlers
 from notification_service.mailer import Mailer
 from tests.deploy.manifests import REPO, SPECS
 
-SCRIPT = REPO / "deploy" / "rabbitmq" / "definitions.sh"
+SCRIPT = REPO / "kubernetes" / "overlays" / "dev" / "rabbitmq" / "definitions.sh"
 EXCHANGE = "ecommerce.events"
 PASSWORDS = {f"{pkg.upper()}_RABBITMQ_PASSWORD": f"{pkg}-test" for pkg in SPECS}
 #: The services that talk to the broker (those with a database: an outbox, an inbox).
@@ -140,6 +141,15 @@ def test_a_password_that_would_break_the_url_or_the_file_is_refused(password: st
 
 
 def test_the_dev_cluster_runs_the_same_scripts() -> None:
-    for name in ("definitions.sh", "entrypoint.sh"):
-        copy = REPO / "kubernetes" / "overlays" / "dev" / "rabbitmq" / name
-        assert copy.read_text() == (REPO / "deploy" / "rabbitmq" / name).read_text(), name
+    """One copy of the broker's scripts: compose mounts the folder the dev overlay loads."""
+    folder = SCRIPT.parent
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    mounts = [volume.split(":") for volume in compose["services"]["rabbitmq"]["volumes"]]
+    assert [(REPO / source).resolve() for source, *_ in mounts if source.startswith(".")] == [
+        folder.resolve()
+    ]
+    overlay = yaml.safe_load((folder.parent / "kustomization.yaml").read_text())
+    (generated,) = [m for m in overlay["configMapGenerator"] if m["name"] == "rabbitmq-definitions"]
+    assert sorted(generated["files"]) == sorted(
+        f"rabbitmq/{path.name}" for path in folder.iterdir() if path.suffix == ".sh"
+    )

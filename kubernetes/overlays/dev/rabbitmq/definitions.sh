@@ -4,7 +4,7 @@
 # Each password comes from <SERVICE>_RABBITMQ_PASSWORD (USER_SERVICE_RABBITMQ_PASSWORD,
 # ...); it also goes into that service's RABBITMQ_URL, so it must be URL-safe.
 #
-#   USER_SERVICE_RABBITMQ_PASSWORD=... sh deploy/rabbitmq/definitions.sh > definitions.json
+#   USER_SERVICE_RABBITMQ_PASSWORD=... sh kubernetes/overlays/dev/rabbitmq/definitions.sh > definitions.json
 #
 # RABBITMQ_VHOST (default /) is the virtual host the permissions are for.
 #
