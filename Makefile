@@ -44,6 +44,7 @@ bench: ## Gateway vs direct throughput with wrk (installs wrk if missing)
 bench-checkout: ## Checkout (POST /api/v1/orders) throughput through the gateway on PostgreSQL
 	./scripts/ensure-wrk.sh
 	./scripts/ensure-postgres.sh
+	./scripts/ensure-rabbitmq.sh
 	$(UV) run python bench/checkout.py
 
 USERS ?= 20

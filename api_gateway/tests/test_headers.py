@@ -78,7 +78,7 @@ class TestHopByHop:
 
 
 class TestForwardedHeaders:
-    async def test_forwarded_for_from_a_trusted_proxy_is_extended(self, gateway) -> None:
+    async def test_forwarded_for_from_a_trusted_proxy_names_the_client(self, gateway) -> None:
         response = await gateway.get(
             "/api/v1/products/1",
             headers={
@@ -88,9 +88,20 @@ class TestForwardedHeaders:
             },
         )
         seen = received(response)
-        assert seen["x-forwarded-for"] == ["203.0.113.7, 127.0.0.1"]
+        assert seen["x-forwarded-for"] == ["203.0.113.7"]
         assert seen["x-forwarded-proto"] == ["https"]
         assert seen["x-forwarded-host"] == ["shop.example"]
+
+    async def test_an_address_the_client_wrote_in_front_of_the_chain_is_not_passed_on(
+        self, gateway
+    ) -> None:
+        # What an edge proxy sends when the client set X-Forwarded-For itself: the
+        # client's own entry first, then the address the edge saw. A service taking
+        # the left-most entry must not be handed the made-up one.
+        response = await gateway.get(
+            "/api/v1/products/1", headers={"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}
+        )
+        assert received(response)["x-forwarded-for"] == ["203.0.113.7"]
 
     async def test_forwarded_headers_from_anyone_else_are_replaced(self, make_gateway) -> None:
         async with make_gateway(client=("198.51.100.20", 40000)) as gateway:

@@ -65,8 +65,8 @@ class ClientHeaders:
 class Hop:
     """This hop, as the forwarded headers describe it to the service."""
 
-    peer: str  # the address the connection came from ("" when unknown)
-    peer_trusted: bool  # whether the peer's own X-Forwarded-* are believed
+    client: str  # the client's address as the gateway resolved it ("" when unknown)
+    peer_trusted: bool  # whether the peer's own X-Forwarded-Proto and -Host are believed
     scheme: str
     request_id: str
 
@@ -113,18 +113,18 @@ def upstream_headers(client: ClientHeaders, hop: Hop) -> RawHeaders:
     """The headers the service gets: the client's kept ones, then X-Forwarded-For,
     -Proto, -Host and the request id.
 
-    A trusted peer's X-Forwarded-* are extended or passed on; anyone else's are replaced
-    by what the gateway saw, so that the chain a service reads holds only addresses a
-    trusted hop vouched for (an untrusted peer could otherwise pick the address it is
-    rate-limited or logged under).
+    X-Forwarded-For is one address, the client's as the gateway resolved it (the
+    nearest address in the chain that no trusted proxy is at), never the chain: a
+    service trusts its gateway's header wholesale (the images run uvicorn with
+    `FORWARDED_ALLOW_IPS=*`, which takes the left-most entry), so a chain would let a
+    client write the address it is throttled and logged under in front of the real
+    one. A trusted peer's -Proto and -Host are passed on; anyone else's are replaced by
+    what the gateway saw.
     """
     headers = list(client.kept)
     trusted = hop.peer_trusted
-    peer = hop.peer.encode("latin-1")
-    if trusted and client.forwarded_for:
-        headers.append((b"x-forwarded-for", client.forwarded_for + b", " + peer))
-    elif peer:
-        headers.append((b"x-forwarded-for", peer))
+    if hop.client:
+        headers.append((b"x-forwarded-for", hop.client.encode("latin-1")))
     proto = client.forwarded_proto if trusted and client.forwarded_proto else None
     headers.append((b"x-forwarded-proto", proto or hop.scheme.encode("latin-1")))
     host = client.forwarded_host if trusted and client.forwarded_host else client.host

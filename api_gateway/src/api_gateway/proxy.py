@@ -120,9 +120,9 @@ class Proxy:
         peer_trusted = self.addresses.is_trusted(peer)
         client = read_client_headers(scope["headers"])
 
+        address = self.addresses.client(peer, client.forwarded_for, peer_trusted)
         limiter = self.rate_limiter
         if limiter is not None:
-            address = self.addresses.client(peer, client.forwarded_for, peer_trusted)
             await limiter.check(rate_limit_key(address))
 
         method: str = scope["method"]
@@ -133,7 +133,7 @@ class Proxy:
                 client.authorization, self.token_verifier, max_bytes=self.max_authorization_bytes
             )
 
-        hop = Hop(peer, peer_trusted, scope["scheme"], scope["state"]["request_id"])
+        hop = Hop(address, peer_trusted, scope["scheme"], scope["state"]["request_id"])
         # Streams stay open for minutes: a pool of their own, never the ordinary calls'.
         http = self.stream_client if target.stream else self.http_client
         upstream = target.route.upstream
