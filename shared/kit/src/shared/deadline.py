@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 BUDGET_HEADER = "x-request-budget-ms"
 #: What a hop keeps of its budget to turn its callee's failure into its own answer.
@@ -36,14 +36,24 @@ def parse_budget(value: str | bytes | None) -> float | None:
     return int(text) / 1000
 
 
+def start_deadline(budget_seconds: float | None) -> Token[float | None]:
+    """Put what follows in this context under a deadline `budget_seconds` from now
+    (None: no deadline), until `end_deadline` with the token returned."""
+    return _deadline.set(None if budget_seconds is None else time.monotonic() + budget_seconds)
+
+
+def end_deadline(token: Token[float | None]) -> None:
+    _deadline.reset(token)
+
+
 @contextmanager
 def request_deadline(budget_seconds: float | None) -> Iterator[None]:
     """Run the block under a deadline `budget_seconds` from now (None: no deadline)."""
-    token = _deadline.set(None if budget_seconds is None else time.monotonic() + budget_seconds)
+    token = start_deadline(budget_seconds)
     try:
         yield
     finally:
-        _deadline.reset(token)
+        end_deadline(token)
 
 
 def remaining() -> float | None:

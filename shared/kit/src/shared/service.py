@@ -28,6 +28,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
 from shared.config import ServiceSettings
@@ -82,6 +84,7 @@ class ServiceBuilder:
         self._ready_checks: dict[str, ReadyCheck] = {}
         self._degraded_checks: dict[str, ReadyCheck] = {}
         self._upstreams: dict[str, str] = {}
+        self._middleware: list[Middleware] = []
         self._health = False
         self._metrics = False
 
@@ -206,6 +209,12 @@ class ServiceBuilder:
     def add_routers(self, *routers: APIRouter) -> None:
         self._routers.extend(routers)
 
+    def add_middleware(self, middleware: Callable[..., ASGIApp], **options: Any) -> None:
+        """ASGI middleware of the service's own, inside the defaults' (its answers have
+        a request id, an access line, metrics and a span like the routes'); the first
+        added is the outermost of them."""
+        self._middleware.append(Middleware(middleware, **options))
+
     # --- the app ------------------------------------------------------------------------
 
     def build(self) -> FastAPI:
@@ -230,6 +239,9 @@ class ServiceBuilder:
         )
         app.state.settings = self.settings
         install_error_handlers(app)
+        # `add_middleware` makes each one the outermost so far: the innermost goes first.
+        for middleware in reversed(self._middleware):
+            app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
         if self._serves_internal_routes():
             # Innermost: a caller without a service credential is turned away before its
             # body is read, yet its 401 still carries the request id. (A process without
