@@ -30,10 +30,13 @@ class ProductCache:
     def enabled(self) -> bool:
         return self.ttl_seconds > 0
 
-    def get(self, product_id: uuid.UUID) -> bytes | None:
+    def get(self, product_id: uuid.UUID, *, count_miss: bool = True) -> bytes | None:
+        """The product's document while it is fresh; a hit is counted, and a miss too
+        unless `count_miss` is False (a lookup that a counted one may follow)."""
         entry = self._entries.get(product_id)
         if entry is None or entry[0] < time.monotonic():
-            _MISS.inc()
+            if count_miss:
+                _MISS.inc()
             return None
         _HIT.inc()
         return entry[1]

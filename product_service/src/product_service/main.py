@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from eventbus import add_events
 from product_service.api import internal, products
 from product_service.cache import ProductCache
+from product_service.cached_reads import CachedProductReads
 from product_service.config import Settings, get_settings
 from shared.service import ServiceBuilder
 
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     service.add_http_client()
     service.add_auth()
     service.add_routers(products.router, internal.router)
+    cache = ProductCache(settings.product_cache_seconds)
+    service.add_middleware(CachedProductReads, cache=cache, route=products.get_product_route())
     app = service.build()
-    app.state.product_cache = ProductCache(settings.product_cache_seconds)
+    app.state.product_cache = cache
     return app

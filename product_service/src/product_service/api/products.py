@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Response, status
+from fastapi.routing import APIRoute
 
 from product_service.deps import (
     DatabaseDep,
@@ -82,3 +83,12 @@ async def delete_product(
     """Deactivate a product: it leaves the catalog but orders keep referring to it."""
     await products.deactivate(product_id)
     cache.invalidate(product_id)
+
+
+def get_product_route() -> APIRoute:
+    """The route of `get_product` (`cached_reads` answers for it from the cache)."""
+    return next(
+        route
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.endpoint is get_product
+    )
