@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cost import cpu_seconds
+from cost import Profiler, cpu_seconds, summarise
 from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
@@ -61,11 +61,27 @@ def line(label: str, result: WrkResult, cpu_us: float) -> str:
     )
 
 
-def measured(url: str, pids: list[int], connections: int, duration: int) -> tuple[WrkResult, float]:
-    """A wrk run and the CPU (microseconds) the `pids` spent per request meanwhile."""
-    before = [cpu_seconds(pid) or 0.0 for pid in pids]
+def measured(
+    url: str,
+    pids: dict[str, int],
+    connections: int,
+    duration: int,
+    profile: Path | None = None,
+) -> tuple[WrkResult, float]:
+    """A wrk run and the CPU (microseconds) the `pids` spent per request meanwhile; with
+    `profile`, py-spy records each of them into that folder and the top costs are printed."""
+    profiler = None if profile is None else Profiler(profile, pids, duration)
+    before = [cpu_seconds(pid) or 0.0 for pid in pids.values()]
+    if profiler is not None:
+        profiler.start()
     result = run_wrk(url, connections=connections, duration=duration)
-    used = sum((cpu_seconds(pid) or 0.0) - start for pid, start in zip(pids, before, strict=True))
+    used = sum(
+        (cpu_seconds(pid) or 0.0) - start for pid, start in zip(pids.values(), before, strict=True)
+    )
+    if profiler is not None and profile is not None:
+        profiler.wait()
+        print(f"  py-spy profiles in {profile} (the profiler's own cost is in these figures)")
+        print("\n".join(summarise(profile, top=8)))
     return result, used * 1e6 / max(result.requests, 1)
 
 
@@ -134,10 +150,24 @@ def measure(
             gateway_pid = stack.processes["api_gateway"].pid
             for connections in args.connections:
                 duration = args.duration
-                baseline, bare_cpu = measured(bare_url, [bare.pid], connections, duration)
-                direct, direct_cpu = measured(direct_url, [product_pid], connections, duration)
+                profile = (
+                    args.profile
+                    and args.profile / f"{'traced' if tracing else 'untraced'}-{connections}"
+                )
+                baseline, bare_cpu = measured(bare_url, {"bare": bare.pid}, connections, duration)
+                direct, direct_cpu = measured(
+                    direct_url,
+                    {"product_service": product_pid},
+                    connections,
+                    duration,
+                    profile and profile / "direct",
+                )
                 via, via_cpu = measured(
-                    gateway_url, [gateway_pid, product_pid], connections, duration
+                    gateway_url,
+                    {"api_gateway": gateway_pid, "product_service": product_pid},
+                    connections,
+                    duration,
+                    profile and profile / "gateway",
                 )
                 ratio = via.requests_per_second / direct.requests_per_second
                 framework = direct.requests_per_second / baseline.requests_per_second
@@ -192,6 +222,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[32, 256])
     parser.add_argument(
         "--transports", nargs="+", default=["aiohttp", "httpx"], choices=["aiohttp", "httpx"]
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record product_service (direct) and the gateway with product_service (through "
+        "the gateway) with py-spy into this folder, and print the top costs of each",
     )
     add_tracing_options(parser)
     args = parser.parse_args()
