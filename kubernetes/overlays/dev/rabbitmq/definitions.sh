@@ -1,6 +1,7 @@
 #!/bin/sh
 # Prints the broker's definitions (RabbitMQ's JSON format, loaded at boot): one user per
-# service, allowed to publish only its own event types and to read only its own queues.
+# service, allowed to publish only its own event types and to read only its own queues,
+# and the events topology, declared before any service starts (see "Topology" below).
 # Each password comes from <SERVICE>_RABBITMQ_PASSWORD (USER_SERVICE_RABBITMQ_PASSWORD,
 # ...); it also goes into that service's RABBITMQ_URL, so it must be URL-safe.
 #
@@ -86,6 +87,70 @@ each() {
     done
 }
 
+# Topology: the exchanges, queues and bindings the services declare at start-up
+# (eventbus/broker.py), with the same arguments (RabbitMQ refuses a declaration that
+# differs, and a test compares the two). Declared here too, so that the consumers'
+# queues exist from the broker's first boot: an event published before its consumer
+# first started would otherwise find no queue bound and go to the unroutable queue,
+# where nobody consumes it (the admin's welcome at a first `up`, say).
+# One line per consuming service: its name, then the event types its queue is bound to.
+consumers=$(
+    echo inventory_service order.cancelled order.confirmed order.refunded \
+        product.created product.updated
+    echo notification_service order.cancelled order.confirmed order.created \
+        order.delivered order.refunded order.shipped product.created product.updated \
+        user.registered
+)
+unroutable='ecommerce.events.unroutable'
+dlx='ecommerce.events.dlx'
+
+exchange_entry() {  # name type arguments
+    printf '{"name": "%s", "vhost": "%s", "type": "%s", "durable": true, "auto_delete": false, "internal": false, "arguments": %s}' \
+        "$1" "$vhost" "$2" "$3"
+}
+queue_entry() {  # name arguments
+    printf '{"name": "%s", "vhost": "%s", "durable": true, "auto_delete": false, "arguments": %s}' \
+        "$1" "$vhost" "$2"
+}
+binding_entry() {  # source queue routing-key
+    printf '{"source": "%s", "vhost": "%s", "destination": "%s", "destination_type": "queue", "routing_key": "%s", "arguments": {}}' \
+        "$1" "$vhost" "$2" "$3"
+}
+
+# each exchanges|queues|bindings: that array's entries.
+topology() {
+    case "$1" in
+        exchanges)
+            exchange_entry ecommerce.events topic "{\"alternate-exchange\": \"$unroutable\"}"
+            printf ',\n    '
+            exchange_entry "$unroutable" fanout '{}'
+            printf ',\n    '
+            exchange_entry "$dlx" direct '{}'
+            return ;;
+        queues)
+            queue_entry "$unroutable" \
+                '{"x-max-length": 100000, "x-overflow": "drop-head", "x-message-ttl": 604800000}' ;;
+        bindings)
+            binding_entry "$unroutable" "$unroutable" "$unroutable" ;;
+    esac
+    echo "$consumers" | while read -r service types; do
+        queue="$service.events"
+        printf ',\n    '
+        case "$1" in
+            queues)
+                queue_entry "$queue" "{\"x-queue-type\": \"quorum\", \"x-delivery-limit\": 4, \"x-dead-letter-exchange\": \"$dlx\", \"x-dead-letter-routing-key\": \"$queue\"}"
+                printf ',\n    '
+                queue_entry "$queue.dlq" '{"x-queue-type": "quorum"}' ;;
+            bindings)
+                binding_entry "$dlx" "$queue.dlq" "$queue"
+                for type in $types; do
+                    printf ',\n    '
+                    binding_entry ecommerce.events "$queue" "$type"
+                done ;;
+        esac
+    done
+}
+
 # Every password checked first, here: a failure inside `each` (a pipeline) would not
 # stop the script.
 for variable in $(echo "$table" | cut -d ' ' -f 2); do
@@ -96,6 +161,11 @@ printf '{\n  "vhosts": [{"name": "%s"}]' "$vhost"
 for array in users permissions topic_permissions; do
     printf ',\n  "%s": [' "$array"
     each "$array"
+    printf '\n  ]'
+done
+for array in exchanges queues bindings; do
+    printf ',\n  "%s": [\n    ' "$array"
+    topology "$array"
     printf '\n  ]'
 done
 printf '\n}\n'
