@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from product_service import search
 from product_service.models import Product
@@ -47,6 +49,23 @@ async def keyboards(make_product: MakeProduct) -> None:
     await make_product(sku="WRIST-1", name="Wrist rest", description="Soft rest for any keyboard.")
     await make_product(sku="MSE-1", name="Wireless Mouse", description="Ergonomic.")
     await make_product(sku="KB-COVER", name="Keyboard cover", description="Keeps dust out.")
+
+
+@contextmanager
+def statements_of(engine: AsyncEngine) -> Iterator[list[str]]:
+    """The SQL statements `engine` runs inside the block for the catalog (not the outbox
+    relay's, which runs beside the requests)."""
+    seen: list[str] = []
+
+    def record(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "outbox_event" not in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 class TestRelevance:
@@ -221,6 +240,57 @@ class TestLargeCatalogTotal:
             assert page["total"] == 10_051
         assert len(page["items"]) == 20
         assert (rare["total"], "total_is_estimate" in rare) == (1, False)
+        with statements_of(database.engine) as statements:
+            again = (await client.get("/v1/products")).json()
+        assert again["total"] == page["total"]
+        if database.backend == "postgresql":
+            # Rows and capped count in one statement; the planner's estimate remembered.
+            assert len(statements) == 1, statements
+
+
+class TestOneStatementPerPage:
+    """A page's rows and its total come from one statement (a round trip)."""
+
+    @pytest.mark.usefixtures("keyboards")
+    @pytest.mark.parametrize(
+        "params",
+        [{}, {"q": "keyboard"}, {"category": "misc", "max_price": "50"}, {"q": "keybord"}],
+    )
+    async def test_page_and_total_in_one_statement(
+        self, app: FastAPI, client: AsyncClient, params: dict[str, str]
+    ) -> None:
+        everything = await skus(client, **params, limit=100)
+
+        with statements_of(app.state.database.engine) as statements:
+            page = (await client.get("/v1/products", params={**params, "limit": 2})).json()
+
+        assert page["total"] == len(everything) > 2
+        assert [item["sku"] for item in page["items"]] == everything[:2]
+        assert len(statements) == 1, statements
+
+    @pytest.mark.usefixtures("keyboards")
+    @pytest.mark.parametrize("params", [{}, {"q": "keyboard"}])
+    async def test_total_of_a_page_past_the_end(
+        self, client: AsyncClient, params: dict[str, str]
+    ) -> None:
+        everything = await skus(client, **params, limit=100)
+
+        page = (await client.get("/v1/products", params={**params, "offset": 50})).json()
+
+        assert (page["items"], page["total"]) == ([], len(everything))
+
+    @pytest.mark.usefixtures("keyboards")
+    async def test_total_of_a_page_after_a_cursor(self, client: AsyncClient) -> None:
+        first = (await client.get("/v1/products", params={"q": "keyboard", "limit": 1})).json()
+
+        second = (
+            await client.get(
+                "/v1/products", params={"q": "keyboard", "cursor": first["next_cursor"]}
+            )
+        ).json()
+
+        assert second["total"] == first["total"] == 4
+        assert len(second["items"]) == 3
 
 
 class TestSearchRules:
