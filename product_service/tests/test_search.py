@@ -329,3 +329,92 @@ class TestSearchRules:
             ranks = list(pool.map(rank_many, range(8)))
 
         assert all(rank == ranks[0] for rank in ranks)
+
+
+class TestTyposAgainstTheCatalogsWords:
+    """PostgreSQL corrects a misspelt word against the catalog's words (`catalog_word`,
+    kept by triggers), not against the text of every product."""
+
+    @pytest.fixture(autouse=True)
+    def _postgresql_only(self, backend: str) -> None:
+        if backend != "postgresql":
+            pytest.skip("SQLite compares each product's text in Python")
+
+    async def test_words_of_new_and_changed_products_are_known(
+        self, app: FastAPI, client: AsyncClient, make_product: MakeProduct, admin: dict[str, str]
+    ) -> None:
+        product = await make_product(sku="ZP-1", name="Zeppelin Teapot", description="Brass.")
+        await client.patch(
+            f"/v1/products/{product['id']}", json={"name": "Dirigible Teapot"}, headers=admin
+        )
+
+        async with app.state.database.engine.connect() as connection:
+            known = set(
+                (
+                    await connection.execute(
+                        text("SELECT word FROM catalog_word WHERE word = ANY(:words)"),
+                        {"words": ["zeppelin", "dirigible", "teapot", "brass", "zp", "1"]},
+                    )
+                ).scalars()
+            )
+        assert known == {"zeppelin", "dirigible", "teapot", "brass", "zp"}  # no bare numbers
+        assert await skus(client, q="dirigable") == ["ZP-1"]
+        assert await skus(client, q="zepelin") == []  # no product is named so any more
+
+    async def test_plan_looks_words_and_exact_names_up_by_index(
+        self, app: FastAPI, client: AsyncClient
+    ) -> None:
+        await _bulk_products(app, 5_000)
+
+        plans = {q: await _plan_of_search(app, client, q) for q in ("keyboard", "keybord")}
+
+        for q, plan in plans.items():
+            assert "ix_product_active_lower_name" in plan, q  # exact names found by index
+            assert "catalog_word" in plan, q  # typos corrected against the words
+            # The trigram index serves the substring match only, never a typo.
+            assert not [line for line in plan.splitlines() if "%>" in line and "sku" in line], q
+
+
+async def _bulk_products(app: FastAPI, count: int) -> None:
+    """`count` active products, one in ten a keyboard, added in one statement."""
+    now = utcnow()
+    nouns = ["keyboard", "lamp", "mug", "chair", "desk", "pen", "fan", "tent", "pan", "clock"]
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "sku": f"BULK-{n:05d}",
+            "name": f"Bulk {nouns[n % 10]} {n}",
+            "description": f"A {nouns[n % 10]}.",
+            "price": Decimal("1.00"),
+            "currency": "USD",
+            "category": "bulk",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(count)
+    ]
+    async with app.state.database.engine.begin() as connection:
+        await connection.execute(insert(Product), rows)
+        await connection.execute(text("ANALYZE product"))
+        await connection.execute(text("ANALYZE catalog_word"))
+
+
+async def _plan_of_search(app: FastAPI, client: AsyncClient, q: str) -> str:
+    """PostgreSQL's plan (EXPLAIN, text) of the statement a search page runs."""
+    engine = app.state.database.engine
+    with statements_of(engine) as statements:
+        parameters: list[Any] = []
+        event.listen(
+            engine.sync_engine,
+            "before_cursor_execute",
+            record := lambda _c, _cur, _st, params, *_: parameters.append(params),
+        )
+        try:
+            response = await client.get("/v1/products", params={"q": q})
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
+    assert response.status_code == 200, response.text
+    assert response.json()["total"] >= 500
+    async with engine.connect() as connection:
+        rows = await connection.exec_driver_sql(f"EXPLAIN {statements[0]}", parameters[0])
+        return "\n".join(row[0] for row in rows)

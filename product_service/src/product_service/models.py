@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Index, String, Text, text, true
+from sqlalchemy import CheckConstraint, Index, String, Text, TextClause, text, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from eventbus import outbox_table
@@ -15,7 +15,7 @@ class Base(DeclarativeBase):
     registry = service_registry()
 
 
-def _active_products_index(name: str, *columns: str) -> Index:
+def _active_products_index(name: str, *columns: str | TextClause) -> Index:
     """An index of the active products only: the public list never shows the others."""
     return Index(
         name,
@@ -38,6 +38,10 @@ class Product(IdMixin, TimestampMixin, Base):
         ),
         _active_products_index("ix_product_active_price", "price"),
         _active_products_index("ix_product_active_category_price", "category", "price"),
+        # A search's exact matches (a name or SKU equal to `q`, ignoring case) come first:
+        # found through these rather than by lowering every match's name and SKU.
+        _active_products_index("ix_product_active_lower_name", text("lower(name)")),
+        _active_products_index("ix_product_active_lower_sku", text("lower(sku)")),
     )
 
     sku: Mapped[str] = mapped_column(String(64), unique=True)

@@ -17,16 +17,20 @@ from sqlalchemy import (
     Text,
     and_,
     cast,
+    column,
     false,
     func,
+    literal,
     literal_column,
     or_,
     select,
+    table,
     true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from product_service import search
 from product_service.models import Product
@@ -66,6 +70,49 @@ def _tsquery(q: str) -> ColumnElement[Any]:
     return select(func.websearch_to_tsquery(_ENGLISH, q)).scalar_subquery()
 
 
+# The catalog's words (migration 0004, PostgreSQL only), kept by triggers on `product`.
+_CATALOG_WORD = table("catalog_word", column("word", Text))
+
+
+def _typo_tsquery(words: Sequence[str]) -> ColumnElement[Any]:
+    """A full-text query of the catalog's words that are close to `words`: each word of
+    `q` becomes the words of the catalog it may be a misspelling of (pg_trgm's `%>`
+    over the few thousand words of `catalog_word`, one indexed lookup each), all of
+    them required; NULL, which matches nothing, when one has none.
+
+    Matching `%>` against every product's text instead found the same products, but
+    a word found in no product by full text ("keybord") had its similarity computed
+    over the whole text of every candidate: 34 ms of PostgreSQL's CPU at 100,000
+    products, against 5 ms this way."""
+    groups: list[ColumnElement[Any]] = []
+    for word in words:
+        close = (
+            select(func.string_agg(func.quote_literal(_CATALOG_WORD.c.word), " | ", type_=Text))
+            .where(_CATALOG_WORD.c.word.op("%>", return_type=Boolean)(word))
+            .scalar_subquery()
+        )
+        # `||` keeps a NULL (no close word), where concat() would drop it.
+        groups.append(literal("(", Text) + close + literal(")", Text))
+    text = groups[0]
+    for group in groups[1:]:
+        text = text + literal(" & ", Text) + group
+    return select(func.to_tsquery(_ENGLISH, text)).scalar_subquery()
+
+
+def _exact(q: str) -> ColumnElement[bool]:
+    """Whether a product's name or SKU is `q`, ignoring case: looked up once through the
+    indexes of the lowercased name and SKU (migration 0004), then a hash lookup per
+    match (lowering the name and SKU of each of 3,334 matches cost 1 ms of CPU)."""
+    exact = aliased(Product, name="exact_product")
+    lowered = func.lower(q)
+    return Product.id.in_(
+        select(exact.id).where(
+            exact.is_active == true(),
+            or_(func.lower(exact.name) == lowered, func.lower(exact.sku) == lowered),
+        )
+    )
+
+
 #: SQLite connections that have the search functions already.
 _SQLITE_WITH_FUNCTIONS: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -80,11 +127,11 @@ class Relevance:
     @classmethod
     def postgresql(cls, q: str) -> Relevance:
         query = _tsquery(q)
-        typo = [_DOCUMENT.op("%>", return_type=Boolean)(word) for word in search.typo_words(q)]
+        typo = search.typo_words(q)
         matches = or_(
             # Only exclusions would make a tsquery that no index can serve: none then.
             _SEARCH_VECTOR.op("@@", return_type=Boolean)(query) if search.has_words(q) else false(),
-            and_(*typo) if typo else false(),
+            _SEARCH_VECTOR.op("@@", return_type=Boolean)(_typo_tsquery(typo)) if typo else false(),
             _DOCUMENT.ilike(_contains_pattern(q), escape=_LIKE_ESCAPE),
         )
         excluded = search.exclusions(q)
@@ -151,9 +198,7 @@ class ProductRepository:
         if text is not None:
             relevance = await self._relevance(text)
             conditions.append(relevance.matches)
-            lowered = func.lower(text)
-            exact = or_(func.lower(Product.name) == lowered, func.lower(Product.sku) == lowered)
-            order_by = (SortKey(exact), SortKey(relevance.rank), *_NEWEST_FIRST)
+            order_by = (SortKey(_exact(text)), SortKey(relevance.rank), *_NEWEST_FIRST)
         scope = repr((text, category, min_price, max_price))
         return await fetch_page(
             self.session,

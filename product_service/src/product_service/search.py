@@ -6,7 +6,8 @@ A product matches `q` when any of these holds:
    words all present, `"quoted phrases"`, `or`, `-excluded`), English stemming, over the
    SKU, name, category and description;
 2. typo tolerance: every word of `q` is close to a word of the product (pg_trgm's
-   `word_similarity` at least `TYPO_SIMILARITY`): "keybord" finds keyboards;
+   `word_similarity` at least `TYPO_SIMILARITY`; words with a letter, not bare
+   numbers): "keybord" finds keyboards;
 3. substring: `q` appears as typed, ignoring case ("mse" finds SKU "MSE-002").
 
 Most relevant first: a name or SKU equal to `q`, then the full-text rank (words in the
@@ -192,6 +193,16 @@ def word_similarity(needle: str, haystack: str) -> float:
     return best
 
 
+def catalog_words(text: str) -> list[str]:
+    """The words of `text` a misspelt word may be corrected to: those with a letter
+    (PostgreSQL keeps them in `catalog_word`; SKU digits alone are none)."""
+    return [word for word in words(text) if not word.isdigit()]
+
+
+def _close_to_one_of(word: str, candidates: Sequence[str]) -> bool:
+    return any(word_similarity(word, candidate) >= TYPO_SIMILARITY for candidate in candidates)
+
+
 def matches(q: str, sku: str, name: str, category: str, description: str) -> bool:
     fields = (sku, name, category, description)
     excluded = exclusions(q)
@@ -201,7 +212,7 @@ def matches(q: str, sku: str, name: str, category: str, description: str) -> boo
     if q.lower() in document.lower():
         return True
     typo = typo_words(q)
-    if typo and all(word_similarity(word, document) >= TYPO_SIMILARITY for word in typo):
+    if typo and all(_close_to_one_of(word, catalog_words(document)) for word in typo):
         return True
     return full_text_matches(q, fields)
 
