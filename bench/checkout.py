@@ -190,9 +190,12 @@ def plain_dsn(url: str) -> str:
     return url.replace("+asyncpg", "").split("?", 1)[0]
 
 
-async def event_deliveries(database_urls: dict[str, str], within: float = 60.0) -> list[Delivery]:
+async def event_deliveries(
+    database_urls: dict[str, str], within: float = 60.0
+) -> tuple[list[Delivery], list[Delivery]]:
     """Each confirmed order's commit and its order_confirmed notification's recording
-    (read from the two services' databases once every notification is in)."""
+    (read from the two services' databases once every notification is in); and the
+    commit and the publishing of its `order.confirmed` event (the outbox's share)."""
     orders_db = await asyncpg.connect(plain_dsn(database_urls["order_service"]), ssl=False)
     notes_db = await asyncpg.connect(plain_dsn(database_urls["notification_service"]), ssl=False)
     try:
@@ -216,10 +219,21 @@ async def event_deliveries(database_urls: dict[str, str], within: float = 60.0) 
         missing = len(confirmed.keys() - recorded.keys())
         if missing:
             print(f"  {missing} confirmed orders have no notification after {within:.0f} s")
+        published = {
+            row["order_id"]: row["published_at"]
+            for row in await orders_db.fetch(
+                "select (payload::json -> 'data' ->> 'order_id')::uuid as order_id, published_at"
+                " from outbox_event where type = 'order.confirmed' and published_at is not null"
+            )
+        }
         return [
             (committed, recorded[order_id])
             for order_id, committed in confirmed.items()
             if order_id in recorded
+        ], [
+            (committed, published[order_id])
+            for order_id, committed in confirmed.items()
+            if order_id in published
         ]
     finally:
         await orders_db.close()
@@ -280,8 +294,8 @@ def run(
         with running_stack(ports, data_dir, env, seed=False) as stack:
             windows: list[Window] = []
             errors = drive(args, stack, database_urls, data_dir, tracing, report, rates, windows)
-            deliveries = asyncio.run(event_deliveries(database_urls))
-        lines, summary = lag_report(deliveries, windows)
+            deliveries, published = asyncio.run(event_deliveries(database_urls))
+        lines, summary = lag_report(deliveries, windows, published)
         print("\n".join(lines))
         report.setdefault("event_lag_seconds", {})["on" if tracing else "off"] = summary
         if tracing:
