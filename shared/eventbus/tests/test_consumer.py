@@ -20,6 +20,7 @@ from eventbus.dlq import list_dead_letters, replay_dead_letters
 from eventbus.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from service_testing import RABBITMQ_URL, eventually
 from shared.db import Database
+from shared.metrics import DB_TRANSACTIONS
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractIncomingMessage
@@ -47,6 +48,85 @@ def envelope_json(note: str, *, event_id: uuid.UUID | None = None, **overrides: 
 def consumed(outcome: str, type_: str = "thing.happened") -> float:
     value: float = EVENTS_CONSUMED.labels(type_, outcome)._value.get()
     return value
+
+
+def commits() -> float:
+    value: float = DB_TRANSACTIONS.labels("commit")._value.get()
+    return value
+
+
+async def queued_while_stopped(harness: Harness, bodies: list[bytes]) -> None:
+    """Put `bodies` in the consumer's queue while no consumer runs (they are handed out
+    together when one starts)."""
+    await harness.start(harness.consumer())  # declares and binds the queue
+    await harness.stop_all()
+    for body in bodies:
+        await harness.publish_raw(body)
+
+
+class TestBatches:
+    async def test_a_backlog_is_handled_in_a_few_transactions_not_one_per_event(
+        self, harness: Harness
+    ) -> None:
+        await queued_while_stopped(harness, [envelope_json(f"e{n}") for n in range(40)])
+        commits_before = commits()
+
+        await harness.start(harness.consumer(prefetch=64, batch_size=32))
+
+        await eventually(lambda: harness.effects_are(40))
+        assert harness.handler_calls == 40
+        # One transaction per event would be 40 commits; a batch takes whatever has
+        # arrived, so how they split varies, but never into one each.
+        assert commits() - commits_before <= 10
+
+    async def test_a_failing_event_in_a_batch_leaves_the_others_committed_once(
+        self, harness: Harness
+    ) -> None:
+        harness.fail_notes.add("bad")
+        notes = ["a", "b", "bad", "c", "d"]
+        await queued_while_stopped(harness, [envelope_json(note) for note in notes])
+
+        await harness.start(harness.consumer())
+
+        await eventually(lambda: harness.dead_letters_are(1), message="not dead-lettered")
+        assert await harness.effects() == 4
+        assert await harness.effects("bad") == 0
+        # Each good event ran once (its savepoint committed with the batch), the bad one
+        # once per delivery: nothing was run again because a neighbour failed.
+        assert harness.handler_calls == 4 + MAX_DELIVERIES
+
+    async def test_a_batch_redelivered_after_a_crash_before_its_acks_takes_effect_once(
+        self, harness: Harness, database: Database, topology: Topology
+    ) -> None:
+        committed = asyncio.Event()
+        settled = 0
+
+        class DiesBeforeAck(EventConsumer):
+            async def _settle(
+                self, settling: Awaitable[object], message: AbstractIncomingMessage
+            ) -> None:
+                nonlocal settled
+                getattr(settling, "close", lambda: None)()  # the ack never happens
+                settled += 1
+                if settled == 20:
+                    committed.set()
+
+        await queued_while_stopped(harness, [envelope_json(f"crash{n}") for n in range(20)])
+        dying_broker = Broker(RABBITMQ_URL, name="dies-before-ack")
+        await dying_broker.start()
+        dying = DiesBeforeAck(database, dying_broker, topology, harness.handlers, service=SERVICE)
+        await harness.start(dying)
+        async with asyncio.timeout(15):
+            await committed.wait()
+        assert await harness.effects() == 20
+        duplicates_before = consumed("duplicate")
+        # The process dies: its connection goes, and the unacknowledged batch goes back.
+        await dying_broker.close()
+        await harness.start(harness.consumer())
+
+        await eventually(lambda: consumed("duplicate") == duplicates_before + 20)
+        assert await harness.effects() == 20
+        assert harness.handler_calls == 20
 
 
 class TestOnce:

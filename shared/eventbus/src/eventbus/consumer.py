@@ -11,14 +11,19 @@ makes each event id take effect once.
     # models.py
     inbox_event = inbox_table(Base.metadata)
 
-For each message: the envelope is parsed (a message that is not one goes to the
-dead-letter queue at once); the event id is inserted into `inbox_event` and the handler
-runs in the same transaction; after the commit the message is acknowledged. An id
-already in the inbox (a redelivery, a duplicate publish) is acknowledged without
-running anything. A handler that raises rolls everything back and the message is handed
-back after a pause; after `MAX_DELIVERIES` tries it goes to the dead-letter queue
-(`python -m eventbus.dlq` lists and replays those). While the database does not
-answer at all, events wait in place instead of spending their tries.
+Messages are handled in batches: whatever has arrived when a worker is free, up to
+`batch_size`, in one transaction (one inbox statement and one commit for the batch,
+instead of a transaction per event); a quiet queue makes batches of one, so nothing
+waits for a batch to fill. Each message's envelope is parsed (a message that is not one
+goes to the dead-letter queue at once); the event ids are inserted into `inbox_event`
+and each new event's handler runs in a savepoint of the batch's transaction; after the
+commit the messages are acknowledged. An id already in the inbox (a redelivery, a
+duplicate publish) is acknowledged without running anything. A handler that raises
+rolls back its own savepoint (and its inbox row), not the others': its message is handed
+back after a pause, and after `MAX_DELIVERIES` tries it goes to the dead-letter queue
+(`python -m eventbus.dlq` lists and replays those). A batch whose commit fails is
+handled again event by event. While the database does not answer at all, events wait in
+place instead of spending their tries.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
@@ -103,19 +110,31 @@ class EventHandlers:
         return tuple(sorted(self._handlers))
 
 
-async def record_in_inbox(session: AsyncSession, envelope: EventEnvelope) -> bool:
-    """Insert the event id into the inbox; False when it is there already. On
-    PostgreSQL a concurrent insert of the same id waits for the other transaction and
-    then finds the id taken."""
+async def record_in_inbox(
+    session: AsyncSession, envelopes: Sequence[EventEnvelope]
+) -> set[uuid.UUID]:
+    """Insert the events' ids into the inbox (one statement); returns the ids that were
+    not there yet. On PostgreSQL a concurrent insert of the same id waits for the other
+    transaction and then finds the id taken."""
+    rows = {envelope.id: envelope.type for envelope in envelopes}
+    if not rows:
+        return set()
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
     statement = (
         insert(INBOX)
-        .values(event_id=envelope.id, type=envelope.type, processed_at=utcnow())
+        .values(
+            # In id order: two batches sharing ids then take their locks in one order.
+            [
+                {"event_id": event_id, "type": type_, "processed_at": now}
+                for event_id, type_ in sorted(rows.items())
+            ]
+        )
         .on_conflict_do_nothing(index_elements=[INBOX.c.event_id])
         .returning(INBOX.c.event_id)
     )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    return set((await session.execute(statement)).scalars())
 
 
 def delivery_count(message: AbstractIncomingMessage) -> int:
@@ -126,11 +145,31 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return 1 if message.redelivered else 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """An event to process, with its handler and what its message said of its trace."""
+
+    envelope: EventEnvelope
+    handler: Handler
+    message_id: str | None = None
+    traceparent: str | None = None
+
+
+class DatabaseDown(RuntimeError):
+    """A handler failed while the database did not answer: the batch waits in place."""
+
+
+#: What processing did with an event: True processed, False duplicate, or why it failed.
+Outcome = bool | Exception
+
+
 class EventConsumer:
     """Consumes one service's queue; `start()` in the lifespan, `stop()` at the end.
 
     `start()` returns at once; the queue is declared and consumed as soon as the broker
-    is reached. aio-pika's robust connection restores the consumer after a reconnect."""
+    is reached. aio-pika's robust connection restores the consumer after a reconnect.
+    `prefetch` messages are in flight at most; `prefetch // batch_size` batches are
+    handled at once (while one commits, the next one runs)."""
 
     def __init__(
         self,
@@ -140,7 +179,8 @@ class EventConsumer:
         handlers: EventHandlers,
         *,
         service: str,
-        prefetch: int = 32,
+        prefetch: int = 64,
+        batch_size: int = 32,
         retry_delay_seconds: float = 0.5,
         inbox_retention: timedelta = timedelta(days=30),
     ) -> None:
@@ -152,26 +192,36 @@ class EventConsumer:
         self.handlers = handlers
         self.service = service
         self.prefetch = prefetch
+        self.batch_size = max(1, min(batch_size, prefetch))
         self.retry_delay_seconds = retry_delay_seconds
         self.inbox_retention = inbox_retention
         #: Set once the queue is declared and consumed (the robust connection restores
         #: that after a reconnect by itself).
         self.consuming = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._handling: set[asyncio.Task[object]] = set()
+        #: Delivered, not handled yet (the workers take batches from here).
+        self._arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        #: Failed messages waiting for their pause before they are handed back.
+        self._handing_back: set[asyncio.Task[None]] = set()
+        self._unsettled = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"event-consumer-{self.service}")
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"event-worker-{self.service}-{n}")
+                for n in range(max(1, self.prefetch // self.batch_size))
+            ]
 
     async def stop(self, *, drain_seconds: float = 5.0) -> None:
-        """Stop taking messages, let the ones being handled finish (up to
-        `drain_seconds`), and close the channel; unacknowledged messages go back."""
+        """Stop taking messages, let the ones delivered finish (up to `drain_seconds`),
+        and close the channel; unacknowledged messages go back."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -184,10 +234,16 @@ class EventConsumer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_seconds):
                 await self._idle.wait()
-        # Still running (a handler waiting for the database): given up, not acknowledged,
-        # so the broker hands the messages out again.
-        for task in tuple(self._handling):
+        # Still running (a handler waiting for the database, a failed event's pause):
+        # given up, not acknowledged, so the broker hands the messages out again.
+        for task in (*self._workers, *self._handing_back):
             task.cancel()
+        await asyncio.gather(*self._workers, *self._handing_back, return_exceptions=True)
+        self._workers.clear()
+        self._handing_back.clear()
+        self._arrived = asyncio.Queue()
+        self._unsettled = 0
+        self._idle.set()
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
@@ -247,19 +303,59 @@ class EventConsumer:
             logger.debug("queue depths unavailable", extra={"error": repr(error)})
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handling.add(task)
+        """aio-pika's callback: the message waits for a worker."""
+        self._unsettled += 1
         self._idle.clear()
-        try:
-            await self._handle_message(message)
-        finally:
-            if task is not None:
-                self._handling.discard(task)
-            if not self._handling:
-                self._idle.set()
+        self._arrived.put_nowait(message)
 
-    async def _handle_message(self, message: AbstractIncomingMessage) -> None:
+    def _settled(self, count: int = 1) -> None:
+        self._unsettled -= count
+        if self._unsettled <= 0:
+            self._unsettled = 0
+            self._idle.set()
+
+    async def _work(self) -> None:
+        """Take what has arrived (at least one message, at most `batch_size`) and handle
+        it as a batch, for ever."""
+        while True:
+            batch = [await self._arrived.get()]
+            while len(batch) < self.batch_size and not self._arrived.empty():
+                batch.append(self._arrived.get_nowait())
+            try:
+                await self._handle_batch(batch)
+            except Exception:
+                # Not settled: the broker hands them out again when the channel goes.
+                logger.exception("a batch of events could not be handled")
+            finally:
+                self._settled(len(batch))
+
+    async def _handle_batch(self, messages: list[AbstractIncomingMessage]) -> None:
+        parsed = [(message, event) for message in messages if (event := await self._parse(message))]
+        if not parsed:
+            return
+        events = [event for _, event in parsed]
+        started = time.perf_counter()
+        try:
+            outcomes = await self._process_while_the_database_is_down(events)
+        except Exception as error:
+            if len(parsed) > 1:
+                # The batch's commit failed: each event on its own finds the culprit.
+                logger.warning(
+                    "a batch of events failed; handling them one by one",
+                    extra={"events": len(parsed), "error": repr(error)},
+                )
+                for message, _ in parsed:
+                    await self._handle_batch([message])
+                return
+            outcomes = [error]
+        elapsed = (time.perf_counter() - started) / len(parsed)
+        for (message, event), outcome in zip(parsed, outcomes, strict=True):
+            EVENT_HANDLING_SECONDS.labels(event.envelope.type).observe(elapsed)
+            await self._conclude(message, event.envelope, outcome)
+
+    async def _parse(self, message: AbstractIncomingMessage) -> _Event | None:
+        """The message's event and handler; None once a message that is not an event is
+        dead-lettered, or one nothing handles is acknowledged."""
         try:
             envelope = EventEnvelope.model_validate_json(message.body)
         except ValidationError as error:
@@ -274,68 +370,70 @@ class EventConsumer:
             EVENTS_DEAD_LETTERED.labels("unparseable").inc()
             EVENTS_CONSUMED.labels("unknown", "dead_lettered").inc()
             await self._settle(message.reject(requeue=False), message)
-            return
+            return None
         handler = self.handlers.get(envelope.type)
         if handler is None:
             # Only a stale binding routes such a message here: nothing is owed to it.
             EVENTS_CONSUMED.labels(envelope.type, "unhandled").inc()
             await self._settle(message.ack(), message)
-            return
+            return None
+        return _Event(envelope, handler, message.message_id, _header(message, "traceparent"))
 
-        queue = self.topology.queue(self.service)
-        traceparent = _header(message, "traceparent")
-        with consume_span(envelope.type, message.message_id, queue, traceparent):
-            await self._handle_event(message, envelope, handler)
-
-    async def _handle_event(
-        self, message: AbstractIncomingMessage, envelope: EventEnvelope, handler: Handler
+    async def _conclude(
+        self, message: AbstractIncomingMessage, envelope: EventEnvelope, outcome: Outcome
     ) -> None:
-        context = {"event_id": str(envelope.id), "event_type": envelope.type}
-        started = time.perf_counter()
-        try:
-            processed = await self._process_while_the_database_is_down(envelope, handler)
-        except Exception:
-            attempt = delivery_count(message) + 1
-            if attempt >= MAX_DELIVERIES:
-                logger.exception(
-                    "an event failed on every try and was dead-lettered",
-                    extra={**context, "attempt": attempt},
-                )
-                EVENTS_DEAD_LETTERED.labels("failed").inc()
-                EVENTS_CONSUMED.labels(envelope.type, "dead_lettered").inc()
-                await self._settle(message.reject(requeue=False), message)
-            else:
-                delay = min(self.retry_delay_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
-                logger.warning(
-                    "an event failed; it will be tried again",
-                    exc_info=True,
-                    extra={**context, "attempt": attempt, "retry_in_seconds": delay},
-                )
-                EVENTS_CONSUMED.labels(envelope.type, "retried").inc()
-                await asyncio.sleep(delay)
-                await self._settle(message.nack(requeue=True), message)
+        """Acknowledge a processed (or duplicate) event; hand a failed one back after a
+        pause, or dead-letter it after its last try."""
+        if not isinstance(outcome, Exception):
+            EVENTS_CONSUMED.labels(envelope.type, "processed" if outcome else "duplicate").inc()
+            await self._settle(message.ack(), message)
             return
-        finally:
-            EVENT_HANDLING_SECONDS.labels(envelope.type).observe(time.perf_counter() - started)
-        EVENTS_CONSUMED.labels(envelope.type, "processed" if processed else "duplicate").inc()
-        await self._settle(message.ack(), message)
+        context = {"event_id": str(envelope.id), "event_type": envelope.type}
+        attempt = delivery_count(message) + 1
+        if attempt >= MAX_DELIVERIES:
+            logger.error(
+                "an event failed on every try and was dead-lettered",
+                exc_info=outcome,
+                extra={**context, "attempt": attempt},
+            )
+            EVENTS_DEAD_LETTERED.labels("failed").inc()
+            EVENTS_CONSUMED.labels(envelope.type, "dead_lettered").inc()
+            await self._settle(message.reject(requeue=False), message)
+            return
+        delay = min(self.retry_delay_seconds * 2 ** (attempt - 1), MAX_RETRY_DELAY_SECONDS)
+        logger.warning(
+            "an event failed; it will be tried again",
+            exc_info=outcome,
+            extra={**context, "attempt": attempt, "retry_in_seconds": delay},
+        )
+        EVENTS_CONSUMED.labels(envelope.type, "retried").inc()
+        # The pause is the message's, not the worker's: the batches behind it go on.
+        self._unsettled += 1
+        task = asyncio.create_task(self._hand_back_later(message, delay))
+        self._handing_back.add(task)
+        task.add_done_callback(self._handing_back.discard)
 
-    async def _process_while_the_database_is_down(
-        self, envelope: EventEnvelope, handler: Handler
-    ) -> bool:
-        """`process`, tried again in place for as long as the database does not answer:
-        an outage is not the event's fault, so it spends none of the event's tries (which
-        would send every event in flight to the dead-letter queue within seconds)."""
+    async def _hand_back_later(self, message: AbstractIncomingMessage, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            await self._settle(message.nack(requeue=True), message)
+        finally:
+            self._settled()
+
+    async def _process_while_the_database_is_down(self, events: Sequence[_Event]) -> list[Outcome]:
+        """`_process`, tried again in place for as long as the database does not answer:
+        an outage is not the events' fault, so it spends none of their tries (which would
+        send every event in flight to the dead-letter queue within seconds)."""
         delay = max(self.retry_delay_seconds, 0.1)
         while True:
             try:
-                return await self.process(envelope, handler)
-            except Exception:
-                if await self._database_answers():
+                return await self._process(events)
+            except Exception as error:
+                if not isinstance(error, DatabaseDown) and await self._database_answers():
                     raise
                 logger.warning(
-                    "the database does not answer; the event waits for it",
-                    extra={"event_id": str(envelope.id), "retry_in_seconds": delay},
+                    "the database does not answer; the events wait for it",
+                    extra={"events": len(events), "retry_in_seconds": delay},
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_SECONDS)
@@ -348,19 +446,51 @@ class EventConsumer:
             return False
         return True
 
+    async def _process(self, events: Sequence[_Event]) -> list[Outcome]:
+        """Record the events in the inbox and run the new ones' handlers, each in a
+        savepoint, in one transaction."""
+        queue = self.topology.queue(self.service)
+        outcomes: list[Outcome] = []
+        async with self.database.sessionmaker() as session:
+            # The batch's own statements belong to no event's trace.
+            with untraced():
+                new = await record_in_inbox(session, [event.envelope for event in events])
+            for event in events:
+                envelope = event.envelope
+                if envelope.id not in new:
+                    outcomes.append(False)
+                    continue
+                new.discard(envelope.id)  # the same id twice in a batch runs once
+                with consume_span(envelope.type, event.message_id, queue, event.traceparent):
+                    outcomes.append(await self._run_handler(session, event))
+            with untraced():
+                await session.commit()
+        return outcomes
+
+    async def _run_handler(self, session: AsyncSession, event: _Event) -> Outcome:
+        """The handler in a savepoint: when it raises, its changes and its inbox row are
+        undone and the batch goes on (unless the database is gone: the batch waits)."""
+        try:
+            async with session.begin_nested():
+                await event.handler(session, event.envelope)
+        except Exception as error:
+            if not await self._database_answers():
+                raise DatabaseDown("the database does not answer") from error
+            await session.execute(delete(INBOX).where(INBOX.c.event_id == event.envelope.id))
+            return error
+        return True
+
     async def process(self, envelope: EventEnvelope, handler: Handler | None = None) -> bool:
-        """Record the event in the inbox and run its handler, in one transaction;
-        False (and nothing run) when the inbox already had it."""
+        """Record one event in the inbox and run its handler, in one transaction, as a
+        batch of one (tests hand events in this way); False (and nothing run) when the
+        inbox already had it. Raises what the handler raised."""
         handler = handler or self.handlers.get(envelope.type)
         if handler is None:
             raise LookupError(f"no handler for {envelope.type}")
-        async with self.database.sessionmaker() as session:
-            if not await record_in_inbox(session, envelope):
-                await session.rollback()
-                return False
-            await handler(session, envelope)
-            await session.commit()
-        return True
+        [outcome] = await self._process([_Event(envelope, handler)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def _settle(self, settling: Awaitable[object], message: AbstractIncomingMessage) -> None:
         """Acknowledge, hand back or reject. When that fails the channel is gone: the

@@ -59,6 +59,7 @@ class ServiceEvents:
                 handlers,
                 service=service,
                 prefetch=settings.events_prefetch,
+                batch_size=settings.events_batch_size,
                 retry_delay_seconds=settings.events_retry_delay_seconds,
                 inbox_retention=timedelta(days=settings.inbox_retention_days),
             )

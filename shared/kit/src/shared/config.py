@@ -93,7 +93,10 @@ class ServiceSettings(BaseSettings):
     #: Longest wait between two tries, for the broker as a whole and for one event.
     outbox_retry_max_seconds: float = Field(default=60.0, gt=0)
     outbox_retention_hours: float = Field(default=168.0, gt=0)
-    events_prefetch: int = Field(default=32, ge=1, le=10_000)
+    #: Messages a consumer holds at once; it handles `events_prefetch // events_batch_size`
+    #: batches at a time, each in one transaction.
+    events_prefetch: int = Field(default=64, ge=1, le=10_000)
+    events_batch_size: int = Field(default=32, ge=1, le=1_000)
     #: Pause before a failed event is handed back for another try (doubles each try).
     events_retry_delay_seconds: float = Field(default=0.5, ge=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)
