@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import pytest
@@ -117,6 +117,43 @@ class TestPublishing:
         await harness.stage("woken")
 
         await eventually(lambda: harness.pending_is(0), within=5, message="the relay slept on")
+
+    async def test_a_batch_waiting_for_its_confirms_does_not_hold_up_the_next(
+        self, harness: Harness
+    ) -> None:
+        if harness.database.backend != "postgresql":
+            pytest.skip("row locks are PostgreSQL's: on SQLite one batch is out at a time")
+        first_out, confirm_first = asyncio.Event(), asyncio.Event()
+
+        class SlowFirstConfirm(OutboxRelay):
+            async def _publish(self, exchange: Any, rows: Any) -> Any:
+                if not first_out.is_set():
+                    first_out.set()
+                    await confirm_first.wait()  # the broker is slow to confirm it
+                return await super()._publish(exchange, rows)
+
+        await harness.start(harness.consumer())
+        relay = SlowFirstConfirm(
+            harness.database,
+            harness.broker,
+            harness.topology,
+            service="test_service",
+            poll_seconds=30,
+        )
+        await harness.start(relay)
+        await harness.stage("first")
+        async with asyncio.timeout(10):
+            await first_out.wait()
+
+        await harness.stage("second")
+
+        await eventually(
+            lambda: harness.effects("second"), message="the second waited for the first"
+        )
+        assert await harness.effects("first") == 0
+        confirm_first.set()
+        await eventually(lambda: harness.effects_are(2))
+        await eventually(lambda: harness.pending_is(0))
 
 
 class TestNothingIsLost:

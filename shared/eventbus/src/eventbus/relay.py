@@ -6,10 +6,13 @@ Guarantees: an event committed to the outbox is published at least once, however
 the broker or this process is down (it is only late); it may be published twice (a
 confirm lost with the connection), which consumers absorb with their inbox. Events are
 published in about the order they occurred, not strictly (a batch is in flight at once,
-replicas publish side by side).
+batches and replicas publish side by side).
 
 A batch is claimed with `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas
-never publish the same rows at once; SQLite (one process) reads without locking.
+never publish the same rows at once, and a relay does not wait for one batch's confirms
+before it claims the rows committed since: up to `max_in_flight` batches are out at
+once (the broker's confirm latency, not the relay, then bounds the lag). SQLite (one
+process) reads without locking, so there one batch is out at a time.
 """
 
 from __future__ import annotations
@@ -63,7 +66,9 @@ class OutboxRelay:
     """Publishes one service's outbox; `start()` in the lifespan, `stop()` at the end.
 
     It wakes up after each commit that staged an event (through `on_outbox_commit`) or
-    when `notify()` is called, and otherwise polls every `poll_seconds`."""
+    when `notify()` is called, and otherwise polls every `poll_seconds`. Each wake-up
+    starts a batch, unless `max_in_flight` are out already: then the next one starts
+    as one of them ends, with every row committed meanwhile."""
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class OutboxRelay:
         publish_timeout_seconds: float = 10.0,
         retry_max_seconds: float = 60.0,
         retention: timedelta = timedelta(days=7),
+        max_in_flight: int = 3,
     ) -> None:
         self.database = database
         self.broker = broker
@@ -87,11 +93,14 @@ class OutboxRelay:
         self.publish_timeout_seconds = publish_timeout_seconds
         self.retry_max_seconds = retry_max_seconds
         self.retention = retention
+        # Without row locks (SQLite) two batches out at once would claim the same rows.
+        self.max_in_flight = max_in_flight if database.backend == "postgresql" else 1
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] = lambda: None
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._opening = asyncio.Lock()  # batches side by side open one channel
         self._gauges_at = 0.0
         self._purged_at = time.monotonic()
 
@@ -125,30 +134,63 @@ class OutboxRelay:
             await self._run()
 
     async def _run(self) -> None:
+        batches: set[asyncio.Task[int]] = set()
+        try:
+            await self._dispatch(batches)
+        finally:
+            # Stopped: a batch cut short rolls back, and its rows go out after a restart.
+            for batch in batches:
+                batch.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+
+    async def _dispatch(self, batches: set[asyncio.Task[int]]) -> None:
         delay = min(self.poll_seconds, self.retry_max_seconds)
+        start = True
         while True:
-            self._wakeup.clear()
-            try:
-                published = await self.publish_pending()
-            except Exception as error:
-                if not isinstance(error, BrokerUnavailable):
-                    logger.exception("the outbox relay failed; trying again")
-                else:
-                    logger.warning(
-                        "events wait for RabbitMQ",
-                        extra={"error": str(error), "retry_in_seconds": round(delay, 2)},
-                    )
+            if start and len(batches) < self.max_in_flight:
+                self._wakeup.clear()
+                batches.add(asyncio.create_task(self.publish_pending()))
+            start, failure = await self._next_event(batches)
+            if failure is not None:
+                # Let the others end before pausing: they may have been confirmed.
+                await asyncio.gather(*batches, return_exceptions=True)
+                batches.clear()
+                _log_pass_failure(failure, delay)
                 await self._refresh_gauges()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_seconds)
+                start = True
                 continue
             delay = min(self.poll_seconds, self.retry_max_seconds)
             await self._refresh_gauges()
             await self._purge_published()
-            if published < self.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_seconds):
-                        await self._wakeup.wait()
+
+    async def _next_event(
+        self, batches: set[asyncio.Task[int]]
+    ) -> tuple[bool, BaseException | None]:
+        """Wait for a batch to end, a commit (while a batch may start) or the poll
+        interval. Returns whether to start a batch, and why a batch failed if one did."""
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        waiting: set[asyncio.Future[Any]] = {*batches}
+        if len(batches) < self.max_in_flight:
+            waiting.add(woken)
+        try:
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            woken.cancel()
+        # A poll interval with nothing happening, a commit, or a full batch (more rows
+        # may be waiting behind it): start one.
+        start = not done or woken in done
+        failure: BaseException | None = None
+        for batch in done - {woken}:
+            batches.discard(batch)
+            if (error := batch.exception()) is not None:
+                failure = error
+            elif batch.result() >= self.batch_size:
+                start = True
+        return start, failure
 
     async def publish_pending(self) -> int:
         """Publish one batch of due rows; returns how many the broker confirmed.
@@ -178,14 +220,17 @@ class OutboxRelay:
 
     async def _get_exchange(self) -> AbstractExchange:
         connection = self.broker.connection_now()
-        if self._exchange is None or self._channel is None or self._channel.is_closed:
-            try:
-                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchange = await declare_exchange(connection, channel, self.topology)
-            except Exception as error:
-                raise BrokerUnavailable(f"cannot open a channel: {error!r}") from error
-            self._channel = channel
-        return self._exchange
+        async with self._opening:
+            if self._exchange is None or self._channel is None or self._channel.is_closed:
+                try:
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    self._exchange = await declare_exchange(connection, channel, self.topology)
+                except Exception as error:
+                    raise BrokerUnavailable(f"cannot open a channel: {error!r}") from error
+                self._channel = channel
+            return self._exchange
 
     async def _drop_channel(self) -> None:
         """Forget the channel after a failure (the next pass opens a fresh one)."""
@@ -348,6 +393,16 @@ class OutboxRelay:
                 await session.commit()
         except Exception:
             logger.warning("published outbox rows could not be purged", exc_info=True)
+
+
+def _log_pass_failure(error: BaseException, delay: float) -> None:
+    if isinstance(error, BrokerUnavailable):
+        logger.warning(
+            "events wait for RabbitMQ",
+            extra={"error": str(error), "retry_in_seconds": round(delay, 2)},
+        )
+    else:
+        logger.error("the outbox relay failed; trying again", exc_info=error)
 
 
 def _log_failures(failures: list[_Failure], topology: Topology) -> None:
