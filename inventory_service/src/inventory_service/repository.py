@@ -10,18 +10,26 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import CursorResult, insert, literal_column, select, update
+from sqlalchemy import CursorResult, Table, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from inventory_service.models import (
+    Base,
     Reservation,
     ReservationLine,
     ReservationStatus,
     Restock,
     Stock,
 )
+from shared.db import write_once
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 def _changed_one(result: object) -> bool:
@@ -151,6 +159,48 @@ class ReservationRepository:
                 updated_at=now,
             )
         )
+
+    async def hold_one(
+        self,
+        order_id: uuid.UUID,
+        product_id: uuid.UUID,
+        quantity: int,
+        expires_at: datetime,
+        now: datetime,
+    ) -> bool:
+        """A one-line reservation, committed: `quantity` units of the product move from
+        available to reserved and, only if they did, the reservation and its line are
+        inserted (`write_once`: one statement on PostgreSQL, so the stock row's lock is
+        held for that statement and its commit, never across a round trip to this
+        process). False, nothing written, when fewer units are available; a second
+        reservation for the order breaks the primary key (IntegrityError)."""
+        stock = _table(Stock)
+        take = (
+            update(stock)
+            .where(stock.c.product_id == product_id, stock.c.available >= quantity)
+            .values(
+                available=stock.c.available - quantity,
+                reserved=stock.c.reserved + quantity,
+                updated_at=now,
+            )
+            .returning(stock.c.product_id)
+        )
+        reservation = {
+            "order_id": order_id,
+            "status": ReservationStatus.RESERVED,
+            "reason": None,
+            "expires_at": expires_at,
+            "created_at": now,
+            "updated_at": now,
+        }
+        line = {
+            "order_id": order_id,
+            "product_id": product_id,
+            "quantity": quantity,
+            "restocked": 0,
+        }
+        inserts = [(_table(Reservation), reservation), (_table(ReservationLine), line)]
+        return await write_once(self.session, take, inserts) is not None
 
     async def add_lines(
         self, order_id: uuid.UUID, quantities: Mapping[uuid.UUID, int]

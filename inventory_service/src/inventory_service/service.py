@@ -111,14 +111,7 @@ class ReservationService:
         ttl = data.ttl_seconds if data.ttl_seconds is not None else default_ttl_seconds
         now = utcnow()
         try:
-            await self.reservations.add(data.order_id, now + timedelta(seconds=ttl), now)
-            lines = await self.reservations.add_lines(data.order_id, quantities)
-            for product_id, quantity in quantities.items():
-                if not await self.stock.reserve(product_id, quantity, now):
-                    await self.session.rollback()
-                    count_reservation("insufficient")
-                    raise InsufficientStock(product_id)
-            await self.session.commit()
+            lines = await self._hold(data.order_id, quantities, now + timedelta(seconds=ttl), now)
         except IntegrityError as error:
             await self.session.rollback()
             if not is_unique_violation(error):
@@ -140,6 +133,35 @@ class ReservationService:
         )
         set_committed_value(reservation, "lines", lines)
         return reservation, True
+
+    async def _hold(
+        self,
+        order_id: uuid.UUID,
+        quantities: dict[uuid.UUID, int],
+        expires_at: datetime,
+        now: datetime,
+    ) -> list[ReservationLine]:
+        """Write the reservation, its lines and the held units, committed; raises
+        `InsufficientStock` (nothing written) or the reservation's IntegrityError."""
+        if len(quantities) == 1:
+            # One line is all or nothing by itself: the stock UPDATE guards the inserts,
+            # in one statement (`write_once`).
+            [(product_id, quantity)] = quantities.items()
+            if not await self.reservations.hold_one(
+                order_id, product_id, quantity, expires_at, now
+            ):
+                count_reservation("insufficient")
+                raise InsufficientStock(product_id)
+            return [ReservationLine(order_id=order_id, product_id=product_id, quantity=quantity)]
+        await self.reservations.add(order_id, expires_at, now)
+        lines = await self.reservations.add_lines(order_id, quantities)
+        for product_id, quantity in quantities.items():
+            if not await self.stock.reserve(product_id, quantity, now):
+                await self.session.rollback()
+                count_reservation("insufficient")
+                raise InsufficientStock(product_id)
+        await self.session.commit()
+        return lines
 
     async def commit(self, order_id: uuid.UUID) -> Reservation:
         """Turn the held units into sold ones; committing again changes nothing."""

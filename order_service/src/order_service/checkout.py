@@ -9,10 +9,11 @@
     6. `pending` -> `confirmed`
 
 Each step commits before the next network call, so no database transaction is ever held
-open while another service is asked something. Each outcome is written with a
-conditional UPDATE from `pending`; when that finds the order no longer pending (the
-customer cancelled it meanwhile, or the sweep expired it) the saga gives back what it
-took and answers with the order as it is.
+open while another service is asked something. Steps 2 and 6 are one statement each on
+PostgreSQL (`OrderRepository.create_claimed`, `settle_pending`): a round trip apiece.
+Each outcome is written with a conditional UPDATE from `pending`; when that finds the
+order no longer pending (the customer cancelled it meanwhile, or the sweep expired it)
+the saga gives back what it took and answers with the order as it is.
 
 Compensation (stock back, payment refunded) follows every cancellation of an order that
 may hold stock or payment. It is recorded as owed (`compensation_pending`) in the same
@@ -37,11 +38,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
+from sqlalchemy import Insert, Update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.events import stage_order_event
+from order_service.events import order_event_row, stage_order_event
 from order_service.inventory_client import InventoryClient, Reservation
 from order_service.metrics import count_order, timed_step
 from order_service.models import PurchaseOrder
@@ -51,6 +52,7 @@ from order_service.product_client import ProductClient
 from order_service.repository import OrderRepository
 from order_service.states import CancelReason, OrderStatus
 from shared import deadline
+from shared.db import utcnow
 from shared.errors import ProblemError
 
 logger = logging.getLogger(__name__)
@@ -120,6 +122,17 @@ class Compensator:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """What settling an order writes besides the order, in the same transaction."""
+
+    #: The statement storing the Idempotency-Key's answer for the settled order.
+    answer: Callable[[PurchaseOrder], Update]
+    #: More changes when the order is confirmed (a cart's lines taken out): these need
+    #: the session, so the order is then settled by a transaction of several statements.
+    on_confirmed: OnSettled | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Outcome:
     """Where the dependency steps left the order."""
 
@@ -128,6 +141,17 @@ class _Outcome:
     #: Stock or payment may be held and must be given back.
     compensate: bool = False
     payment_id: str | None = None
+
+
+def _settled(pending: PurchaseOrder, outcome: _Outcome) -> PurchaseOrder:
+    """The `pending` order (as this checkout wrote it) once `outcome` settles it: while
+    it is pending nothing else changes it, so this is what the settling UPDATE makes."""
+    pending.status = outcome.status
+    pending.cancel_reason = outcome.cancel_reason
+    pending.payment_id = outcome.payment_id
+    pending.compensation_pending = outcome.compensate
+    pending.updated_at = utcnow()
+    return pending
 
 
 class CheckoutSaga:
@@ -156,25 +180,15 @@ class CheckoutSaga:
         self.inventory.raise_if_circuit_open()
         return priced
 
-    async def create(
-        self,
-        order_id: uuid.UUID,
-        user_id: uuid.UUID,
-        priced: PricedOrder,
-        shipping_address: dict[str, Any] | None,
-    ) -> None:
-        """Step 2: add the `pending` order to the session; the caller commits it (with
-        the Idempotency-Key claim that allows it, in one transaction)."""
+    async def create(self, order: PurchaseOrder, claim: Insert) -> bool:
+        """Step 2: insert the `pending` order (from `pending_order`) with its event, in
+        the transaction of the Idempotency-Key's `claim`; False, nothing written, when
+        the key was claimed before."""
         with timed_step("create_order"):
-            order = await self.orders.add(order_id, user_id, priced, shipping_address)
-            await stage_order_event(self.session, order)
+            return await self.orders.create_claimed(claim, order, order_event_row(order))
 
     async def complete(
-        self,
-        order_id: uuid.UUID,
-        priced: PricedOrder,
-        payment_token: str,
-        on_settled: OnSettled,
+        self, order: PurchaseOrder, payment_token: str, settlement: Settlement
     ) -> PurchaseOrder:
         """Steps 3 to 6 for the committed `pending` order; returns it settled
         (`confirmed` or `cancelled`). When a dependency fails this raises, leaving the
@@ -182,16 +196,16 @@ class CheckoutSaga:
         count_order(OrderStatus.PENDING)
         try:
             outcome = await self._reserve_charge_commit(
-                order_id,
-                [(line.product_id, line.quantity) for line in priced.lines],
-                priced.total_amount,
-                priced.currency,
+                order.id,
+                [(line.product_id, line.quantity) for line in order.lines],
+                order.total_amount,
+                order.currency,
                 payment_token,
             )
         except Exception:
-            self.compensator.best_effort_later(order_id, CHECKOUT_FAILED)
+            self.compensator.best_effort_later(order.id, CHECKOUT_FAILED)
             raise
-        return await self._settle(order_id, outcome, on_settled)
+        return await self._settle(order, outcome, settlement)
 
     async def _reserve_charge_commit(
         self,
@@ -230,7 +244,27 @@ class CheckoutSaga:
         return _Outcome(OrderStatus.CONFIRMED, payment_id=payment.payment_id)
 
     async def _settle(
-        self, order_id: uuid.UUID, outcome: _Outcome, on_settled: OnSettled
+        self, pending: PurchaseOrder, outcome: _Outcome, settlement: Settlement
+    ) -> PurchaseOrder:
+        if settlement.on_confirmed is not None:
+            # A cart's lines go with the order: statements of the session's own.
+            return await self._settle_as_found(pending.id, outcome, settlement)
+        settled = _settled(pending, outcome)
+        with timed_step("settle_order"):
+            written = await self.orders.settle_pending(
+                settled, order_event_row(settled), settlement.answer(settled)
+            )
+        if not written:
+            # Settled by someone else meanwhile: the order as the database has it.
+            return await self._settle_as_found(pending.id, outcome, settlement)
+        count_order(outcome.status, outcome.cancel_reason)
+        if outcome.compensate:
+            reason = (settled.cancel_reason or CancelReason.EXPIRED).value
+            await self.compensator.give_back(self.session, settled.id, reason)
+        return settled
+
+    async def _settle_as_found(
+        self, order_id: uuid.UUID, outcome: _Outcome, settlement: Settlement
     ) -> PurchaseOrder:
         with timed_step("settle_order"):
             order = await self.orders.transition(
@@ -253,7 +287,9 @@ class CheckoutSaga:
                     raise RuntimeError(f"order {order_id} vanished during checkout")
                 if order.status is OrderStatus.CANCELLED:
                     await self.orders.set_values(order_id, compensation_pending=True)
-            await on_settled(order)
+            if settlement.on_confirmed is not None and order.status is OrderStatus.CONFIRMED:
+                await settlement.on_confirmed(order)
+            await self.session.execute(settlement.answer(order))
             await self.session.commit()
         if settled_here:
             count_order(outcome.status, outcome.cancel_reason)

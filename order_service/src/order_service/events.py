@@ -11,10 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventbus import add_event
+from eventbus import EventEnvelope, add_event
+from eventbus.outbox import outbox_row
 from eventbus.types import (
     ORDER_CANCELLED,
     ORDER_CONFIRMED,
@@ -44,7 +46,19 @@ EVENT_OF_STATUS = {
 async def stage_order_event(session: AsyncSession, order: PurchaseOrder) -> None:
     """The event of the order's (new) status, in the transaction that set it.
     `order.lines` must be loaded."""
-    data = OrderChanged(
+    await add_event(session, EVENT_OF_STATUS[order.status], order_changed(order), SOURCE)
+
+
+def order_event_row(order: PurchaseOrder) -> dict[str, Any]:
+    """The outbox row of the order's (new) status, for the checkout's single statements
+    (`OrderRepository.create_claimed`, `settle_pending`)."""
+    envelope = EventEnvelope.new(EVENT_OF_STATUS[order.status], order_changed(order), source=SOURCE)
+    return outbox_row(envelope)
+
+
+def order_changed(order: PurchaseOrder) -> OrderChanged:
+    """What every order event says: the order as it is now, with its receipt."""
+    return OrderChanged(
         order_id=order.id,
         user_id=order.user_id,
         status=order.status.value,
@@ -63,7 +77,6 @@ async def stage_order_event(session: AsyncSession, order: PurchaseOrder) -> None
         currency=order.currency,
         shipping_address=shipping_address_of(order),
     )
-    await add_event(session, EVENT_OF_STATUS[order.status], data, SOURCE)
 
 
 async def stage_refund_event(

@@ -7,7 +7,7 @@ read in Python followed by a write."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +15,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
+    Insert,
+    Table,
+    Update,
     delete,
     func,
     inspect,
@@ -27,7 +30,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from eventbus.outbox import mark_staged
 from order_service.models import (
+    Base,
     Cart,
     CartLine,
     IdempotencyKey,
@@ -36,6 +41,7 @@ from order_service.models import (
     OrderTimelineEntry,
     PurchaseOrder,
     Refund,
+    outbox_event,
 )
 from order_service.pricing import PricedOrder
 from order_service.states import (
@@ -44,7 +50,7 @@ from order_service.states import (
     OrderStatus,
     TimelineEvent,
 )
-from shared.db import utcnow
+from shared.db import utcnow, write_once
 from shared.paging import PageResult, SortKey, fetch_page
 from shared.schemas import PageParams
 
@@ -60,6 +66,67 @@ def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def pending_order(
+    order_id: uuid.UUID,
+    user_id: uuid.UUID,
+    priced: PricedOrder,
+    shipping_address: dict[str, Any] | None,
+) -> PurchaseOrder:
+    """A new `pending` order with its lines, not yet written (`create_claimed` writes it)."""
+    now = utcnow()
+    return PurchaseOrder(
+        id=order_id,
+        user_id=user_id,
+        status=OrderStatus.PENDING,
+        cancel_reason=None,
+        total_amount=priced.total_amount,
+        currency=priced.currency,
+        payment_id=None,
+        compensation_pending=False,
+        shipping_address=shipping_address,
+        refunded_amount=Decimal("0.00"),
+        created_at=now,
+        updated_at=now,
+        lines=[
+            OrderLine(
+                order_id=order_id,
+                product_id=line.product_id,
+                position=position,
+                product_name=line.product_name,
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                line_total=line.line_total,
+                refunded_quantity=0,
+            )
+            for position, line in enumerate(priced.lines)
+        ],
+    )
+
+
+def _order_row(order: PurchaseOrder) -> dict[str, Any]:
+    return {column.key: getattr(order, column.key) for column in _table(PurchaseOrder).columns}
+
+
+def _line_row(line: OrderLine) -> dict[str, Any]:
+    return {column.key: getattr(line, column.key) for column in _table(OrderLine).columns}
+
+
+def _timeline_row(order: PurchaseOrder, at: datetime, detail: str | None = None) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "event": TIMELINE_EVENT_OF_STATUS[order.status],
+        "status": order.status,
+        "detail": detail,
+        "at": at,
+    }
+
+
 class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -71,6 +138,56 @@ class OrderRepository:
             options=[selectinload(PurchaseOrder.lines)],
             populate_existing=True,
         )
+
+    async def create_claimed(
+        self, claim: Insert, order: PurchaseOrder, event: Mapping[str, Any]
+    ) -> bool:
+        """The checkout's first write: `claim` (the Idempotency-Key's INSERT ... ON
+        CONFLICT DO NOTHING RETURNING) and, only when it claimed the key, the `pending`
+        order `pending_order` made, its lines, its `created` timeline entry and its
+        `event` (an outbox row), committed together; False, nothing written, when the
+        user already has the key. One statement on PostgreSQL (`write_once`)."""
+        inserts: list[tuple[Table, Mapping[str, Any]]] = [
+            (_table(PurchaseOrder), _order_row(order)),
+            *((_table(OrderLine), _line_row(line)) for line in order.lines),
+            (_table(OrderTimelineEntry), _timeline_row(order, order.created_at)),
+            (outbox_event, event),
+        ]
+        mark_staged(self.session)
+        return await write_once(self.session, claim, inserts) is not None
+
+    async def settle_pending(
+        self, order: PurchaseOrder, event: Mapping[str, Any], answer: Update
+    ) -> bool:
+        """The checkout's last write: move the order from `pending` to what `order`
+        says now (status, cancel reason, payment, `compensation_pending`, `updated_at`),
+        recording it on the timeline, with its `event` (an outbox row) and `answer` (the
+        Idempotency-Key's stored answer), committed together; False, nothing written,
+        when the order was no longer pending. One statement on PostgreSQL
+        (`write_once`)."""
+        orders = _table(PurchaseOrder)
+        settle = (
+            update(orders)
+            .where(
+                orders.c.id == order.id,
+                orders.c.status == OrderStatus.PENDING,
+            )
+            .values(
+                status=order.status,
+                cancel_reason=order.cancel_reason,
+                payment_id=order.payment_id,
+                compensation_pending=order.compensation_pending,
+                updated_at=order.updated_at,
+            )
+            .returning(orders.c.id)
+        )
+        detail = order.cancel_reason.value if order.cancel_reason is not None else None
+        inserts: list[tuple[Table, Mapping[str, Any]]] = [
+            (_table(OrderTimelineEntry), _timeline_row(order, order.updated_at, detail)),
+            (outbox_event, event),
+        ]
+        mark_staged(self.session)
+        return await write_once(self.session, settle, inserts, [answer]) is not None
 
     async def add(
         self,
@@ -270,9 +387,17 @@ class IdempotencyRepository:
 
         `ON CONFLICT DO NOTHING` on the primary key: of concurrent claims exactly one
         inserts, whatever the timing, and the others do not raise."""
+        statement = self.claim_statement(user_id, key, fingerprint, order_id)
+        return (await self.session.scalars(statement)).one_or_none() is not None
+
+    def claim_statement(
+        self, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID
+    ) -> Insert:
+        """`claim`'s statement, RETURNING the key when it claimed it."""
         now = utcnow()
-        statement = (
-            _insert(self.session)(IdempotencyKey)
+        keys = _table(IdempotencyKey)
+        statement: Insert = (
+            _insert(self.session)(keys)
             .values(
                 user_id=user_id,
                 key=key,
@@ -282,25 +407,23 @@ class IdempotencyRepository:
                 created_at=now,
                 updated_at=now,
             )
-            .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_id, IdempotencyKey.key])
-            .returning(IdempotencyKey.key)
+            .on_conflict_do_nothing(index_elements=[keys.c.user_id, keys.c.key])
+            .returning(keys.c.key)
         )
-        return (await self.session.scalars(statement)).one_or_none() is not None
+        return statement
 
     async def get(self, user_id: uuid.UUID, key: str) -> IdempotencyKey | None:
         return await self.session.get(IdempotencyKey, (user_id, key), populate_existing=True)
 
-    async def complete(
-        self, user_id: uuid.UUID, key: str, order_id: uuid.UUID, status: int, body: Any
-    ) -> None:
+    @staticmethod
+    def complete_statement(
+        user_id: uuid.UUID, key: str, order_id: uuid.UUID, status: int, body: Any
+    ) -> Update:
         """Store the answer of the claim that created `order_id`."""
-        await self.session.execute(
-            update(IdempotencyKey)
-            .where(
-                IdempotencyKey.user_id == user_id,
-                IdempotencyKey.key == key,
-                IdempotencyKey.order_id == order_id,
-            )
+        keys = _table(IdempotencyKey)
+        return (
+            update(keys)
+            .where(keys.c.user_id == user_id, keys.c.key == key, keys.c.order_id == order_id)
             .values(
                 state=IdempotencyState.COMPLETED,
                 response_status=status,

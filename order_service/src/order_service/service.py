@@ -40,10 +40,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.checkout import CheckoutSaga, Compensator, OnSettled
+from order_service.checkout import CheckoutSaga, Compensator, OnSettled, Settlement
 from order_service.errors import (
     CartEmpty,
     CartFull,
@@ -68,13 +69,14 @@ from order_service.models import (
     RefundLine,
 )
 from order_service.payments import PaymentProvider
-from order_service.pricing import CENT, PricedOrder, RequestedLine
+from order_service.pricing import CENT, RequestedLine
 from order_service.product_client import ProductClient
 from order_service.repository import (
     CartRepository,
     IdempotencyRepository,
     OrderRepository,
     RefundRepository,
+    pending_order,
 )
 from order_service.schemas import (
     MAX_LINES,
@@ -191,26 +193,24 @@ class OrderService:
         `on_confirmed` runs in the transaction that confirms the order."""
         self.payments.check_token(request.payment_token)  # before any side effect
         priced = await self.saga.price(request.lines)
-        order_id = uuid.uuid4()
         address = request.shipping_address.model_dump() if request.shipping_address else None
-        replay = await self._claim_and_create(
-            user_id, key, request.fingerprint, order_id, priced, address
-        )
+        order = pending_order(uuid.uuid4(), user_id, priced, address)
+        replay = await self._claim_and_create(user_id, key, request.fingerprint, order)
         if replay is not None:
             return replay
 
         answer: dict[str, Any] = {}
 
-        async def store_answer(order: PurchaseOrder) -> None:
-            if on_confirmed is not None and order.status is OrderStatus.CONFIRMED:
-                await on_confirmed(order)
-            answer["body"] = OrderRead.model_validate(order).model_dump(mode="json")
-            await self.keys.complete(user_id, key, order_id, 201, answer["body"])
+        def store_answer(settled: PurchaseOrder) -> Update:
+            answer["body"] = OrderRead.model_validate(settled).model_dump(mode="json")
+            return self.keys.complete_statement(user_id, key, order.id, 201, answer["body"])
 
         try:
-            await self.saga.complete(order_id, priced, request.payment_token, store_answer)
+            await self.saga.complete(
+                order, request.payment_token, Settlement(store_answer, on_confirmed)
+            )
         except Exception:
-            await _release_claim(self.session, user_id, key, order_id)
+            await _release_claim(self.session, user_id, key, order.id)
             raise
         return PlacedOrder(201, answer["body"])
 
@@ -222,20 +222,13 @@ class OrderService:
         return None if existing is None else _answer_of(existing, fingerprint)
 
     async def _claim_and_create(
-        self,
-        user_id: uuid.UUID,
-        key: str,
-        fingerprint: str,
-        order_id: uuid.UUID,
-        priced: PricedOrder,
-        shipping_address: dict[str, Any] | None,
+        self, user_id: uuid.UUID, key: str, fingerprint: str, order: PurchaseOrder
     ) -> PlacedOrder | None:
         """Claim the key and insert the pending order in one transaction (None), or
         answer from the request that holds the key."""
         for _ in range(_CLAIM_ATTEMPTS):
-            if await self.keys.claim(user_id, key, fingerprint, order_id):
-                await self.saga.create(order_id, user_id, priced, shipping_address)
-                await self.session.commit()
+            claim = self.keys.claim_statement(user_id, key, fingerprint, order.id)
+            if await self.saga.create(order, claim):
                 return None
             existing = await self.keys.get(user_id, key)
             await self.session.commit()

@@ -1,18 +1,32 @@
 """The process's database engine: pooled connections the server closed are replaced
-without a failed request, and every statement and commit is counted."""
+without a failed request, every statement and commit is counted, and `write_once` writes
+all or nothing in one statement on PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Update,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
 from service_testing import postgres_database
-from shared.db import Database
+from shared.db import Database, write_once
 
 
 @pytest.fixture
@@ -64,3 +78,112 @@ class TestCounting:
             assert _sample("db_transactions_total", outcome="commit") - commits == 1
         finally:
             await database.dispose()
+
+
+_metadata = MetaData()
+_counter = Table(
+    "counter",
+    _metadata,
+    Column("name", String(20), primary_key=True),
+    Column("value", Integer(), nullable=False),
+)
+_entry = Table(
+    "entry", _metadata, Column("id", Integer(), primary_key=True), Column("note", String(20))
+)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def database(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Database]:
+    async with AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path}/write_once.db"
+        else:
+            url = await stack.enter_async_context(postgres_database("write_once"))
+        # One connection: what one call leaves on it, the next one gets.
+        database = Database(url, pool_size=1, max_overflow=0)
+        stack.push_async_callback(database.dispose)
+        async with database.engine.begin() as connection:
+            await connection.run_sync(_metadata.create_all)
+            await connection.execute(
+                insert(_counter), [{"name": "stock", "value": 1}, {"name": "sold", "value": 0}]
+            )
+        yield database
+
+
+def _statements() -> float:
+    kinds = ("select", "insert", "update", "delete", "other")
+    return sum(_sample("db_statements_total", kind=kind) for kind in kinds)
+
+
+def _take_one() -> Update:
+    """Take a unit while there is one left, returning what is left."""
+    return (
+        update(_counter)
+        .where(_counter.c.name == "stock", _counter.c.value >= 1)
+        .values(value=_counter.c.value - 1)
+        .returning(_counter.c.value)
+    )
+
+
+async def _state(database: Database) -> tuple[int, list[str | None]]:
+    """Units left in stock, and the notes."""
+    async with database.engine.connect() as connection:
+        stock = (
+            await connection.execute(select(_counter.c.value).where(_counter.c.name == "stock"))
+        ).scalar_one()
+        notes = (await connection.execute(select(_entry.c.note).order_by(_entry.c.id))).scalars()
+        return stock, list(notes)
+
+
+class TestWriteOnce:
+    async def test_writes_everything_when_the_guard_returns_its_row(
+        self, database: Database
+    ) -> None:
+        statements = _statements()
+        async with database.sessionmaker() as session:
+            row = await write_once(
+                session,
+                _take_one(),
+                [(_entry, {"id": 1, "note": "taken"})],
+                [
+                    update(_counter)
+                    .where(_counter.c.name == "sold")
+                    .values(value=_counter.c.value + 1)
+                ],
+            )
+        sent = _statements() - statements
+        assert row is not None
+        assert row["value"] == 0
+        assert await _state(database) == (0, ["taken"])
+        async with database.engine.connect() as connection:
+            sold = select(_counter.c.value).where(_counter.c.name == "sold")
+            assert (await connection.execute(sold)).scalar_one() == 1
+        if database.backend == "postgresql":
+            assert sent == 1  # and no BEGIN or COMMIT: autocommit
+
+    async def test_writes_nothing_when_the_guard_returns_none(self, database: Database) -> None:
+        async with database.sessionmaker() as session:
+            assert await write_once(session, _take_one(), [(_entry, {"id": 1, "note": "a"})])
+            assert (
+                await write_once(session, _take_one(), [(_entry, {"id": 2, "note": "b"})]) is None
+            )
+        assert await _state(database) == (0, ["a"])
+
+    async def test_a_failed_write_undoes_the_guard_and_leaves_no_autocommit_behind(
+        self, database: Database
+    ) -> None:
+        async with database.sessionmaker() as session:
+            await write_once(
+                session,
+                update(_counter)
+                .where(_counter.c.name == "stock")
+                .values(value=5)
+                .returning(_counter.c.value),
+                [(_entry, {"id": 1, "note": "first"})],
+            )
+            with pytest.raises(IntegrityError):
+                await write_once(session, _take_one(), [(_entry, {"id": 1, "note": "again"})])
+            # The session's next transaction is a transaction again: rolled back, gone.
+            await session.execute(insert(_entry).values(id=2, note="rolled back"))
+            await session.rollback()
+        assert await _state(database) == (5, ["first"])

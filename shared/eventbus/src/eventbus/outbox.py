@@ -71,18 +71,27 @@ async def add_event(
     """Stage an event in the session's transaction; it is published after the commit
     (and never, if the transaction rolls back). The caller commits."""
     envelope = EventEnvelope.new(type, data, source=source)
-    await session.execute(
-        insert(OUTBOX).values(
-            id=envelope.id,
-            type=envelope.type,
-            payload=envelope.to_json(),
-            occurred_at=envelope.occurred_at,
-            traceparent=traceparent or outgoing_traceparent(),
-            attempts=0,
-        )
-    )
-    session.info[_STAGED] = True
+    await session.execute(insert(OUTBOX).values(outbox_row(envelope, traceparent=traceparent)))
+    mark_staged(session)
     return envelope
+
+
+def outbox_row(envelope: EventEnvelope, *, traceparent: str | None = None) -> dict[str, Any]:
+    """The outbox row of `envelope`, for a caller that writes it in a statement of its own
+    (`shared.db.write_once`) instead of `add_event`; it calls `mark_staged` too."""
+    return {
+        "id": envelope.id,
+        "type": envelope.type,
+        "payload": envelope.to_json(),
+        "occurred_at": envelope.occurred_at,
+        "traceparent": traceparent or outgoing_traceparent(),
+        "attempts": 0,
+    }
+
+
+def mark_staged(session: AsyncSession) -> None:
+    """Wake the relay after the session's next commit: it wrote an outbox row."""
+    session.info[_STAGED] = True
 
 
 # --- waking the relay after a commit ---------------------------------------------------
