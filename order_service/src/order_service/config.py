@@ -32,6 +32,8 @@ class Settings(ServiceSettings):
     #: interval (the contract promises one at least every 15 s).
     order_stream_poll_seconds: float = Field(default=0.25, gt=0, le=5)
     order_stream_ping_seconds: int = Field(default=10, ge=1, le=15)
+    #: Checkouts one process runs at once; more wait for a turn (`CheckoutLimit`).
+    checkout_concurrency: int = Field(default=32, ge=1)
     #: How long a completed Idempotency-Key is remembered (and replayed).
     idempotency_key_retention_hours: float = Field(default=24.0, gt=0)
 

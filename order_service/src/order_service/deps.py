@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
-from order_service.checkout import Compensator
+from order_service.checkout import CheckoutLimit, Compensator
 from order_service.config import Settings
 from order_service.errors import IdempotencyKeyInvalid, IdempotencyKeyMissing
 from order_service.inventory_client import InventoryClient
@@ -29,10 +29,12 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 get_payments = from_state("payments")
 get_compensator = from_state("compensator")
 get_status_watch = from_state("status_watch")
+get_checkout_limit = from_state("checkout_limit")
 
 PaymentsDep = Annotated[PaymentProvider, Depends(get_payments)]
 CompensatorDep = Annotated[Compensator, Depends(get_compensator)]
 StatusWatchDep = Annotated[OrderStatusWatch, Depends(get_status_watch)]
+CheckoutLimitDep = Annotated[CheckoutLimit, Depends(get_checkout_limit)]
 
 
 async def get_order_service(
@@ -41,6 +43,7 @@ async def get_order_service(
     settings: SettingsDep,
     payments: PaymentsDep,
     compensator: CompensatorDep,
+    checkout_limit: CheckoutLimitDep,
 ) -> OrderService:
     return OrderService(
         session,
@@ -48,6 +51,7 @@ async def get_order_service(
         InventoryClient(client, ttl_seconds=settings.reservation_ttl_seconds),
         payments,
         compensator,
+        checkout_limit,
     )
 
 

@@ -6,7 +6,13 @@ import uuid
 from typing import Any
 
 from order_service.states import OrderStatus
-from shared.errors import BadRequest, Conflict, ResourceNotFound, UnprocessableEntity
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    ResourceNotFound,
+    ServiceUnavailable,
+    UnprocessableEntity,
+)
 
 
 def field_error(loc: list[str | int], msg: str, type_: str) -> dict[str, Any]:
@@ -152,4 +158,16 @@ class OrderHasRefunds(Conflict):
             f"Order {order_id} was partly refunded, so it cannot be cancelled; refund the "
             "rest of it instead.",
             extra={"order_id": str(order_id)},
+        )
+
+
+class CheckoutsBusy(ServiceUnavailable):
+    title = "Too many checkouts in progress"
+    type_slug = "checkouts-busy"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Every checkout slot stayed taken for as long as this request could wait; "
+            "nothing was ordered. Retry with the same Idempotency-Key.",
+            headers={"Retry-After": "1"},
         )

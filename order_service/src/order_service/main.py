@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from eventbus import add_events
 from order_service.api import cart, order_stream, orders
-from order_service.checkout import Compensator
+from order_service.checkout import CheckoutLimit, Compensator
 from order_service.config import Settings, get_settings
 from order_service.inventory_client import INVENTORY_UPSTREAM, InventoryClient
 from order_service.payments import SandboxPaymentProvider
@@ -24,14 +24,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def payments_lifespan(app: FastAPI) -> AsyncIterator[None]:
-        """The payment provider, and the one Compensator that gives stock and payment
-        back for the checkout, cancellations and the sweep."""
+        """The payment provider, the one Compensator that gives stock and payment back
+        for the checkout, cancellations and the sweep, and the limit on checkouts."""
         payments = SandboxPaymentProvider()
         inventory = InventoryClient(
             app.state.http_client, ttl_seconds=settings.reservation_ttl_seconds
         )
         app.state.payments = payments
         app.state.compensator = Compensator(inventory, payments)
+        app.state.checkout_limit = CheckoutLimit(settings.checkout_concurrency)
         yield
 
     @asynccontextmanager

@@ -44,7 +44,13 @@ from sqlalchemy import Update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from order_service.checkout import CheckoutSaga, Compensator, OnSettled, Settlement
+from order_service.checkout import (
+    CheckoutLimit,
+    CheckoutSaga,
+    Compensator,
+    OnSettled,
+    Settlement,
+)
 from order_service.errors import (
     CartEmpty,
     CartFull,
@@ -161,10 +167,12 @@ class OrderService:
         inventory: InventoryClient,
         payments: PaymentProvider,
         compensator: Compensator,
+        checkout_limit: CheckoutLimit,
     ) -> None:
         self.session = session
         self.orders = OrderRepository(session)
         self.keys = IdempotencyRepository(session)
+        self.checkout_limit = checkout_limit
         self.payments = payments
         self.saga = CheckoutSaga(session, catalog, inventory, payments, compensator)
         self.compensator = compensator
@@ -192,6 +200,16 @@ class OrderService:
         """Place an order once per (user, Idempotency-Key); see the module's policy.
         `on_confirmed` runs in the transaction that confirms the order."""
         self.payments.check_token(request.payment_token)  # before any side effect
+        async with self.checkout_limit.turn():
+            return await self._checkout(user_id, key, request, on_confirmed)
+
+    async def _checkout(
+        self,
+        user_id: uuid.UUID,
+        key: str,
+        request: CheckoutRequest,
+        on_confirmed: OnSettled | None,
+    ) -> PlacedOrder:
         priced = await self.saga.price(request.lines)
         address = request.shipping_address.model_dump() if request.shipping_address else None
         order = pending_order(uuid.uuid4(), user_id, priced, address)
