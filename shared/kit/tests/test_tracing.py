@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind, StatusCode
 
+from shared.config import ServiceSettings
 from shared.http import ServiceClient
 from shared.logging import JsonFormatter
+from shared.sampling import request_roots_sampler
+from shared.service import ServiceBuilder
 from shared.tracing import (
     consume_span,
     current_span_id,
@@ -187,3 +192,108 @@ class TestLogLines:
         assert entry["trace_id"] == f"{span.get_span_context().trace_id:032x}"
         assert entry["span_id"] == f"{span.get_span_context().span_id:016x}"
         assert entry["service"] == "test_service"
+
+
+def traced_app(seen: list[httpx.Request]) -> tuple[FastAPI, ServiceClient]:
+    """An app whose one route calls another service and logs a line."""
+    client = client_answering(200, seen)
+    router = APIRouter()
+
+    @router.get("/work")
+    async def work() -> dict[str, str | None]:
+        await client.request("product", "GET", "/x")
+        return {"trace_id": current_trace_id()}
+
+    settings = ServiceSettings(_env_file=None, service_name="probe_service", environment="test")
+    service = ServiceBuilder(settings, title="probe")
+    service.add_routers(router)
+    return service.build(), client
+
+
+async def get_work(app: FastAPI, headers: dict[str, str] | None = None) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as http:
+        return await http.get("/work", headers=headers)
+
+
+@pytest.fixture
+def sampled_share() -> Iterator[Callable[[float], InMemorySpanExporter]]:
+    """Tracing on, keeping the given share of the traces requests start."""
+
+    def enable(share: float) -> InMemorySpanExporter:
+        enable_tracing(_provider, sampled_share=share)
+        _exporter.clear()
+        return _exporter
+
+    try:
+        yield enable
+    finally:
+        disable_tracing()
+
+
+class TestRequestSampling:
+    async def test_a_trace_not_kept_makes_no_span_yet_travels_on(
+        self, sampled_share: Callable[[float], InMemorySpanExporter]
+    ) -> None:
+        spans = sampled_share(0.0)
+        seen: list[httpx.Request] = []
+        app, client = traced_app(seen)
+
+        response = await get_work(app)
+        await client.aclose()
+
+        assert spans.get_finished_spans() == ()
+        trace_id, _ = parent_of(seen[0].headers["traceparent"])
+        assert seen[0].headers["traceparent"].endswith("-00")  # the callee keeps none either
+        assert response.json()["trace_id"] == trace_id
+
+    async def test_the_callers_decision_is_kept_either_way(
+        self, sampled_share: Callable[[float], InMemorySpanExporter]
+    ) -> None:
+        spans = sampled_share(0.0)
+        unsampled = INCOMING[:-2] + "00"
+        seen: list[httpx.Request] = []
+        app, client = traced_app(seen)
+
+        await get_work(app, {"traceparent": unsampled})
+        assert spans.get_finished_spans() == ()
+        await get_work(app, {"traceparent": INCOMING})
+        await client.aclose()
+
+        assert seen[0].headers["traceparent"] == unsampled
+        server = next(span for span in spans.get_finished_spans() if span.kind is SpanKind.SERVER)
+        assert server.parent is not None
+        assert server.parent.span_id == int(parent_of(INCOMING)[1], 16)
+        assert seen[1].headers["traceparent"].endswith("-01")
+
+    async def test_a_kept_trace_starts_with_the_request(
+        self, sampled_share: Callable[[float], InMemorySpanExporter]
+    ) -> None:
+        spans = sampled_share(1.0)
+        seen: list[httpx.Request] = []
+        app, client = traced_app(seen)
+
+        await get_work(app)
+        await client.aclose()
+
+        kinds = {span.kind: span for span in spans.get_finished_spans()}
+        assert kinds[SpanKind.SERVER].parent is None
+        assert kinds[SpanKind.SERVER].name == "GET /work"
+        assert kinds[SpanKind.CLIENT].parent is not None
+        assert kinds[SpanKind.CLIENT].parent.span_id == kinds[SpanKind.SERVER].context.span_id
+
+
+class TestSampler:
+    def test_request_roots_are_kept_other_roots_drawn(self) -> None:
+        sampler = request_roots_sampler(0.0)
+        trace_id = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+
+        server = sampler.should_sample(None, trace_id, "GET /x", SpanKind.SERVER)
+        consumer = sampler.should_sample(None, trace_id, "process x", SpanKind.CONSUMER)
+        everything = request_roots_sampler(1.0).should_sample(
+            None, trace_id, "process x", SpanKind.CONSUMER
+        )
+
+        assert server.decision is Decision.RECORD_AND_SAMPLE
+        assert consumer.decision is Decision.DROP
+        assert everything.decision is Decision.RECORD_AND_SAMPLE

@@ -12,6 +12,7 @@ share its trace id.
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 from collections.abc import Iterator
@@ -19,9 +20,18 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -40,6 +50,8 @@ traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("shared")
 _enabled = False
+#: Share of new traces a request starts that are kept (`OTEL_TRACES_SAMPLER_ARG`).
+_sampled_share = 1.0
 
 
 # --- set-up ----------------------------------------------------------------------------
@@ -60,8 +72,10 @@ def configure_tracing(settings: ServiceSettings) -> bool:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    from shared.sampling import request_roots_sampler
+
+    share = settings.otel_traces_sampler_arg
     provider = TracerProvider(
         resource=Resource.create(
             {
@@ -69,22 +83,23 @@ def configure_tracing(settings: ServiceSettings) -> bool:
                 "deployment.environment.name": settings.environment.value,
             }
         ),
-        sampler=ParentBased(TraceIdRatioBased(settings.otel_traces_sampler_arg)),
+        sampler=request_roots_sampler(share),
     )
     # Batches leave from a thread of the processor's own, never from the event loop.
     provider.add_span_processor(
         BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"))
     )
-    enable_tracing(provider)
+    enable_tracing(provider, sampled_share=share)
     return True
 
 
-def enable_tracing(provider: TracerProvider) -> None:
+def enable_tracing(provider: TracerProvider, *, sampled_share: float = 1.0) -> None:
     """Make `provider` this process's (`configure_tracing` calls it; a test may call it
-    with an in-memory exporter)."""
-    global _enabled
+    with an in-memory exporter), keeping `sampled_share` of the traces requests start."""
+    global _enabled, _sampled_share
     if trace.get_tracer_provider() is not provider:
         trace.set_tracer_provider(provider)
+    _sampled_share = sampled_share
     _enabled = True
 
 
@@ -191,9 +206,24 @@ def server_span(
     method: str, path: str, traceparent: str | None, *, traced: bool = True
 ) -> Iterator[Span | None]:
     """The SERVER span of one request, current while it is served, continuing the
-    caller's trace; `record_route` names it once the route is known."""
+    caller's trace; `record_route` names it once the route is known.
+
+    Only a kept trace gets a span: the caller's decision when it sent a `traceparent`,
+    else a draw at the sampled share. A trace not kept gets only a context (its ids,
+    not sampled), so that the request's log lines, calls, events and queries stay in
+    it and make no spans either: a span the SDK makes only to drop cost about 20 us, as
+    much as the rest of a cached product read."""
     if not _enabled or not traced or not is_instrumentation_enabled():
         yield None
+        return
+    if not _kept(traceparent):
+        token = otel_context.attach(
+            trace.set_span_in_context(NonRecordingSpan(_unsampled_context(traceparent)))
+        )
+        try:
+            yield None
+        finally:
+            otel_context.detach(token)
         return
     with _tracer.start_as_current_span(
         method,
@@ -202,6 +232,33 @@ def server_span(
         attributes={"http.request.method": method, "url.path": path},
     ) as span:
         yield span
+
+
+def _kept(traceparent: str | None) -> bool:
+    """Whether a request's trace is kept: as its caller decided (the `sampled` flag),
+    or for a new trace, drawn at the sampled share (a SERVER root span is then always
+    sampled: see `shared.sampling`)."""
+    if traceparent is not None:
+        return bool(int(traceparent[-2:], 16) & 0x01)
+    return random.random() < _sampled_share  # noqa: S311 - sampling, not secrets
+
+
+def _unsampled_context(traceparent: str | None) -> SpanContext:
+    """The caller's span context (not sampled), or that of a new trace not kept."""
+    if traceparent is None:
+        return SpanContext(
+            trace_id=random.getrandbits(128),
+            span_id=random.getrandbits(64),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.DEFAULT),
+        )
+    _, trace_id, span_id, flags = traceparent.split("-")
+    return SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16)),
+    )
 
 
 def record_route(span: Span | None, method: str, route: str, status_code: int) -> None:
@@ -219,6 +276,15 @@ def client_span(upstream: str, method: str, url: Any, headers: Any) -> Iterator[
     if not _enabled or not is_instrumentation_enabled():
         if "traceparent" not in headers and (incoming := traceparent_var.get()):
             headers["traceparent"] = incoming
+        yield None
+        return
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and not current.trace_flags.sampled:
+        # A trace not kept: the callee learns so and keeps none either; no span to drop.
+        headers["traceparent"] = (
+            f"00-{trace.format_trace_id(current.trace_id)}-"
+            f"{trace.format_span_id(current.span_id)}-{int(current.trace_flags):02x}"
+        )
         yield None
         return
     attributes = {
