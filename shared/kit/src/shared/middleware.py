@@ -17,8 +17,11 @@ from shared.errors import PayloadTooLarge, problem_response
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from shared.tracing import (
+    enter_unkept_trace,
+    leave_trace,
     record_route,
     server_span,
+    trace_kept,
     traceparent_var,
     tracing_enabled,
     valid_traceparent,
@@ -105,9 +108,19 @@ class RequestContextMiddleware:
         # Polled routes (health, metrics) make no spans: they would bury the real traces.
         if quiet or not tracing_enabled():
             await self._serve(scope, receive, send, request_id, traceparent, budget, None, quiet)
-            return
-        with server_span(scope["method"], scope["path"], traceparent) as span:
-            await self._serve(scope, receive, send, request_id, traceparent, budget, span, quiet)
+        elif trace_kept(traceparent):
+            with server_span(scope["method"], scope["path"], traceparent) as span:
+                await self._serve(
+                    scope, receive, send, request_id, traceparent, budget, span, quiet
+                )
+        else:
+            token = enter_unkept_trace(traceparent)
+            try:
+                await self._serve(
+                    scope, receive, send, request_id, traceparent, budget, None, quiet
+                )
+            finally:
+                leave_trace(token)
 
     async def _serve(
         self,

@@ -205,25 +205,11 @@ def tracing_enabled() -> bool:
 def server_span(
     method: str, path: str, traceparent: str | None, *, traced: bool = True
 ) -> Iterator[Span | None]:
-    """The SERVER span of one request, current while it is served, continuing the
-    caller's trace; `record_route` names it once the route is known.
-
-    Only a kept trace gets a span: the caller's decision when it sent a `traceparent`,
-    else a draw at the sampled share. A trace not kept gets only a context (its ids,
-    not sampled), so that the request's log lines, calls, events and queries stay in
-    it and make no spans either: a span the SDK makes only to drop cost about 20 us, as
-    much as the rest of a cached product read."""
+    """The SERVER span of one request of a kept trace (`trace_kept`), current while it
+    is served, continuing the caller's trace; `record_route` names it once the route is
+    known."""
     if not _enabled or not traced or not is_instrumentation_enabled():
         yield None
-        return
-    if not _kept(traceparent):
-        token = otel_context.attach(
-            trace.set_span_in_context(NonRecordingSpan(_unsampled_context(traceparent)))
-        )
-        try:
-            yield None
-        finally:
-            otel_context.detach(token)
         return
     with _tracer.start_as_current_span(
         method,
@@ -234,13 +220,29 @@ def server_span(
         yield span
 
 
-def _kept(traceparent: str | None) -> bool:
-    """Whether a request's trace is kept: as its caller decided (the `sampled` flag),
-    or for a new trace, drawn at the sampled share (a SERVER root span is then always
-    sampled: see `shared.sampling`)."""
+def trace_kept(traceparent: str | None) -> bool:
+    """Whether a request's trace is kept: as its caller decided (the `sampled` flag of
+    its `traceparent`), or for a new trace, drawn at the sampled share (the SERVER root
+    span it gets is then always sampled: see `shared.sampling`).
+
+    A trace not kept gets no span, only a context (`enter_unkept_trace`): a span the
+    SDK makes only to drop costs about 20 us, as much as the rest of a cached product
+    read."""
     if traceparent is not None:
         return bool(int(traceparent[-2:], 16) & 0x01)
     return random.random() < _sampled_share  # noqa: S311 - sampling, not secrets
+
+
+def enter_unkept_trace(traceparent: str | None) -> object:
+    """Make a trace not kept current (its ids, not sampled) until `leave_trace` with
+    the token returned: the request's log lines, calls, events and queries stay in it,
+    and make no spans either."""
+    span = NonRecordingSpan(_unsampled_context(traceparent))
+    return otel_context.attach(trace.set_span_in_context(span))
+
+
+def leave_trace(token: object) -> None:
+    otel_context.detach(token)  # type: ignore[arg-type]
 
 
 def _unsampled_context(traceparent: str | None) -> SpanContext:
@@ -265,8 +267,9 @@ def record_route(span: Span | None, method: str, route: str, status_code: int) -
     if span is None:
         return
     span.update_name(f"{method} {route}")
-    span.set_attribute("http.route", route)
-    record_response(span, status_code)
+    span.set_attributes({"http.route": route, "http.response.status_code": status_code})
+    if status_code >= 500:
+        span.set_status(Status(StatusCode.ERROR))
 
 
 @contextmanager
