@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -54,11 +54,15 @@ def first_product_id(gateway_url: str) -> str:
 BARE_APP = ServiceSpec("bare_fastapi", 0, "bare_product:create_app", None)
 
 
-def line(label: str, result: WrkResult, cpu_us: float) -> str:
-    return (
+def line(label: str, result: WrkResult, cpu_us: dict[str, float]) -> str:
+    text = (
         f"  {label:<28} {result.requests_per_second:>9.0f} req/s   p50 {result.p50_ms:6.2f} ms"
-        f"   p99 {result.p99_ms:7.2f} ms   errors {result.errors}   CPU {cpu_us:5.0f} us/request"
+        f"   p99 {result.p99_ms:7.2f} ms   errors {result.errors}"
+        f"   CPU {sum(cpu_us.values()):5.0f} us/request"
     )
+    if len(cpu_us) > 1:
+        text += " (" + ", ".join(f"{name} {cpu:.0f}" for name, cpu in cpu_us.items()) + ")"
+    return text
 
 
 def measured(
@@ -67,22 +71,24 @@ def measured(
     connections: int,
     duration: int,
     profile: Path | None = None,
-) -> tuple[WrkResult, float]:
-    """A wrk run and the CPU (microseconds) the `pids` spent per request meanwhile; with
-    `profile`, py-spy records each of them into that folder and the top costs are printed."""
+) -> tuple[WrkResult, dict[str, float]]:
+    """A wrk run and the CPU (microseconds) each of the `pids` spent per request
+    meanwhile; with `profile`, py-spy records each of them into that folder and the top
+    costs are printed."""
     profiler = None if profile is None else Profiler(profile, pids, duration)
     before = [cpu_seconds(pid) or 0.0 for pid in pids.values()]
     if profiler is not None:
         profiler.start()
     result = run_wrk(url, connections=connections, duration=duration)
-    used = sum(
-        (cpu_seconds(pid) or 0.0) - start for pid, start in zip(pids.values(), before, strict=True)
-    )
+    used = {
+        name: ((cpu_seconds(pid) or 0.0) - start) * 1e6 / max(result.requests, 1)
+        for (name, pid), start in zip(pids.items(), before, strict=True)
+    }
     if profiler is not None and profile is not None:
         profiler.wait()
         print(f"  py-spy profiles in {profile} (the profiler's own cost is in these figures)")
         print("\n".join(summarise(profile, top=8)))
-    return result, used * 1e6 / max(result.requests, 1)
+    return result, used
 
 
 def start_bare_app(stack: Stack) -> tuple[subprocess.Popen[bytes], str]:
@@ -102,11 +108,20 @@ def start_bare_app(stack: Stack) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError("the bare FastAPI app did not start")
 
 
+class Costs(NamedTuple):
+    """What tracing is judged by: the gateway's rate, and the CPU per request of
+    product_service (direct) and of the gateway's own process."""
+
+    gateway_rate: float
+    direct_cpu_us: float
+    gateway_cpu_us: float
+
+
 def measure(
     args: argparse.Namespace, tracing: bool, report: dict[str, Any]
-) -> tuple[bool, dict[tuple[str, int], float]]:
+) -> tuple[bool, dict[tuple[str, int], Costs]]:
     """One stack, every transport and connection count; returns whether the targets were
-    met and the gateway's rate per (transport, connections)."""
+    met and the costs per (transport, connections)."""
     ports = {spec.name: free_port() for spec in SERVICES}
     gateway_spec = next(spec for spec in SERVICES if spec.name == "api_gateway")
     # Exchange and queues of this run's own (the local broker may carry other stacks').
@@ -118,7 +133,7 @@ def measure(
         "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
     }
     ok = True
-    rates: dict[tuple[str, int], float] = {}
+    rates: dict[tuple[str, int], Costs] = {}
     with (
         OtlpReceiver(keep=False) as collector,
         tempfile.TemporaryDirectory() as data_dir,
@@ -154,28 +169,32 @@ def measure(
                     args.profile
                     and args.profile / f"{'traced' if tracing else 'untraced'}-{connections}"
                 )
-                baseline, bare_cpu = measured(bare_url, {"bare": bare.pid}, connections, duration)
-                direct, direct_cpu = measured(
+                baseline, bare_cpus = measured(bare_url, {"bare": bare.pid}, connections, duration)
+                direct, direct_cpus = measured(
                     direct_url,
                     {"product_service": product_pid},
                     connections,
                     duration,
                     profile and profile / "direct",
                 )
-                via, via_cpu = measured(
+                via, via_cpus = measured(
                     gateway_url,
                     {"api_gateway": gateway_pid, "product_service": product_pid},
                     connections,
                     duration,
                     profile and profile / "gateway",
                 )
+                bare_cpu, direct_cpu = sum(bare_cpus.values()), sum(direct_cpus.values())
+                via_cpu = sum(via_cpus.values())
                 ratio = via.requests_per_second / direct.requests_per_second
                 framework = direct.requests_per_second / baseline.requests_per_second
-                rates[transport, connections] = via.requests_per_second
+                rates[transport, connections] = Costs(
+                    via.requests_per_second, direct_cpu, via_cpus["api_gateway"]
+                )
                 print(f" {connections} connections")
-                print(line("bare FastAPI, same model", baseline, bare_cpu))
-                print(line("direct product_service", direct, direct_cpu))
-                print(line("through the gateway", via, via_cpu))
+                print(line("bare FastAPI, same model", baseline, bare_cpus))
+                print(line("direct product_service", direct, direct_cpus))
+                print(line("through the gateway", via, via_cpus))
                 print(
                     f"  ratio product_service/bare  {framework:9.2f}"
                     f"   (by CPU per request: {bare_cpu / direct_cpu:.2f})"
@@ -196,6 +215,7 @@ def measure(
                             "bare": round(bare_cpu),
                             "direct": round(direct_cpu),
                             "gateway": round(via_cpu),
+                            "gateway_process": round(via_cpus["api_gateway"]),
                         },
                         "ratio": round(ratio, 3),
                         "ratio_direct_to_bare": round(framework, 3),
@@ -237,16 +257,24 @@ def main() -> int:
         "runs": [],
     }
     ok = True
-    rates: dict[str, dict[tuple[str, int], float]] = {}
+    rates: dict[str, dict[tuple[str, int], Costs]] = {}
     for mode in args.tracing:
         met, rates[mode] = measure(args, mode == "on", report)
         # The targets are the untraced gateway's; tracing is judged by its overhead.
         ok = ok and (met or mode == "on")
     if {"off", "on"} <= rates.keys():
-        print("\ntracing overhead (gateway req/s, on vs off)")
+        print(
+            "\ntracing overhead, on vs off: the gateway's req/s, and the CPU per request of "
+            "product_service (direct) and of the gateway's process (steadier than rates)"
+        )
         for key, off in rates["off"].items():
-            overhead = 1 - rates["on"][key] / off
-            print(f"  {key[0]:<8} {key[1]:>4} connections   {overhead:6.1%}")
+            on = rates["on"][key]
+            slower = 1 - on.gateway_rate / off.gateway_rate
+            print(
+                f"  {key[0]:<8} {key[1]:>4} connections   req/s {slower:6.1%}"
+                f"   CPU direct {on.direct_cpu_us / off.direct_cpu_us - 1:+6.1%}"
+                f"   CPU gateway {on.gateway_cpu_us / off.gateway_cpu_us - 1:+6.1%}"
+            )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))
