@@ -30,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from product_service import search
 from product_service.models import Product
@@ -99,16 +98,19 @@ def _typo_tsquery(words: Sequence[str]) -> ColumnElement[Any]:
     return select(func.to_tsquery(_ENGLISH, text)).scalar_subquery()
 
 
+# Built once: an ORM alias made per request cost a quarter of a search's Python time.
+_EXACT = Product.__table__.alias("exact_product")
+
+
 def _exact(q: str) -> ColumnElement[bool]:
     """Whether a product's name or SKU is `q`, ignoring case: looked up once through the
     indexes of the lowercased name and SKU (migration 0004), then a hash lookup per
     match (lowering the name and SKU of each of 3,334 matches cost 1 ms of CPU)."""
-    exact = aliased(Product, name="exact_product")
     lowered = func.lower(q)
     return Product.id.in_(
-        select(exact.id).where(
-            exact.is_active == true(),
-            or_(func.lower(exact.name) == lowered, func.lower(exact.sku) == lowered),
+        select(_EXACT.c.id).where(
+            _EXACT.c.is_active == true(),
+            or_(func.lower(_EXACT.c.name) == lowered, func.lower(_EXACT.c.sku) == lowered),
         )
     )
 
