@@ -254,7 +254,13 @@ class TestOneStatementPerPage:
     @pytest.mark.usefixtures("keyboards")
     @pytest.mark.parametrize(
         "params",
-        [{}, {"q": "keyboard"}, {"category": "misc", "max_price": "50"}, {"q": "keybord"}],
+        [
+            {},
+            {"q": "keyboard"},
+            {"category": "misc", "max_price": "50"},
+            {"q": "keybord"},
+            {"q": "zzzz"},
+        ],
     )
     async def test_page_and_total_in_one_statement(
         self, app: FastAPI, client: AsyncClient, params: dict[str, str]
@@ -264,7 +270,7 @@ class TestOneStatementPerPage:
         with statements_of(app.state.database.engine) as statements:
             page = (await client.get("/v1/products", params={**params, "limit": 2})).json()
 
-        assert page["total"] == len(everything) > 2
+        assert page["total"] == len(everything)
         assert [item["sku"] for item in page["items"]] == everything[:2]
         assert len(statements) == 1, statements
 

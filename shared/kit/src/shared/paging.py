@@ -362,8 +362,11 @@ async def fetch_page(
     if sorts_every_match:
         keyed = _with_full_rows(statement, keyed, order_by)
     rows: Sequence[Any] = (await session.execute(keyed)).all()
-    if not rows:  # past the end: nothing carried the count
+    if not rows and (offset or page.cursor is not None):
+        # Past the end: no row carried the count. (At the start, no row means none.)
         total, is_estimate = await count_total(session, statement, scope)
+    elif not rows:
+        total, is_estimate = 0, False
     elif exact_in_page:
         total, is_estimate = rows[0][-1], False
     else:
