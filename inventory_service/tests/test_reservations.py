@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import update
 
-from inventory_service.models import Stock
 from service_testing import assert_problem
 from shared.db import utcnow
 
@@ -232,39 +230,6 @@ class TestCommit:
         assert await inventory.units(product_id) == (6, 0, 4)
         public = await inventory.client.get(f"/v1/inventory/{product_id}")
         assert public.json() == {"product_id": str(product_id), "available": 6, "reserved": 0}
-
-    async def test_every_line_is_sold(self, inventory: Inventory) -> None:
-        first = await inventory.stocked_product(10)
-        second = await inventory.stocked_product(5)
-        order_id = uuid.uuid4()
-        await inventory.reserve(order_id, {first: 3, second: 5})
-
-        response = await inventory.commit(order_id)
-
-        assert response.status_code == 200, response.text
-        assert response.json()["items"] == lines({first: 3, second: 5})
-        assert await inventory.units(first) == (7, 0, 3)
-        assert await inventory.units(second) == (0, 0, 5)
-
-    async def test_stock_that_does_not_hold_the_units_commits_nothing(
-        self, inventory: Inventory
-    ) -> None:
-        product_id = await inventory.stocked_product(10)
-        order_id = uuid.uuid4()
-        await inventory.reserve(order_id, {product_id: 4})
-        # What only a bug or an edit by hand could do: the held units are gone.
-        async with inventory.app.state.database.sessionmaker() as session:
-            await session.execute(
-                update(Stock).where(Stock.product_id == product_id).values(reserved=1)
-            )
-            await session.commit()
-
-        response = await inventory.commit(order_id)
-
-        assert response.status_code == 500
-        assert await inventory.units(product_id) == (6, 1, 0)
-        reservation = await inventory.client.get(f"/internal/v1/reservations/{order_id}")
-        assert reservation.json()["status"] == "reserved"
 
     async def test_committing_again_changes_nothing(self, inventory: Inventory) -> None:
         product_id = await inventory.stocked_product(10)

@@ -12,7 +12,6 @@ from datetime import datetime
 
 from sqlalchemy import CursorResult, Table, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -202,38 +201,6 @@ class ReservationRepository:
         }
         inserts = [(_table(Reservation), reservation), (_table(ReservationLine), line)]
         return await write_once(self.session, take, inserts) is not None
-
-    async def sell_held(self, order_id: uuid.UUID, now: datetime) -> RowMapping | None:
-        """Commit a `reserved` reservation: its status becomes `committed` and, only if
-        it was reserved, each line's units move from reserved to sold, all committed
-        together (`write_once`: one statement on PostgreSQL, so the stock rows' locks
-        are held for that statement and its commit only). The reservation's row as it
-        is now, or None, nothing written, when it was not `reserved`.
-
-        A stock row with fewer units reserved than a line holds breaks the table's
-        `reserved >= 0` constraint (IntegrityError) and nothing is written. The stock
-        rows are updated in the order of the line lookup (the lines' primary key, by
-        product id), the order every reservation takes them in."""
-        reservations, stock, lines = _table(Reservation), _table(Stock), _table(ReservationLine)
-        commit = (
-            update(reservations)
-            .where(
-                reservations.c.order_id == order_id,
-                reservations.c.status == ReservationStatus.RESERVED,
-            )
-            .values(status=ReservationStatus.COMMITTED, reason=None, updated_at=now)
-            .returning(*reservations.c)
-        )
-        sell = (
-            update(stock)
-            .where(lines.c.order_id == order_id, stock.c.product_id == lines.c.product_id)
-            .values(
-                reserved=stock.c.reserved - lines.c.quantity,
-                sold=stock.c.sold + lines.c.quantity,
-                updated_at=now,
-            )
-        )
-        return await write_once(self.session, commit, updates=[sell])
 
     async def add_lines(
         self, order_id: uuid.UUID, quantities: Mapping[uuid.UUID, int]

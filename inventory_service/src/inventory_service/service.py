@@ -165,20 +165,11 @@ class ReservationService:
 
     async def commit(self, order_id: uuid.UUID) -> Reservation:
         """Turn the held units into sold ones; committing again changes nothing."""
-        try:
-            committed = await self.reservations.sell_held(order_id, utcnow())
-        except IntegrityError as error:
-            logger.error("stock does not match the reservation", extra={"order_id": str(order_id)})
-            raise StockInconsistent(
-                f"order {order_id} holds more units than are reserved"
-            ) from error
-        if committed is not None:
-            count_reservation("committed")
-            reservation = Reservation(**committed)
-            # Read after the commit, outside the stock rows' locks.
-            set_committed_value(reservation, "lines", await self._lines(order_id))
+        if committed := await self.commit_held(order_id):
             await self.session.commit()
-            return reservation
+            count_reservation("committed")
+            return committed
+        await self.session.rollback()
         reservation = await self.get(order_id)
         if reservation.status is ReservationStatus.RELEASED:
             raise ReservationReleased(reservation)
