@@ -27,6 +27,7 @@ from notification_service.config import Settings
 from notification_service.deps import get_webhook_service
 from notification_service.models import WebhookAttempt
 from notification_service.schemas import WebhookEventType
+from notification_service.webhooks.repository import EndpointRepository
 from notification_service.webhooks.schedule import (
     Verdict,
     judge,
@@ -46,6 +47,7 @@ from service_testing import (
     production_credentials,
     unanswering_endpoint,
 )
+from shared.metrics import DB_STATEMENTS
 from shared.service import SessionDep
 
 
@@ -325,6 +327,24 @@ class TestDelivery:
         assert await deliveries(client, admin, shipped["id"]) == []
         assert await deliveries(client, admin, inactive["id"]) == []
         assert receiver.at(path + "/c") == []
+
+    async def test_a_batch_of_events_reads_the_endpoints_once(
+        self, app: FastAPI, client: AsyncClient, admin: dict[str, str], receiver: WebhookReceiver
+    ) -> None:
+        shipped = await register(client, admin, receiver.url("/a"), ["order.shipped"])
+        both = await register(client, admin, receiver.url("/b"), ["order.shipped", "order.created"])
+        selects = DB_STATEMENTS.labels("select")
+
+        async with app.state.database.sessionmaker() as session:  # a consumer's batch
+            endpoints = EndpointRepository(session)
+            before = selects._value.get()
+            owed = [await endpoints.subscribed_to(type_) for type_ in EVENT_TYPES]
+            assert selects._value.get() - before == 1
+
+        by_type = dict(zip(EVENT_TYPES, owed, strict=True))
+        assert sorted(map(str, by_type["order.shipped"])) == sorted([shipped["id"], both["id"]])
+        assert list(map(str, by_type["order.created"])) == [both["id"]]
+        assert by_type["order.confirmed"] == []
 
     async def test_a_replayed_event_is_owed_once(
         self,

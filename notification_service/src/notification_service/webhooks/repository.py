@@ -19,6 +19,9 @@ from notification_service.models import (
 from shared.paging import PageResult, SortKey, fetch_page
 from shared.schemas import PageParams
 
+#: `session.info` key of the active endpoints read in that session (`subscribed_to`).
+_ACTIVE_ENDPOINTS = "webhooks.active_endpoints"
+
 
 @dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
@@ -72,13 +75,23 @@ class EndpointRepository:
             page=page,
         )
 
-    async def subscribed_to(self, event_type: str) -> list[WebhookEndpoint]:
-        """The active endpoints that take `event_type`. A shop has a handful of endpoints:
-        reading them all and filtering here is cheaper than a JSON query per backend."""
-        rows = await self.session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.is_active.is_(True))
+    async def subscribed_to(self, event_type: str) -> list[uuid.UUID]:
+        """The ids of the active endpoints that take `event_type`. A shop has a handful of
+        endpoints: reading them all and filtering here is cheaper than a JSON query per
+        backend, and they are read once per session: the consumer's session is one batch
+        of events, each of which asked again before."""
+        active: list[tuple[uuid.UUID, frozenset[str]]] | None = self.session.info.get(
+            _ACTIVE_ENDPOINTS
         )
-        return [row for row in rows if event_type in row.events]
+        if active is None:
+            rows = await self.session.execute(
+                select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+                    WebhookEndpoint.is_active.is_(True)
+                )
+            )
+            active = [(row.id, frozenset(row.events)) for row in rows]
+            self.session.info[_ACTIVE_ENDPOINTS] = active
+        return [endpoint_id for endpoint_id, events in active if event_type in events]
 
     async def delete(self, endpoint: WebhookEndpoint) -> None:
         await self.session.delete(endpoint)

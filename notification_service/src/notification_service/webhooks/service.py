@@ -135,7 +135,7 @@ async def owe_deliveries(
     await DeliveryRepository(session).add_all(
         [
             WebhookDelivery(
-                endpoint_id=endpoint.id,
+                endpoint_id=endpoint_id,
                 event_id=event.id,
                 event_type=event.type,
                 payload=payload,
@@ -145,7 +145,7 @@ async def owe_deliveries(
                 retry_until=now + retry_window,
                 created_at=now,
             )
-            for endpoint in endpoints
+            for endpoint_id in endpoints
         ]
     )
     return len(endpoints)
