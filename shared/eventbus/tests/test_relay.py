@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import pytest
 
-from eventbus import Broker, OutboxRelay, add_event
+from eventbus import Broker, OutboxRelay, RelayThread, add_event
 from eventbus.broker import declare_exchange
 from eventbus.metrics import EVENT_PUBLISH_FAILURES, EVENTS_PUBLISHED, OUTBOX_BACKLOG
 from eventbus.outbox import OUTBOX
@@ -154,6 +155,50 @@ class TestPublishing:
         confirm_first.set()
         await eventually(lambda: harness.effects_are(2))
         await eventually(lambda: harness.pending_is(0))
+
+
+class TestRelayThread:
+    async def test_events_go_out_while_the_services_loop_is_busy(self, harness: Harness) -> None:
+        relay = RelayThread(
+            harness.database,
+            harness.broker,
+            harness.topology,
+            service="test_service",
+            poll_seconds=30,  # so the commit is what wakes it
+        )
+        await relay.start()
+        try:
+            await harness.stage("busy")
+            # The service's loop runs nothing else meanwhile, like a burst of requests:
+            # a relay on that loop could not take a step.
+            time.sleep(5)  # noqa: ASYNC251 - blocking the loop is the point
+            busy_until = utcnow()
+
+            [row] = await harness.outbox_rows()
+            assert row.published_at is not None, "the relay waited for the loop"
+            assert row.published_at < busy_until
+        finally:
+            await relay.stop()
+
+    async def test_stopped_it_publishes_nothing_more_and_starts_again(
+        self, harness: Harness
+    ) -> None:
+        await harness.start(harness.consumer())
+        relay = RelayThread(
+            harness.database, harness.broker, harness.topology, service="test_service"
+        )
+        await relay.start()
+        await relay.stop()
+
+        await harness.stage("after stop")
+        await asyncio.sleep(0.5)
+        assert await harness.pending() == 1
+        await relay.start()
+        try:
+            await eventually(lambda: harness.effects("after stop"))
+            await eventually(lambda: harness.pending_is(0))
+        finally:
+            await relay.stop()
 
 
 class TestNothingIsLost:

@@ -1,5 +1,6 @@
 """The events machinery of one service process, built from its settings: the broker
-connection, the outbox relay (a producer) and the consumer (a consumer).
+connection, the outbox relay (a producer; in a thread of its own, so the requests keep
+no event waiting) and the consumer (a consumer).
 `add_events(service, publishes=..., handlers=...)` makes one in the app's lifespan."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 
 from eventbus.broker import Broker, BrokerUnavailable, Topology
 from eventbus.consumer import EventConsumer, EventHandlers
-from eventbus.relay import OutboxRelay
+from eventbus.relay_thread import RelayThread
 from shared.config import ServiceSettings
 from shared.db import Database
 from shared.service import ServiceBuilder
@@ -37,7 +38,7 @@ class ServiceEvents:
             reconnect_max_seconds=settings.outbox_retry_max_seconds,
         )
         self.relay = (
-            OutboxRelay(
+            RelayThread(
                 database,
                 self.broker,
                 self.topology,
