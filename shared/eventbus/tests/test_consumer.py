@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import event
 
-from eventbus import MAX_DELIVERIES, Broker, EventConsumer, Topology
+from eventbus import MAX_DELIVERIES, Broker, EventConsumer, EventEnvelope, Topology
 from eventbus.dlq import list_dead_letters, replay_dead_letters
 from eventbus.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from service_testing import RABBITMQ_URL, eventually
@@ -78,6 +79,26 @@ class TestBatches:
         # One transaction per event would be 40 commits; a batch takes whatever has
         # arrived, so how they split varies, but never into one each.
         assert commits() - commits_before <= 10
+
+    async def test_an_event_alone_in_its_batch_costs_no_savepoint(
+        self, harness: Harness, database: Database
+    ) -> None:
+        consumer = harness.consumer()
+        statements: list[str] = []
+
+        def record(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            assert await consumer.process(
+                EventEnvelope.new("thing.happened", {"note": "alone"}, source="t")
+            )
+        finally:
+            event.remove(database.engine.sync_engine, "before_cursor_execute", record)
+
+        assert await harness.effects("alone") == 1
+        assert not [s for s in statements if "SAVEPOINT" in s.upper()], statements
 
     async def test_a_failing_event_in_a_batch_leaves_the_others_committed_once(
         self, harness: Harness

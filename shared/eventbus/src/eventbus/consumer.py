@@ -462,21 +462,29 @@ class EventConsumer:
                     continue
                 new.discard(envelope.id)  # the same id twice in a batch runs once
                 with consume_span(envelope.type, event.message_id, queue, event.traceparent):
-                    outcomes.append(await self._run_handler(session, event))
+                    outcomes.append(await self._run_handler(session, event, alone=len(events) == 1))
             with untraced():
                 await session.commit()
         return outcomes
 
-    async def _run_handler(self, session: AsyncSession, event: _Event) -> Outcome:
+    async def _run_handler(self, session: AsyncSession, event: _Event, *, alone: bool) -> Outcome:
         """The handler in a savepoint: when it raises, its changes and its inbox row are
-        undone and the batch goes on (unless the database is gone: the batch waits)."""
+        undone and the batch goes on (unless the database is gone: the batch waits).
+        An event `alone` in its batch needs no savepoint (two statements fewer): the
+        transaction is its own, and is rolled back."""
         try:
-            async with session.begin_nested():
+            if alone:
                 await event.handler(session, event.envelope)
+            else:
+                async with session.begin_nested():
+                    await event.handler(session, event.envelope)
         except Exception as error:
             if not await self._database_answers():
                 raise DatabaseDown("the database does not answer") from error
-            await session.execute(delete(INBOX).where(INBOX.c.event_id == event.envelope.id))
+            if alone:
+                await session.rollback()
+            else:
+                await session.execute(delete(INBOX).where(INBOX.c.event_id == event.envelope.id))
             return error
         return True
 
