@@ -180,6 +180,27 @@ class TestRelayThread:
         finally:
             await relay.stop()
 
+    async def test_every_commit_of_a_burst_is_published_without_waiting_for_a_poll(
+        self, harness: Harness
+    ) -> None:
+        relay = RelayThread(
+            harness.database,
+            harness.broker,
+            harness.topology,
+            service="test_service",
+            poll_seconds=60,  # only the commits' wake-ups make it publish
+        )
+        await relay.start()
+        try:
+            for number in range(30):
+                await harness.stage(f"burst{number}")
+                if number % 7 == 0:
+                    await asyncio.sleep(0.05)  # some land while a batch is out
+
+            await eventually(lambda: harness.pending_is(0), message="a wake-up was lost")
+        finally:
+            await relay.stop()
+
     async def test_stopped_it_publishes_nothing_more_and_starts_again(
         self, harness: Harness
     ) -> None:

@@ -55,12 +55,14 @@ class RelayThread:
         self._relay: OutboxRelay | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._wake_pending = False
         self._unsubscribe: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         if self._thread is not None:
             return
         self._ready.clear()
+        self._wake_pending = False
         self._thread = threading.Thread(
             target=self._main, name=f"outbox-relay-{self.service}", daemon=True
         )
@@ -69,10 +71,21 @@ class RelayThread:
         self._unsubscribe = on_outbox_commit(self.database.engine, self.notify)
 
     def notify(self) -> None:
-        """Publish now (called after a commit that staged events, on the service's loop)."""
-        loop, relay = self._loop, self._relay
-        if loop is not None and relay is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(relay.notify)
+        """Publish now (called after a commit that staged events, on the service's loop).
+
+        One wake-up on its way at a time: each is a write to the relay loop's pipe, and
+        the relay takes every row committed before it runs anyway."""
+        loop = self._loop
+        if self._wake_pending or loop is None or self._relay is None or loop.is_closed():
+            return
+        self._wake_pending = True
+        loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        # On the relay's loop. Cleared first: a commit from now on sends another.
+        self._wake_pending = False
+        if self._relay is not None:
+            self._relay.notify()
 
     async def stop(self) -> None:
         if self._thread is None:
