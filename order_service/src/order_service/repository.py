@@ -198,31 +198,9 @@ class OrderRepository:
     ) -> PurchaseOrder:
         """Insert a `pending` order with its lines and its `created` timeline entry
         (flushed, not committed)."""
-        now = utcnow()
-        order = PurchaseOrder(
-            id=order_id,
-            user_id=user_id,
-            status=OrderStatus.PENDING,
-            cancel_reason=None,
-            total_amount=priced.total_amount,
-            currency=priced.currency,
-            shipping_address=shipping_address,
-            created_at=now,
-            updated_at=now,
-            lines=[
-                OrderLine(
-                    product_id=line.product_id,
-                    position=position,
-                    product_name=line.product_name,
-                    unit_price=line.unit_price,
-                    quantity=line.quantity,
-                    line_total=line.line_total,
-                )
-                for position, line in enumerate(priced.lines)
-            ],
-        )
+        order = pending_order(order_id, user_id, priced, shipping_address)
         self.session.add(order)
-        self.add_timeline_entry(order, TimelineEvent.CREATED, at=now)
+        self.add_timeline_entry(order, TimelineEvent.CREATED, at=order.created_at)
         await self.session.flush()
         return order
 
