@@ -65,6 +65,7 @@ soak: ## Ten minutes of Locust shoppers on two of every process, the broker and 
 bench-catalog: ## Catalog list, search and deep pages at 100,000 products vs 20, on PostgreSQL
 	./scripts/ensure-wrk.sh
 	./scripts/ensure-postgres.sh
+	./scripts/ensure-rabbitmq.sh
 	$(UV) run python bench/catalog.py
 
 migrate: ## Apply every service's migrations and seed the demo catalog

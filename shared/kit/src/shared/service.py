@@ -35,6 +35,7 @@ from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
 from shared.config import ServiceSettings
 from shared.db import Database
 from shared.errors import ServiceUnavailable, install_error_handlers
+from shared.heap import settled_heap
 from shared.http import ServiceClient
 from shared.logging import configure_logging
 from shared.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -218,7 +219,8 @@ class ServiceBuilder:
     # --- the app ------------------------------------------------------------------------
 
     def build(self) -> FastAPI:
-        parts = tuple(self._parts)
+        # The heap settles last, once every other part has made what it keeps.
+        parts = (*self._parts, settled_heap)
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
