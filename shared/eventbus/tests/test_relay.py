@@ -4,6 +4,7 @@ broker confirmed it, and is never lost while the broker or the producer is down.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import re
 import time
@@ -220,6 +221,28 @@ class TestRelayThread:
             await eventually(lambda: harness.pending_is(0))
         finally:
             await relay.stop()
+
+
+class TestBrokerDown:
+    async def test_a_failed_first_connection_is_closed_where_it_was_made(self) -> None:
+        """Not left open for the garbage collector: aio-pika's `__del__` would close it on
+        the loop of whichever thread collects it, the service's loop for the relay
+        thread's attempts (a RuntimeError there: "attached to a different loop")."""
+        broker = Broker("amqp://guest:guest@127.0.0.1:1/", name="nowhere", reconnect_seconds=60)
+        gc.disable()  # the attempt lives in reference cycles: keep it to look at
+        try:
+            await broker.start()
+            await asyncio.sleep(0.5)  # the first attempt is refused at once
+            await broker.close()
+            attempts = [
+                connection
+                for connection in gc.get_objects()
+                if isinstance(connection, aio_pika.RobustConnection) and connection.url.port == 1
+            ]
+        finally:
+            gc.enable()
+        assert attempts
+        assert all(connection.is_closed for connection in attempts)
 
 
 class TestNothingIsLost:

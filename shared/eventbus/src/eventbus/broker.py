@@ -177,6 +177,23 @@ async def declare_service_queues(
     return queue, dlq
 
 
+class _RobustConnection(aio_pika.RobustConnection):
+    """aio-pika's robust connection, closed by its own loop when its first connection
+    fails.
+
+    Left open, aio-pika closes it from `__del__`, on the loop of whichever thread's
+    garbage collection finds it: the relay thread's failed attempts were closed on the
+    service's loop, which raised RuntimeError ("attached to a different loop") in a task
+    nobody awaited. Reconnections after the first do not come through here."""
+
+    async def connect(self, timeout: aiormq.abc.TimeoutType = None) -> None:  # noqa: ASYNC109 - aio-pika's signature
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker cannot be reached right now."""
 
@@ -233,6 +250,7 @@ class Broker:
                     self.url,
                     client_properties={"connection_name": self.name},
                     reconnect_interval=self.reconnect_seconds,
+                    connection_class=_RobustConnection,
                 )
             except Exception as error:  # refused, DNS, auth, timeout: all mean "not yet"
                 logger.warning(
