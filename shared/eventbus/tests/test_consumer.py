@@ -203,6 +203,40 @@ class TestOnce:
         assert harness.seen_traceparents == [row.traceparent]
 
 
+class TestStopping:
+    async def test_stop_ends_a_setup_that_swallowed_its_cancellation(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stop that lands while the queue is being set up: aio-pika turned that
+        cancellation into an error, which the retry loop took for a broker fault, and the
+        consumer went on for ever (an app's shutdown hung)."""
+        connection = await harness.broker.connection()
+        opening = asyncio.Event()
+
+        class SwallowsCancellation:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(connection, name)
+
+            async def channel(self, *args: Any, **kwargs: Any) -> Any:
+                opening.set()
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    raise RuntimeError("the channel closed while it opened") from None
+
+        async def swallowing() -> Any:
+            return SwallowsCancellation()
+
+        monkeypatch.setattr(harness.broker, "connection", swallowing)
+        consumer = harness.consumer()
+        await consumer.start()
+        await opening.wait()
+
+        async with asyncio.timeout(5):
+            await consumer.stop()
+        assert not consumer.consuming.is_set()
+
+
 class TestDeadLetters:
     @pytest.mark.parametrize(
         "body",

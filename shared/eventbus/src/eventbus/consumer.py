@@ -37,7 +37,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from pydantic import ValidationError
 from sqlalchemy import Column, Index, MetaData, String, Table, Uuid, delete
 from sqlalchemy.dialects import postgresql, sqlite
@@ -163,6 +168,11 @@ class DatabaseDown(RuntimeError):
 Outcome = bool | Exception
 
 
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class EventConsumer:
     """Consumes one service's queue; `start()` in the lifespan, `stop()` at the end.
 
@@ -199,6 +209,9 @@ class EventConsumer:
         #: that after a reconnect by itself).
         self.consuming = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Set by stop(): what `_run` checks besides its cancellation, which aio-pika may
+        #: swallow (a cancel that lands in a channel's opening came back as an error).
+        self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -213,6 +226,7 @@ class EventConsumer:
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name=f"event-consumer-{self.service}")
             self._workers = [
                 asyncio.create_task(self._work(), name=f"event-worker-{self.service}-{n}")
@@ -223,9 +237,13 @@ class EventConsumer:
         """Stop taking messages, let the ones delivered finish (up to `drain_seconds`),
         and close the channel; unacknowledged messages go back."""
         if self._task is not None:
+            self._stopping.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                if _cancelling():  # stop() itself was cancelled, not only the task
+                    raise
             self._task = None
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
@@ -252,8 +270,23 @@ class EventConsumer:
 
     async def _run(self) -> None:
         connection = await self.broker.connection()
+        channel = await self._consume(connection)
+        if channel is None:
+            return
+        purge_at = time.monotonic() + INBOX_PURGE_SECONDS
+        while not self._stopping.is_set():
+            with untraced():
+                await self._refresh_queue_depths(channel)
+                if time.monotonic() >= purge_at:
+                    await self._purge_inbox()
+                    purge_at = time.monotonic() + INBOX_PURGE_SECONDS
+            await self._pause(QUEUE_DEPTH_SECONDS)
+
+    async def _consume(self, connection: AbstractRobustConnection) -> AbstractChannel | None:
+        """Declare the queue and start consuming it, trying again until it works; the
+        channel, or None when the consumer stops first."""
         delay = 1.0
-        while True:
+        while not self._stopping.is_set():
             try:
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self.prefetch)
@@ -262,11 +295,13 @@ class EventConsumer:
                 )
                 self._consumer_tag = await queue.consume(self._on_message)
             except Exception:
+                if self._stopping.is_set():
+                    break
                 logger.exception(
                     "the event queue could not be set up; trying again",
                     extra={"queue": self.topology.queue(self.service), "retry_in_seconds": delay},
                 )
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             self._channel, self._queue = channel, queue
@@ -275,15 +310,14 @@ class EventConsumer:
                 "consuming events",
                 extra={"queue": queue.name, "types": list(self.handlers.types)},
             )
-            break
-        purge_at = time.monotonic() + INBOX_PURGE_SECONDS
-        while True:
-            with untraced():
-                await self._refresh_queue_depths(channel)
-                if time.monotonic() >= purge_at:
-                    await self._purge_inbox()
-                    purge_at = time.monotonic() + INBOX_PURGE_SECONDS
-            await asyncio.sleep(QUEUE_DEPTH_SECONDS)
+            return channel
+        return None
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less when the consumer stops meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _refresh_queue_depths(self, channel: AbstractChannel) -> None:
         """The lag and dead-letter gauges, from a passive declare of each queue (not
