@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.config import ServiceSettings
 from shared.http import ServiceClient
@@ -32,6 +35,7 @@ from shared.tracing import (
     message_traceparent,
     outgoing_traceparent,
     publish_span,
+    trace_engine,
     traceparent_var,
     untraced,
 )
@@ -129,6 +133,41 @@ class TestCallsToOtherServices:
         await client.aclose()
 
         assert seen[0].headers["traceparent"] == INCOMING
+
+
+class TestStatements:
+    async def test_a_sampled_trace_has_a_span_per_statement_and_none_for_the_checkout(
+        self, spans: InMemorySpanExporter, tmp_path: Path
+    ) -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'traced.db'}")
+        trace_engine(engine)
+        with _provider.get_tracer("test").start_as_current_span("request") as request:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        await engine.dispose()
+
+        names = {span.name: span for span in spans.get_finished_spans()}
+        assert "connect" not in names  # a checkout from the pool is no span of its own
+        [statement] = [span for span in names.values() if span.kind == SpanKind.CLIENT]
+        assert statement.parent is not None
+        assert statement.parent.span_id == request.get_span_context().span_id
+
+    async def test_statements_outside_a_sampled_trace_make_no_span(
+        self, spans: InMemorySpanExporter, tmp_path: Path
+    ) -> None:
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'untraced.db'}")
+        trace_engine(engine)
+        unsampled = NonRecordingSpan(
+            SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=True)
+        )
+        with trace.use_span(unsampled):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        async with engine.connect() as connection:  # no trace at all
+            await connection.execute(text("SELECT 2"))
+        await engine.dispose()
+
+        assert spans.get_finished_spans() == ()
 
 
 class TestEvents:
