@@ -244,6 +244,29 @@ class TestBrokerDown:
         assert attempts
         assert all(connection.is_closed for connection in attempts)
 
+    async def test_close_ends_an_attempt_that_swallowed_its_cancellation(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A close that lands in an attempt which turns the cancellation into an error:
+        the connecting loop took it for "not reachable yet" and went on for ever."""
+        attempting = asyncio.Event()
+
+        async def swallowing(*args: Any, **kwargs: Any) -> Any:
+            attempting.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                raise ConnectionError("the attempt was cut short") from None
+
+        monkeypatch.setattr(aio_pika, "connect_robust", swallowing)
+        broker = Broker("amqp://guest:guest@127.0.0.1:1/", name="nowhere")
+        await broker.start()
+        await attempting.wait()
+
+        async with asyncio.timeout(5):
+            await broker.close()
+        assert not broker.is_connected
+
 
 class TestNothingIsLost:
     async def test_an_event_nobody_subscribes_to_is_published_and_kept_for_inspection(

@@ -194,6 +194,13 @@ class _RobustConnection(aio_pika.RobustConnection):
             raise
 
 
+def cancelling() -> bool:
+    """Whether the running task was asked to stop: after awaiting a task it cancelled, a
+    caller tells its own cancellation, which it must pass on, from the task's."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker cannot be reached right now."""
 
@@ -221,6 +228,9 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Set by close(): the connecting loop stops on it too, not only on its
+        #: cancellation, which an attempt may turn into an error that reads "not yet".
+        self._closing = False
 
     @property
     def is_connected(self) -> bool:
@@ -228,6 +238,7 @@ class Broker:
 
     async def start(self) -> None:
         if self._task is None:
+            self._closing = False
             self._task = asyncio.create_task(self._connect(), name=f"broker-connect-{self.name}")
 
     async def connection(self) -> AbstractRobustConnection:
@@ -253,6 +264,8 @@ class Broker:
                     connection_class=_RobustConnection,
                 )
             except Exception as error:  # refused, DNS, auth, timeout: all mean "not yet"
+                if self._closing:
+                    return
                 logger.warning(
                     "RabbitMQ is not reachable; trying again",
                     extra={"error": repr(error), "retry_in_seconds": delay},
@@ -266,9 +279,13 @@ class Broker:
 
     async def close(self) -> None:
         if self._task is not None:
+            self._closing = True
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                if cancelling():  # close() itself was cancelled, not only the task
+                    raise
             self._task = None
         if self._connection is not None:
             await self._connection.close()

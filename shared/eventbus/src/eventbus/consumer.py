@@ -48,7 +48,13 @@ from sqlalchemy import Column, Index, MetaData, String, Table, Uuid, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventbus.broker import MAX_DELIVERIES, Broker, Topology, declare_service_queues
+from eventbus.broker import (
+    MAX_DELIVERIES,
+    Broker,
+    Topology,
+    cancelling,
+    declare_service_queues,
+)
 from eventbus.envelope import EventEnvelope
 from eventbus.metrics import (
     EVENT_HANDLING_SECONDS,
@@ -168,11 +174,6 @@ class DatabaseDown(RuntimeError):
 Outcome = bool | Exception
 
 
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 class EventConsumer:
     """Consumes one service's queue; `start()` in the lifespan, `stop()` at the end.
 
@@ -242,7 +243,7 @@ class EventConsumer:
             try:
                 await self._task
             except asyncio.CancelledError:
-                if _cancelling():  # stop() itself was cancelled, not only the task
+                if cancelling():  # stop() itself was cancelled, not only the task
                     raise
             self._task = None
         if self._queue is not None and self._consumer_tag is not None:
