@@ -39,8 +39,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Insert, Update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from order_service.errors import CheckoutsBusy
@@ -51,7 +51,7 @@ from order_service.models import PurchaseOrder
 from order_service.payments import PaymentProvider
 from order_service.pricing import PricedOrder, RequestedLine, price_order
 from order_service.product_client import ProductClient
-from order_service.repository import OrderRepository
+from order_service.repository import IdempotencyRepository, OrderRepository
 from order_service.states import CancelReason, OrderStatus
 from shared import deadline
 from shared.db import utcnow
@@ -163,8 +163,10 @@ class CheckoutLimit:
 class Settlement:
     """What settling an order writes besides the order, in the same transaction."""
 
-    #: The statement storing the Idempotency-Key's answer for the settled order.
-    answer: Callable[[PurchaseOrder], Update]
+    #: The Idempotency-Key of the request placing the order (its customer's).
+    key: str
+    #: The answer stored for the key: the settled order's body.
+    answer: Callable[[PurchaseOrder], Any]
     #: More changes when the order is confirmed (a cart's lines taken out): these need
     #: the session, so the order is then settled by a transaction of several statements.
     on_confirmed: OnSettled | None = None
@@ -218,12 +220,13 @@ class CheckoutSaga:
         self.inventory.raise_if_circuit_open()
         return priced
 
-    async def create(self, order: PurchaseOrder, claim: Insert) -> bool:
+    async def create(self, order: PurchaseOrder, key: str, fingerprint: str) -> bool:
         """Step 2: insert the `pending` order (from `pending_order`) with its event, in
-        the transaction of the Idempotency-Key's `claim`; False, nothing written, when
-        the key was claimed before."""
+        the transaction that claims its customer's Idempotency-Key; False, nothing
+        written, when the key was claimed before."""
         with timed_step("create_order"):
-            return await self.orders.create_claimed(claim, order, order_event_row(order))
+            event = order_event_row(order)
+            return await self.orders.create_claimed(key, fingerprint, order, event)
 
     async def complete(
         self, order: PurchaseOrder, payment_token: str, settlement: Settlement
@@ -290,7 +293,7 @@ class CheckoutSaga:
         settled = _settled(pending, outcome)
         with timed_step("settle_order"):
             written = await self.orders.settle_pending(
-                settled, order_event_row(settled), settlement.answer(settled)
+                settled, order_event_row(settled), settlement.key, settlement.answer(settled)
             )
         if not written:
             # Settled by someone else meanwhile: the order as the database has it.
@@ -327,7 +330,12 @@ class CheckoutSaga:
                     await self.orders.set_values(order_id, compensation_pending=True)
             if settlement.on_confirmed is not None and order.status is OrderStatus.CONFIRMED:
                 await settlement.on_confirmed(order)
-            await self.session.execute(settlement.answer(order))
+            answer = settlement.answer(order)
+            await self.session.execute(
+                IdempotencyRepository.complete_statement(
+                    order.user_id, settlement.key, order.id, 201, answer
+                )
+            )
             await self.session.commit()
         if settled_here:
             count_order(outcome.status, outcome.cancel_reason)

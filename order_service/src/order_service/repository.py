@@ -10,14 +10,16 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     CursorResult,
-    Insert,
     Table,
     Update,
+    bindparam,
     delete,
     func,
     inspect,
@@ -50,7 +52,7 @@ from order_service.states import (
     OrderStatus,
     TimelineEvent,
 )
-from shared.db import utcnow, write_once
+from shared.db import GuardedWrite, utcnow, write_once
 from shared.paging import PageResult, SortKey, fetch_page
 from shared.schemas import PageParams
 
@@ -109,6 +111,100 @@ def pending_order(
     )
 
 
+def _columns(table: Table, prefix: str, *, leave_out: Collection[str] = ()) -> dict[str, str]:
+    """The parameter name of each of `table`'s columns in a `GuardedWrite`."""
+    return {c.key: f"{prefix}_{c.key}" for c in table.columns if c.key not in leave_out}
+
+
+def _values(prefix: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{name}": value for name, value in row.items()}
+
+
+def _param(table: Table, column: str, name: str) -> BindParameter[Any]:
+    return bindparam(name, type_=table.c[column].type)
+
+
+#: A timeline entry's id comes from its sequence.
+_TIMELINE_LEAVE_OUT = ("id",)
+
+
+@cache
+def _create_write(dialect: str, lines: int) -> GuardedWrite:
+    """`create_claimed`'s statements for an order of `lines` lines (built once each)."""
+    keys, timeline = _table(IdempotencyKey), _table(OrderTimelineEntry)
+    claimed = {name: _param(keys, name, f"claim_{name}") for name in _CLAIM_COLUMNS}
+    insert_ = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    claim = (
+        insert_(keys)
+        .values(claimed)
+        .on_conflict_do_nothing(index_elements=[keys.c.user_id, keys.c.key])
+        .returning(keys.c.key)
+    )
+    orders, order_lines = _table(PurchaseOrder), _table(OrderLine)
+    return GuardedWrite(
+        claim,
+        [
+            (orders, _columns(orders, "order")),
+            *((order_lines, _columns(order_lines, f"line{index}")) for index in range(lines)),
+            (timeline, _columns(timeline, "timeline", leave_out=_TIMELINE_LEAVE_OUT)),
+            (outbox_event, _columns(outbox_event, "event")),
+        ],
+    )
+
+
+_CLAIM_COLUMNS = (
+    "user_id",
+    "key",
+    "request_fingerprint",
+    "state",
+    "order_id",
+    "created_at",
+    "updated_at",
+)
+
+
+@cache
+def _settle_write() -> GuardedWrite:
+    """`settle_pending`'s statements (built once)."""
+    orders, keys, timeline = (
+        _table(PurchaseOrder),
+        _table(IdempotencyKey),
+        _table(OrderTimelineEntry),
+    )
+    changed = ("status", "cancel_reason", "payment_id", "compensation_pending", "updated_at")
+    settle = (
+        update(orders)
+        .where(
+            orders.c.id == bindparam("settle_order_id"),
+            orders.c.status == OrderStatus.PENDING,
+        )
+        .values({name: _param(orders, name, f"settle_{name}") for name in changed})
+        .returning(orders.c.id)
+    )
+    answer = (
+        update(keys)
+        .where(
+            keys.c.user_id == bindparam("answer_user_id"),
+            keys.c.key == bindparam("answer_key"),
+            keys.c.order_id == bindparam("answer_order_id"),
+        )
+        .values(
+            state=IdempotencyState.COMPLETED,
+            response_status=_param(keys, "response_status", "answer_status"),
+            response_body=_param(keys, "response_body", "answer_body"),
+            updated_at=_param(keys, "updated_at", "answer_updated_at"),
+        )
+    )
+    return GuardedWrite(
+        settle,
+        [
+            (timeline, _columns(timeline, "timeline", leave_out=_TIMELINE_LEAVE_OUT)),
+            (outbox_event, _columns(outbox_event, "event")),
+        ],
+        [answer],
+    )
+
+
 def _order_row(order: PurchaseOrder) -> dict[str, Any]:
     return {column.key: getattr(order, column.key) for column in _table(PurchaseOrder).columns}
 
@@ -127,6 +223,11 @@ def _timeline_row(order: PurchaseOrder, at: datetime, detail: str | None = None)
     }
 
 
+def _event_row(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Every outbox column, those the new row leaves out NULL."""
+    return {column.key: event.get(column.key) for column in outbox_event.columns}
+
+
 class OrderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -140,54 +241,65 @@ class OrderRepository:
         )
 
     async def create_claimed(
-        self, claim: Insert, order: PurchaseOrder, event: Mapping[str, Any]
+        self, key: str, fingerprint: str, order: PurchaseOrder, event: Mapping[str, Any]
     ) -> bool:
-        """The checkout's first write: `claim` (the Idempotency-Key's INSERT ... ON
-        CONFLICT DO NOTHING RETURNING) and, only when it claimed the key, the `pending`
-        order `pending_order` made, its lines, its `created` timeline entry and its
-        `event` (an outbox row), committed together; False, nothing written, when the
-        user already has the key. One statement on PostgreSQL (`write_once`)."""
-        inserts: list[tuple[Table, Mapping[str, Any]]] = [
-            (_table(PurchaseOrder), _order_row(order)),
-            *((_table(OrderLine), _line_row(line)) for line in order.lines),
-            (_table(OrderTimelineEntry), _timeline_row(order, order.created_at)),
-            (outbox_event, event),
-        ]
+        """The checkout's first write: claim the Idempotency-Key (`in_progress`, an
+        INSERT ... ON CONFLICT DO NOTHING on its primary key) and, only when that claimed
+        it, insert the `pending` order `pending_order` made, its lines, its `created`
+        timeline entry and its `event` (an outbox row), committed together; False,
+        nothing written, when the user already has the key. One statement on
+        PostgreSQL (`write_once`)."""
+        claim = {
+            "user_id": order.user_id,
+            "key": key,
+            "request_fingerprint": fingerprint,
+            "state": IdempotencyState.IN_PROGRESS,
+            "order_id": order.id,
+            "created_at": order.created_at,
+            "updated_at": order.created_at,
+        }
+        values = {
+            **_values("claim", claim),
+            **_values("order", _order_row(order)),
+            **{
+                name: value
+                for index, line in enumerate(order.lines)
+                for name, value in _values(f"line{index}", _line_row(line)).items()
+            },
+            **_values("timeline", _timeline_row(order, order.created_at)),
+            **_values("event", _event_row(event)),
+        }
+        write = _create_write(self.session.get_bind().dialect.name, len(order.lines))
         mark_staged(self.session)
-        return await write_once(self.session, claim, inserts) is not None
+        return await write_once(self.session, write, values) is not None
 
     async def settle_pending(
-        self, order: PurchaseOrder, event: Mapping[str, Any], answer: Update
+        self, order: PurchaseOrder, event: Mapping[str, Any], key: str, answer: Any
     ) -> bool:
         """The checkout's last write: move the order from `pending` to what `order`
         says now (status, cancel reason, payment, `compensation_pending`, `updated_at`),
-        recording it on the timeline, with its `event` (an outbox row) and `answer` (the
-        Idempotency-Key's stored answer), committed together; False, nothing written,
-        when the order was no longer pending. One statement on PostgreSQL
-        (`write_once`)."""
-        orders = _table(PurchaseOrder)
-        settle = (
-            update(orders)
-            .where(
-                orders.c.id == order.id,
-                orders.c.status == OrderStatus.PENDING,
-            )
-            .values(
-                status=order.status,
-                cancel_reason=order.cancel_reason,
-                payment_id=order.payment_id,
-                compensation_pending=order.compensation_pending,
-                updated_at=order.updated_at,
-            )
-            .returning(orders.c.id)
-        )
+        recording it on the timeline, with its `event` (an outbox row) and the `answer`
+        stored for its Idempotency-Key, committed together; False, nothing written, when
+        the order was no longer pending. One statement on PostgreSQL (`write_once`)."""
         detail = order.cancel_reason.value if order.cancel_reason is not None else None
-        inserts: list[tuple[Table, Mapping[str, Any]]] = [
-            (_table(OrderTimelineEntry), _timeline_row(order, order.updated_at, detail)),
-            (outbox_event, event),
-        ]
+        values = {
+            "settle_order_id": order.id,
+            "settle_status": order.status,
+            "settle_cancel_reason": order.cancel_reason,
+            "settle_payment_id": order.payment_id,
+            "settle_compensation_pending": order.compensation_pending,
+            "settle_updated_at": order.updated_at,
+            **_values("timeline", _timeline_row(order, order.updated_at, detail)),
+            **_values("event", _event_row(event)),
+            "answer_user_id": order.user_id,
+            "answer_key": key,
+            "answer_order_id": order.id,
+            "answer_status": 201,
+            "answer_body": answer,
+            "answer_updated_at": order.updated_at,
+        }
         mark_staged(self.session)
-        return await write_once(self.session, settle, inserts, [answer]) is not None
+        return await write_once(self.session, _settle_write(), values) is not None
 
     async def add(
         self,
@@ -365,17 +477,9 @@ class IdempotencyRepository:
 
         `ON CONFLICT DO NOTHING` on the primary key: of concurrent claims exactly one
         inserts, whatever the timing, and the others do not raise."""
-        statement = self.claim_statement(user_id, key, fingerprint, order_id)
-        return (await self.session.scalars(statement)).one_or_none() is not None
-
-    def claim_statement(
-        self, user_id: uuid.UUID, key: str, fingerprint: str, order_id: uuid.UUID
-    ) -> Insert:
-        """`claim`'s statement, RETURNING the key when it claimed it."""
         now = utcnow()
-        keys = _table(IdempotencyKey)
-        statement: Insert = (
-            _insert(self.session)(keys)
+        statement = (
+            _insert(self.session)(IdempotencyKey)
             .values(
                 user_id=user_id,
                 key=key,
@@ -385,10 +489,10 @@ class IdempotencyRepository:
                 created_at=now,
                 updated_at=now,
             )
-            .on_conflict_do_nothing(index_elements=[keys.c.user_id, keys.c.key])
-            .returning(keys.c.key)
+            .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_id, IdempotencyKey.key])
+            .returning(IdempotencyKey.key)
         )
-        return statement
+        return (await self.session.scalars(statement)).one_or_none() is not None
 
     async def get(self, user_id: uuid.UUID, key: str) -> IdempotencyKey | None:
         return await self.session.get(IdempotencyKey, (user_id, key), populate_existing=True)

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -219,13 +218,13 @@ class OrderService:
 
         answer: dict[str, Any] = {}
 
-        def store_answer(settled: PurchaseOrder) -> Update:
+        def body_of(settled: PurchaseOrder) -> Any:
             answer["body"] = OrderRead.model_validate(settled).model_dump(mode="json")
-            return self.keys.complete_statement(user_id, key, order.id, 201, answer["body"])
+            return answer["body"]
 
         try:
             await self.saga.complete(
-                order, request.payment_token, Settlement(store_answer, on_confirmed)
+                order, request.payment_token, Settlement(key, body_of, on_confirmed)
             )
         except Exception:
             await _release_claim(self.session, user_id, key, order.id)
@@ -245,8 +244,7 @@ class OrderService:
         """Claim the key and insert the pending order in one transaction (None), or
         answer from the request that holds the key."""
         for _ in range(_CLAIM_ATTEMPTS):
-            claim = self.keys.claim_statement(user_id, key, fingerprint, order.id)
-            if await self.saga.create(order, claim):
+            if await self.saga.create(order, key, fingerprint):
                 return None
             existing = await self.keys.get(user_id, key)
             await self.session.commit()

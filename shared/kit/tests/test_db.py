@@ -17,7 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    Update,
+    bindparam,
     insert,
     select,
     text,
@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from service_testing import postgres_database
-from shared.db import Database, write_once
+from shared.db import Database, GuardedWrite, write_once
 
 
 @pytest.fixture
@@ -115,14 +115,20 @@ def _statements() -> float:
     return sum(_sample("db_statements_total", kind=kind) for kind in kinds)
 
 
-def _take_one() -> Update:
-    """Take a unit while there is one left, returning what is left."""
-    return (
+#: Take a unit while there is one left (returning what is left), then note it and count
+#: it sold.
+TAKE_NOTE_AND_COUNT = GuardedWrite(
+    update(_counter)
+    .where(_counter.c.name == "stock", _counter.c.value >= 1)
+    .values(value=_counter.c.value - 1)
+    .returning(_counter.c.value),
+    [(_entry, {"id": "entry_id", "note": "entry_note"})],
+    [
         update(_counter)
-        .where(_counter.c.name == "stock", _counter.c.value >= 1)
-        .values(value=_counter.c.value - 1)
-        .returning(_counter.c.value)
-    )
+        .where(_counter.c.name == "sold")
+        .values(value=_counter.c.value + bindparam("sold_units"))
+    ],
+)
 
 
 async def _state(database: Database) -> tuple[int, list[str | None]]:
@@ -141,16 +147,8 @@ class TestWriteOnce:
     ) -> None:
         statements = _statements()
         async with database.sessionmaker() as session:
-            row = await write_once(
-                session,
-                _take_one(),
-                [(_entry, {"id": 1, "note": "taken"})],
-                [
-                    update(_counter)
-                    .where(_counter.c.name == "sold")
-                    .values(value=_counter.c.value + 1)
-                ],
-            )
+            values = {"entry_id": 1, "entry_note": "taken", "sold_units": 1}
+            row = await write_once(session, TAKE_NOTE_AND_COUNT, values)
         sent = _statements() - statements
         assert row is not None
         assert row["value"] == 0
@@ -163,26 +161,27 @@ class TestWriteOnce:
 
     async def test_writes_nothing_when_the_guard_returns_none(self, database: Database) -> None:
         async with database.sessionmaker() as session:
-            assert await write_once(session, _take_one(), [(_entry, {"id": 1, "note": "a"})])
-            assert (
-                await write_once(session, _take_one(), [(_entry, {"id": 2, "note": "b"})]) is None
-            )
+            first = {"entry_id": 1, "entry_note": "a", "sold_units": 1}
+            assert await write_once(session, TAKE_NOTE_AND_COUNT, first)
+            second = {"entry_id": 2, "entry_note": "b", "sold_units": 1}
+            assert await write_once(session, TAKE_NOTE_AND_COUNT, second) is None
         assert await _state(database) == (0, ["a"])
 
     async def test_a_failed_write_undoes_the_guard_and_leaves_no_autocommit_behind(
         self, database: Database
     ) -> None:
         async with database.sessionmaker() as session:
-            await write_once(
-                session,
+            restock = GuardedWrite(
                 update(_counter)
                 .where(_counter.c.name == "stock")
                 .values(value=5)
                 .returning(_counter.c.value),
-                [(_entry, {"id": 1, "note": "first"})],
+                [(_entry, {"id": "entry_id", "note": "entry_note"})],
             )
+            await write_once(session, restock, {"entry_id": 1, "entry_note": "first"})
+            again = {"entry_id": 1, "entry_note": "again", "sold_units": 1}
             with pytest.raises(IntegrityError):
-                await write_once(session, _take_one(), [(_entry, {"id": 1, "note": "again"})])
+                await write_once(session, TAKE_NOTE_AND_COUNT, again)
             # The session's next transaction is a transaction again: rolled back, gone.
             await session.execute(insert(_entry).values(id=2, note="rolled back"))
             await session.rollback()
