@@ -1,22 +1,32 @@
 """Token status lookups: cached briefly, one lookup shared by concurrent requests, and a
-user service that cannot answer is a 503 for the caller, never a 500 or a 401."""
+user service that cannot answer is a 503 for the caller, never a 500 or a 401. Verified
+tokens: remembered, and refused all the same once they expire or their key goes."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from jwt.algorithms import RSAAlgorithm
 
 from service_testing import LocalTokens, assert_problem, serve
-from shared.auth import CurrentClaims, RemoteJWKS, RemoteUserStatus, TokenVerifier, UserStatus
-from shared.errors import install_error_handlers
+from shared.auth import (
+    CLOCK_SKEW_SECONDS,
+    CurrentClaims,
+    RemoteJWKS,
+    RemoteUserStatus,
+    TokenVerifier,
+    UserStatus,
+)
+from shared.errors import Unauthorized, install_error_handlers
 from shared.http import ServiceClient, UpstreamUnavailable
 from shared.middleware import RequestContextMiddleware
 
@@ -192,3 +202,61 @@ async def test_a_failing_jwks_is_a_503(
         "/me", headers={"Authorization": f"Bearer {fake.tokens.token()}"}
     )
     assert_problem(response, 503)
+
+
+class TestVerifiedTokens:
+    @pytest.fixture
+    def signature_checks(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """Every token whose signature and claims PyJWT checks."""
+        checked: list[str] = []
+        decode = jwt.decode
+
+        def counting(token: str, *args: Any, **kwargs: Any) -> Any:
+            checked.append(token)
+            return decode(token, *args, **kwargs)
+
+        monkeypatch.setattr(jwt, "decode", counting)
+        return checked
+
+    async def test_a_token_is_checked_once(self, signature_checks: list[str]) -> None:
+        tokens = LocalTokens()
+        verifier = tokens.verifier()
+        token, other = tokens.token(), tokens.token()
+
+        first = await verifier.verify(token)
+        assert await verifier.verify(token) == first
+        await verifier.verify(other)
+        await verifier.verify(other)
+
+        assert signature_checks == [token, other]
+
+    async def test_a_remembered_token_is_refused_once_it_expires(self) -> None:
+        tokens = LocalTokens()
+        verifier = tokens.verifier()
+        # Expired already, but within the clock skew allowed for about two seconds more.
+        token = tokens.token(expires_in=-(CLOCK_SKEW_SECONDS - 2))
+        claims = await verifier.verify(token)
+
+        await asyncio.sleep(claims.expires_at + CLOCK_SKEW_SECONDS - time.time() + 0.1)
+        with pytest.raises(Unauthorized, match="expired"):
+            await verifier.verify(token)
+
+    async def test_a_remembered_token_is_refused_once_its_key_leaves_the_jwks(self) -> None:
+        tokens = LocalTokens()
+        verifier = tokens.verifier()
+        token = tokens.token()
+        await verifier.verify(token)
+
+        tokens.kid = "the-next-key"  # the JWKS no longer has the key that signed it
+        with pytest.raises(Unauthorized, match="unknown key"):
+            await verifier.verify(token)
+
+    async def test_a_key_replaced_under_the_same_id_checks_the_token_again(self) -> None:
+        tokens = LocalTokens()
+        verifier = tokens.verifier()
+        token = tokens.token()
+        await verifier.verify(token)
+
+        tokens.jwk = LocalTokens().jwk  # another key, published under the same id
+        with pytest.raises(Unauthorized, match="not valid"):
+            await verifier.verify(token)

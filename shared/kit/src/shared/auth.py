@@ -5,6 +5,12 @@ key is looked up by `kid` in a cached JWKS, only asymmetric algorithms are accep
 the algorithm must be the one the key was published for (so an HS256 token "signed" with
 the public key, or `alg: none`, never verifies). A token also stops working once its
 user is deactivated: the user's current status is looked up and cached briefly.
+
+A token that verified is remembered until it expires, with its key's id: a user sends
+the same token with every request, and checking its signature again cost a third of a
+millisecond each time (RS256 and PyJWT's claim checks; 5% of order_service's CPU under
+the checkout benchmark). A remembered token is still refused once it expires or once its
+key leaves the JWKS.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ logger = logging.getLogger(__name__)
 ALLOWED_ALGORITHMS = frozenset({"RS256", "EdDSA"})
 MAX_TOKEN_LENGTH = 4096
 CLOCK_SKEW_SECONDS = 10
+#: Verified tokens a verifier remembers (until each expires).
+MAX_VERIFIED_TOKENS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +184,9 @@ class TokenVerifier:
         self.users = users
         self.issuer = issuer
         self.audience = audience
+        # token -> its claims, and the id of the key that signed it and that key as the
+        # JWKS gave it then
+        self._verified: dict[str, tuple[TokenClaims, str, jwt.PyJWK]] = {}
 
     async def verify(self, token: str) -> TokenClaims:
         """Return the token's claims, or raise `Unauthorized` saying why not."""
@@ -187,6 +198,35 @@ class TokenVerifier:
 
     async def decode(self, token: str) -> TokenClaims:
         """Check signature and claims only (no account lookup)."""
+        known = self._verified.get(token)
+        if known is not None:
+            claims, kid, key = known
+            # As jwt.decode would judge it now: unexpired (with the same leeway), and its
+            # key still the one the JWKS has under its id (a refreshed JWKS checks the
+            # token once more).
+            if time.time() < claims.expires_at + CLOCK_SKEW_SECONDS and (
+                await self.keys.get_key(kid) is key
+            ):
+                return claims
+            self._verified.pop(token, None)
+        claims, kid, key = await self._decode(token)
+        self._remember(token, (claims, kid, key))
+        return claims
+
+    def _remember(self, token: str, entry: tuple[TokenClaims, str, jwt.PyJWK]) -> None:
+        if len(self._verified) >= MAX_VERIFIED_TOKENS:
+            now = time.time()
+            self._verified = {
+                known: entry
+                for known, entry in self._verified.items()
+                if now < entry[0].expires_at + CLOCK_SKEW_SECONDS
+            }
+            if len(self._verified) >= MAX_VERIFIED_TOKENS:
+                self._verified.clear()
+        self._verified[token] = entry
+
+    async def _decode(self, token: str) -> tuple[TokenClaims, str, jwt.PyJWK]:
+        """The claims of a token checked in full, and the id and key that signed it."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("The access token is too long to be valid.")
         try:
@@ -218,7 +258,7 @@ class TokenVerifier:
         except jwt.PyJWTError as error:
             raise Unauthorized("The access token is not valid.") from error
         try:
-            return TokenClaims(
+            claims = TokenClaims(
                 user_id=uuid.UUID(str(payload["sub"])),
                 role=str(payload.get("role", "customer")),
                 jti=str(payload["jti"]),
@@ -226,6 +266,7 @@ class TokenVerifier:
             )
         except (ValueError, TypeError) as error:
             raise Unauthorized("The access token's subject is not valid.") from error
+        return claims, kid, key
 
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/token")
