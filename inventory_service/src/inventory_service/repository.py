@@ -11,7 +11,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import CursorResult, Table, bindparam, insert, literal_column, select, update
+from sqlalchemy import (
+    CursorResult,
+    Table,
+    Update,
+    bindparam,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -123,49 +132,47 @@ class StockRepository:
 
     async def reserve(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
         """Move `quantity` units from available to reserved; False when fewer are available."""
-        result = await self.session.execute(
-            update(Stock)
-            .where(Stock.product_id == product_id, Stock.available >= quantity)
-            .values(
-                available=Stock.available - quantity,
-                reserved=Stock.reserved + quantity,
-                updated_at=now,
-            )
-        )
-        return _changed_one(result)
+        return await self._move("available", "reserved", product_id, quantity, now)
 
     async def sell_reserved(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
         """Move `quantity` units from reserved to sold."""
-        result = await self.session.execute(
-            update(Stock)
-            .where(Stock.product_id == product_id, Stock.reserved >= quantity)
-            .values(reserved=Stock.reserved - quantity, sold=Stock.sold + quantity, updated_at=now)
-        )
-        return _changed_one(result)
+        return await self._move("reserved", "sold", product_id, quantity, now)
 
     async def return_reserved(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
         """Move `quantity` units from reserved back to available."""
-        result = await self.session.execute(
-            update(Stock)
-            .where(Stock.product_id == product_id, Stock.reserved >= quantity)
-            .values(
-                reserved=Stock.reserved - quantity,
-                available=Stock.available + quantity,
-                updated_at=now,
-            )
-        )
-        return _changed_one(result)
+        return await self._move("reserved", "available", product_id, quantity, now)
 
     async def return_sold(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
         """Move `quantity` units from sold back to available."""
-        result = await self.session.execute(
-            update(Stock)
-            .where(Stock.product_id == product_id, Stock.sold >= quantity)
-            .values(
-                sold=Stock.sold - quantity, available=Stock.available + quantity, updated_at=now
-            )
+        return await self._move("sold", "available", product_id, quantity, now)
+
+    async def _move(
+        self, source: str, target: str, product_id: uuid.UUID, quantity: int, now: datetime
+    ) -> bool:
+        """Move `quantity` units of the product from `source` to `target`; False, nothing
+        changed, when `source` has fewer. A Core statement: a `Stock` loaded before in
+        this session is not refreshed (`get` reads it afresh)."""
+        values = {"move_product_id": product_id, "move_quantity": quantity, "move_now": now}
+        return _changed_one(await self.session.execute(_move_units(source, target), values))
+
+
+@cache
+def _move_units(source: str, target: str) -> Update:
+    """The UPDATE that moves units of one product from `source` to `target` (built once
+    per pair, run with each call's values)."""
+    stock = _table(Stock)
+    quantity = bindparam("move_quantity", type_=stock.c[source].type)
+    return (
+        update(stock)
+        .where(stock.c.product_id == bindparam("move_product_id"), stock.c[source] >= quantity)
+        .values(
+            {
+                source: stock.c[source] - quantity,
+                target: stock.c[target] + quantity,
+                "updated_at": bindparam("move_now", type_=stock.c.updated_at.type),
+            }
         )
-        return _changed_one(result)
+    )
 
 
 class ReservationRepository:
@@ -229,12 +236,7 @@ class ReservationRepository:
         return [ReservationLine(**row) for row in rows]
 
     async def lines(self, order_id: uuid.UUID) -> Sequence[ReservationLine]:
-        statement = (
-            select(ReservationLine)
-            .where(ReservationLine.order_id == order_id)
-            .order_by(ReservationLine.product_id)
-        )
-        return (await self.session.scalars(statement)).all()
+        return (await self.session.scalars(_LINES, {"lines_order_id": order_id})).all()
 
     async def change_status(
         self,
@@ -252,17 +254,17 @@ class ReservationRepository:
 
         Only one of two concurrent transitions from the same status can succeed: the
         second waits for the first's row lock and then finds the status changed."""
-        statement = update(Reservation).where(
-            Reservation.order_id == order_id, Reservation.status == expected
-        )
+        values = {
+            "status_order_id": order_id,
+            "status_expected": expected,
+            "status_new": new,
+            "status_reason": reason,
+            "status_now": now,
+        }
         if expired_by is not None:
-            statement = statement.where(Reservation.expires_at <= expired_by)
-        statement = (
-            statement.values(status=new, reason=reason, updated_at=now)
-            .returning(Reservation)
-            .execution_options(populate_existing=True)
-        )
-        return (await self.session.scalars(statement)).one_or_none()
+            values["status_expired_by"] = expired_by
+        statement = _change_status(expires=expired_by is not None)
+        return (await self.session.scalars(statement, values)).one_or_none()
 
     async def add_restock(self, refund_id: uuid.UUID, order_id: uuid.UUID, now: datetime) -> bool:
         """Record that the refund's units go back on sale; False when it was recorded
@@ -305,3 +307,36 @@ class ReservationRepository:
             .limit(limit)
         )
         return (await self.session.scalars(statement)).all()
+
+
+#: An order's reservation lines, in product id order.
+_LINES = (
+    select(ReservationLine)
+    .where(ReservationLine.order_id == bindparam("lines_order_id"))
+    .order_by(ReservationLine.product_id)
+)
+
+
+@cache
+def _change_status(*, expires: bool) -> Update:
+    """`change_status`'s UPDATE (built once, with or without the expiry condition),
+    returning the reservation as it is now. The rows it returns refresh any copy loaded
+    in the session, so no other synchronisation is needed."""
+    table = _table(Reservation)
+    statement = update(Reservation).where(
+        Reservation.order_id == bindparam("status_order_id"),
+        Reservation.status == bindparam("status_expected", type_=table.c.status.type),
+    )
+    if expires:
+        statement = statement.where(
+            Reservation.expires_at <= bindparam("status_expired_by", type_=table.c.expires_at.type)
+        )
+    return (
+        statement.values(
+            status=bindparam("status_new", type_=table.c.status.type),
+            reason=bindparam("status_reason", type_=table.c.reason.type),
+            updated_at=bindparam("status_now", type_=table.c.updated_at.type),
+        )
+        .returning(Reservation)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
