@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service_testing import postgres_database
 from shared.db import Database, GuardedWrite, write_once
@@ -59,6 +60,38 @@ class TestPooledConnections:
         async with postgres.engine.connect() as connection:
             new_pid = (await connection.execute(text("select pg_backend_pid()"))).scalar_one()
         assert new_pid != pid
+
+
+@pytest.mark.postgres
+class TestReadingAlone:
+    """`Database.reading_alone`: each statement its own transaction, no BEGIN around."""
+
+    @staticmethod
+    async def _two_moments(session: AsyncSession) -> tuple[object, object]:
+        """now() (the start of the transaction) for two statements 10 ms apart."""
+        first = (await session.execute(text("select now()"))).scalar_one()
+        await asyncio.sleep(0.01)
+        second = (await session.execute(text("select now()"))).scalar_one()
+        return first, second
+
+    async def test_each_statement_is_its_own_transaction(self, postgres: Database) -> None:
+        async with postgres.reading_alone() as session:
+            first, second = await self._two_moments(session)
+        assert first != second
+
+        async with postgres.sessionmaker() as session:
+            first, second = await self._two_moments(session)
+        assert first == second
+
+    async def test_the_pooled_connection_goes_back_transactional(self, postgres: Database) -> None:
+        async with postgres.reading_alone() as session:
+            await session.execute(text("select 1"))
+        # The pool holds one connection: the same one, in a transaction again.
+        async with postgres.sessionmaker() as session:
+            first, second = await self._two_moments(session)
+            level = (await session.execute(text("show transaction_isolation"))).scalar_one()
+        assert first == second
+        assert level == "read committed"
 
 
 class TestCounting:

@@ -6,7 +6,6 @@ import uuid
 
 from fastapi import APIRouter, Response, status
 from fastapi.routing import APIRoute
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from product_service.deps import (
     DatabaseDep,
@@ -31,10 +30,8 @@ async def list_products(
     # One statement answers a page (its rows and total): read outside a transaction,
     # it costs one round trip instead of three (BEGIN and ROLLBACK around it), and the
     # page is written as JSON once, not validated again on the way out.
-    async with database.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        async with AsyncSession(connection) as session:
-            found = await ProductService(session).search(filters, page)
+    async with database.reading_alone() as session:
+        found = await ProductService(session).search(filters, page)
     return Response(found.model_dump_json().encode(), media_type="application/json")
 
 
@@ -50,7 +47,7 @@ async def get_product(
     document = None if include_inactive else cache.get(product_id)
     if document is None:
         # The hottest route: a cached document is answered without a session at all.
-        async with database.sessionmaker() as session:
+        async with database.reading_alone() as session:
             product = await ProductService(session).get(
                 product_id, include_inactive=include_inactive
             )
