@@ -27,7 +27,7 @@ from notification_service.config import Settings
 from notification_service.deps import get_webhook_service
 from notification_service.models import WebhookAttempt
 from notification_service.schemas import WebhookEventType
-from notification_service.webhooks.repository import EndpointRepository
+from notification_service.webhooks.repository import DeliveryRepository, EndpointRepository
 from notification_service.webhooks.schedule import (
     Verdict,
     judge,
@@ -548,6 +548,57 @@ class TestWorkers:
         sent = Counter(hook.headers["webhook-id"] for hook in receiver.at(path))
         assert sent == Counter({str(event.id): 1 for event in events})
         await settled_all(client, admin, created["id"], 40)
+
+    async def test_stop_lets_a_claim_in_progress_finish(
+        self,
+        app: FastAPI,
+        client: AsyncClient,
+        admin: dict[str, str],
+        receiver: WebhookReceiver,
+        path: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A claim cut off by a cancellation left its connection's transaction open
+        until the garbage collector found it: on SQLite the write lock, which failed the
+        next writes after five seconds. `stop` lets the pass finish instead."""
+        await app.state.webhook_worker.stop()  # the test's worker alone claims
+        await register(client, admin, receiver.url(path))
+        await order_confirmed(app)
+        claiming, finished = asyncio.Event(), asyncio.Event()
+        claim = DeliveryRepository.claim
+
+        async def slow_claim(self: DeliveryRepository, **kwargs: Any) -> Any:
+            claimed = await claim(self, **kwargs)
+            claiming.set()
+            await asyncio.sleep(0.3)  # the claim's transaction is still open
+            finished.set()
+            return claimed
+
+        monkeypatch.setattr(DeliveryRepository, "claim", slow_claim)
+        sender = WebhookSender(timeout_seconds=5, block_private_hosts=False, max_connections=2)
+        worker = DeliveryWorker(
+            app.state.database,
+            sender,
+            app.state.webhook_secret_box,
+            deliveries_due=asyncio.Event(),
+            concurrency=2,
+            endpoint_concurrency=2,
+            poll_seconds=0.05,
+            retry_base_seconds=0.05,
+            retry_max_seconds=1,
+        )
+        await worker.start()
+        try:
+            await asyncio.wait_for(claiming.wait(), timeout=5)
+            await worker.stop()
+            assert finished.is_set()
+        finally:
+            await worker.stop()
+            await sender.aclose()
+        # Nothing holds a write: another one goes through at once.
+        async with asyncio.timeout(2), app.state.database.sessionmaker() as session:
+            await session.execute(text("UPDATE webhook_delivery SET attempts = attempts"))
+            await session.commit()
 
 
 class TestDeliveriesPage:

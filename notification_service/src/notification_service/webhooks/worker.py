@@ -52,6 +52,8 @@ LEASE_MARGIN_SECONDS = 30.0
 BACKLOG_REFRESH_SECONDS = 5.0
 #: Pause after the database failed a claim.
 CLAIM_ERROR_PAUSE_SECONDS = 2.0
+#: How long `stop` waits for the loop to finish its pass before cutting it off.
+STOP_PASS_SECONDS = 5.0
 #: Tries to record an attempt that happened (a busy SQLite, a failover): an attempt
 #: not recorded is sent again once its lease runs out. Pauses 0.25, 0.5, 1, 2 s.
 RECORD_TRIES = 5
@@ -87,18 +89,30 @@ class DeliveryWorker:
         self._recording: set[asyncio.Task[bool]] = set()
         self._per_endpoint: Counter[uuid.UUID] = Counter()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="webhook-delivery-worker")
 
     async def stop(self) -> None:
         """Stop claiming, abandon the attempts in flight and give their leases back, so
-        that the next process to start (or another replica) sends them at once."""
+        that the next process to start (or another replica) sends them at once.
+
+        The loop is asked to stop and finishes the pass it is in: cancelled in the middle
+        of its claim, the claim's connection was dropped with its transaction open, and
+        on SQLite that held the write lock until the garbage collector found it."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self.deliveries_due.set()
+            try:
+                async with asyncio.timeout(STOP_PASS_SECONDS):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         abandoned = list(self._in_flight.values())
         for task in list(self._in_flight):
@@ -118,13 +132,15 @@ class DeliveryWorker:
     async def _run(self) -> None:
         refresh_backlog_at = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             self.deliveries_due.clear()
             with untraced():
                 started = await self._claim_and_start()
                 if loop.time() >= refresh_backlog_at:
                     await self._refresh_backlog()
                     refresh_backlog_at = loop.time() + BACKLOG_REFRESH_SECONDS
+            if self._stopping:
+                break
             if started and len(self._in_flight) < self.concurrency:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
