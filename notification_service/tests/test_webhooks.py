@@ -486,6 +486,28 @@ class TestDelivery:
             await settled_all(client, admin, healthy["id"], 10)
 
 
+def another_worker(
+    app: FastAPI,
+    sender: WebhookSender,
+    deliveries_due: asyncio.Event,
+    *,
+    concurrency: int,
+    endpoint_concurrency: int,
+) -> DeliveryWorker:
+    """A delivery worker on the app's database besides its own, as a replica runs one."""
+    return DeliveryWorker(
+        app.state.database,
+        sender,
+        app.state.webhook_secret_box,
+        deliveries_due=deliveries_due,
+        concurrency=concurrency,
+        endpoint_concurrency=endpoint_concurrency,
+        poll_seconds=0.01,
+        retry_base_seconds=0.05,
+        retry_max_seconds=1,
+    )
+
+
 async def settled_all(client: AsyncClient, admin: dict[str, str], webhook_id: str, n: int) -> None:
     async def done() -> bool:
         response = await client.get(
@@ -519,17 +541,7 @@ class TestWorkers:
         ]
         wakeups = [asyncio.Event() for _ in senders]
         workers = [
-            DeliveryWorker(
-                app.state.database,
-                sender,
-                app.state.webhook_secret_box,
-                deliveries_due=wakeup,
-                concurrency=8,
-                endpoint_concurrency=4,
-                poll_seconds=0.01,
-                retry_base_seconds=0.05,
-                retry_max_seconds=1,
-            )
+            another_worker(app, sender, wakeup, concurrency=8, endpoint_concurrency=4)
             for sender, wakeup in zip(senders, wakeups, strict=True)
         ]
         for worker in workers:
@@ -576,17 +588,7 @@ class TestWorkers:
 
         monkeypatch.setattr(DeliveryRepository, "claim", slow_claim)
         sender = WebhookSender(timeout_seconds=5, block_private_hosts=False, max_connections=2)
-        worker = DeliveryWorker(
-            app.state.database,
-            sender,
-            app.state.webhook_secret_box,
-            deliveries_due=asyncio.Event(),
-            concurrency=2,
-            endpoint_concurrency=2,
-            poll_seconds=0.05,
-            retry_base_seconds=0.05,
-            retry_max_seconds=1,
-        )
+        worker = another_worker(app, sender, asyncio.Event(), concurrency=2, endpoint_concurrency=2)
         await worker.start()
         try:
             await asyncio.wait_for(claiming.wait(), timeout=5)

@@ -46,30 +46,19 @@ def _table(model: type[Base]) -> Table:
 def _hold_write() -> GuardedWrite:
     """`hold_one`'s statements, built once and run with each reservation's values:
     building them for every call cost as much CPU as the rest of the reservation."""
-    stock = _table(Stock)
-    quantity = bindparam("hold_quantity", type_=stock.c.available.type)
-    now = bindparam("hold_now", type_=stock.c.updated_at.type)
-    take = (
-        update(stock)
-        .where(stock.c.product_id == bindparam("hold_product_id"), stock.c.available >= quantity)
-        .values(
-            available=stock.c.available - quantity,
-            reserved=stock.c.reserved + quantity,
-            updated_at=now,
-        )
-        .returning(stock.c.product_id)
-    )
+    # The stock move of `StockRepository.reserve`, with the same parameters.
+    take = _move_units("available", "reserved").returning(_table(Stock).c.product_id)
     reservation = {
         "order_id": "hold_order_id",
         "status": "hold_status",
         "expires_at": "hold_expires_at",
-        "created_at": "hold_now",
-        "updated_at": "hold_now",
+        "created_at": "move_now",
+        "updated_at": "move_now",
     }
     line = {
         "order_id": "hold_order_id",
-        "product_id": "hold_product_id",
-        "quantity": "hold_quantity",
+        "product_id": "move_product_id",
+        "quantity": "move_quantity",
     }
     return GuardedWrite(take, [(_table(Reservation), reservation), (_table(ReservationLine), line)])
 
@@ -215,12 +204,12 @@ class ReservationRepository:
         process). False, nothing written, when fewer units are available; a second
         reservation for the order breaks the primary key (IntegrityError)."""
         values = {
-            "hold_product_id": product_id,
-            "hold_quantity": quantity,
+            "move_product_id": product_id,
+            "move_quantity": quantity,
             "hold_order_id": order_id,
             "hold_status": ReservationStatus.RESERVED,
             "hold_expires_at": expires_at,
-            "hold_now": now,
+            "move_now": now,
         }
         return await write_once(self.session, _hold_write(), values) is not None
 

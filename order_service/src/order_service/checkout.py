@@ -330,11 +330,8 @@ class CheckoutSaga:
                     await self.orders.set_values(order_id, compensation_pending=True)
             if settlement.on_confirmed is not None and order.status is OrderStatus.CONFIRMED:
                 await settlement.on_confirmed(order)
-            answer = settlement.answer(order)
-            await self.session.execute(
-                IdempotencyRepository.complete_statement(
-                    order.user_id, settlement.key, order.id, 201, answer
-                )
+            await IdempotencyRepository(self.session).complete(
+                order.user_id, settlement.key, order.id, 201, settlement.answer(order)
             )
             await self.session.commit()
         if settled_here:

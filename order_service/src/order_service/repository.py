@@ -126,6 +126,16 @@ def _param(table: Table, column: str, name: str) -> BindParameter[Any]:
 
 #: A timeline entry's id comes from its sequence.
 _TIMELINE_LEAVE_OUT = ("id",)
+#: The columns a claim of an Idempotency-Key writes.
+_CLAIM_COLUMNS = (
+    "user_id",
+    "key",
+    "request_fingerprint",
+    "state",
+    "order_id",
+    "created_at",
+    "updated_at",
+)
 
 
 @cache
@@ -152,25 +162,10 @@ def _create_write(dialect: str, lines: int) -> GuardedWrite:
     )
 
 
-_CLAIM_COLUMNS = (
-    "user_id",
-    "key",
-    "request_fingerprint",
-    "state",
-    "order_id",
-    "created_at",
-    "updated_at",
-)
-
-
 @cache
 def _settle_write() -> GuardedWrite:
     """`settle_pending`'s statements (built once)."""
-    orders, keys, timeline = (
-        _table(PurchaseOrder),
-        _table(IdempotencyKey),
-        _table(OrderTimelineEntry),
-    )
+    orders, timeline = _table(PurchaseOrder), _table(OrderTimelineEntry)
     changed = ("status", "cancel_reason", "payment_id", "compensation_pending", "updated_at")
     settle = (
         update(orders)
@@ -181,7 +176,22 @@ def _settle_write() -> GuardedWrite:
         .values({name: _param(orders, name, f"settle_{name}") for name in changed})
         .returning(orders.c.id)
     )
-    answer = (
+    return GuardedWrite(
+        settle,
+        [
+            (timeline, _columns(timeline, "timeline", leave_out=_TIMELINE_LEAVE_OUT)),
+            (outbox_event, _columns(outbox_event, "event")),
+        ],
+        [_store_answer()],
+    )
+
+
+@cache
+def _store_answer() -> Update:
+    """The UPDATE storing the answer of the claim that created an order (built once; its
+    parameters are `_answer_values`)."""
+    keys = _table(IdempotencyKey)
+    return (
         update(keys)
         .where(
             keys.c.user_id == bindparam("answer_user_id"),
@@ -195,14 +205,20 @@ def _settle_write() -> GuardedWrite:
             updated_at=_param(keys, "updated_at", "answer_updated_at"),
         )
     )
-    return GuardedWrite(
-        settle,
-        [
-            (timeline, _columns(timeline, "timeline", leave_out=_TIMELINE_LEAVE_OUT)),
-            (outbox_event, _columns(outbox_event, "event")),
-        ],
-        [answer],
-    )
+
+
+def _answer_values(
+    user_id: uuid.UUID, key: str, order_id: uuid.UUID, status: int, body: Any, at: datetime
+) -> dict[str, Any]:
+    """`_store_answer`'s parameters."""
+    return {
+        "answer_user_id": user_id,
+        "answer_key": key,
+        "answer_order_id": order_id,
+        "answer_status": status,
+        "answer_body": body,
+        "answer_updated_at": at,
+    }
 
 
 def _order_row(order: PurchaseOrder) -> dict[str, Any]:
@@ -291,12 +307,7 @@ class OrderRepository:
             "settle_updated_at": order.updated_at,
             **_values("timeline", _timeline_row(order, order.updated_at, detail)),
             **_values("event", _event_row(event)),
-            "answer_user_id": order.user_id,
-            "answer_key": key,
-            "answer_order_id": order.id,
-            "answer_status": 201,
-            "answer_body": answer,
-            "answer_updated_at": order.updated_at,
+            **_answer_values(order.user_id, key, order.id, 201, answer, order.updated_at),
         }
         mark_staged(self.session)
         return await write_once(self.session, _settle_write(), values) is not None
@@ -497,22 +508,12 @@ class IdempotencyRepository:
     async def get(self, user_id: uuid.UUID, key: str) -> IdempotencyKey | None:
         return await self.session.get(IdempotencyKey, (user_id, key), populate_existing=True)
 
-    @staticmethod
-    def complete_statement(
-        user_id: uuid.UUID, key: str, order_id: uuid.UUID, status: int, body: Any
-    ) -> Update:
-        """Store the answer of the claim that created `order_id`."""
-        keys = _table(IdempotencyKey)
-        return (
-            update(keys)
-            .where(keys.c.user_id == user_id, keys.c.key == key, keys.c.order_id == order_id)
-            .values(
-                state=IdempotencyState.COMPLETED,
-                response_status=status,
-                response_body=body,
-                updated_at=utcnow(),
-            )
-        )
+    async def complete(
+        self, user_id: uuid.UUID, key: str, order_id: uuid.UUID, status: int, body: Any
+    ) -> None:
+        """Store the answer of the claim that created `order_id` (not committed)."""
+        values = _answer_values(user_id, key, order_id, status, body, utcnow())
+        await self.session.execute(_store_answer(), values)
 
     async def release(self, user_id: uuid.UUID, key: str, order_id: uuid.UUID) -> None:
         """Forget an unfinished claim (only this claim: a newer one keeps its row)."""
