@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import update
 
+from inventory_service.models import Stock
+from inventory_service.service import ReservationService, StockInconsistent
 from service_testing import assert_problem
 from shared.db import utcnow
 
@@ -230,6 +233,54 @@ class TestCommit:
         assert await inventory.units(product_id) == (6, 0, 4)
         public = await inventory.client.get(f"/v1/inventory/{product_id}")
         assert public.json() == {"product_id": str(product_id), "available": 6, "reserved": 0}
+
+    async def test_every_line_of_a_reservation_of_several_is_sold(
+        self, inventory: Inventory
+    ) -> None:
+        first = await inventory.stocked_product(10)
+        second = await inventory.stocked_product(5)
+        order_id = uuid.uuid4()
+        await inventory.reserve(order_id, {first: 3, second: 5})
+
+        response = await inventory.commit(order_id)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "committed"
+        assert response.json()["items"] == lines({first: 3, second: 5})
+        assert await inventory.units(first) == (7, 0, 3)
+        assert await inventory.units(second) == (0, 0, 5)
+
+    async def test_the_answer_is_the_reservation_as_stored(self, inventory: Inventory) -> None:
+        product_id = await inventory.stocked_product(10)
+        order_id = uuid.uuid4()
+        await inventory.reserve(order_id, {product_id: 4})
+
+        committed = await inventory.commit(order_id)
+
+        stored = await inventory.client.get(f"/internal/v1/reservations/{order_id}")
+        assert committed.json() == stored.json()
+
+    async def test_stock_without_the_held_units_is_refused_and_nothing_changes(
+        self, inventory: Inventory
+    ) -> None:
+        product_id = await inventory.stocked_product(10)
+        order_id = uuid.uuid4()
+        await inventory.reserve(order_id, {product_id: 4})
+        database = inventory.app.state.database
+        async with database.sessionmaker() as session:
+            # Edited by hand: the stock has fewer units reserved than the order holds.
+            await session.execute(
+                update(Stock).where(Stock.product_id == product_id).values(reserved=2)
+            )
+            await session.commit()
+
+        async with database.sessionmaker() as session:
+            with pytest.raises(StockInconsistent):
+                await ReservationService(session).commit(order_id)
+
+        assert await inventory.units(product_id) == (6, 2, 0)
+        stored = await inventory.client.get(f"/internal/v1/reservations/{order_id}")
+        assert stored.json()["status"] == "reserved"
 
     async def test_committing_again_changes_nothing(self, inventory: Inventory) -> None:
         product_id = await inventory.stocked_product(10)

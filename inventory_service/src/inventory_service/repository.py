@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    func,
     insert,
     literal_column,
     select,
@@ -24,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from inventory_service.models import (
     Base,
@@ -61,6 +63,46 @@ def _hold_write() -> GuardedWrite:
         "quantity": "move_quantity",
     }
     return GuardedWrite(take, [(_table(Reservation), reservation), (_table(ReservationLine), line)])
+
+
+@cache
+def _sell_write() -> GuardedWrite:
+    """`sell_one`'s statements, built once: the reservation from `reserved` to
+    `committed` when it has one line (returning that line), then the line's units from
+    reserved to sold. One line needs no lock order; a reservation of several takes its
+    stock rows in product id order, in a transaction (`ReservationService.commit_held`)."""
+    reservations, lines, stock = _table(Reservation), _table(ReservationLine), _table(Stock)
+    of_this_order = lines.c.order_id == reservations.c.order_id
+    now = bindparam("sell_now", type_=reservations.c.updated_at.type)
+    guard = (
+        update(reservations)
+        .where(
+            reservations.c.order_id == bindparam("sell_order_id"),
+            reservations.c.status == bindparam("sell_from", type_=reservations.c.status.type),
+            select(func.count()).where(of_this_order).scalar_subquery() == 1,
+        )
+        .values(status=bindparam("sell_to", type_=reservations.c.status.type), updated_at=now)
+        .returning(
+            *reservations.c,
+            select(lines.c.product_id).where(of_this_order).scalar_subquery().label("product_id"),
+            select(lines.c.quantity).where(of_this_order).scalar_subquery().label("quantity"),
+        )
+    )
+    # No condition on `reserved`: its CHECK refuses a line holding more units than the
+    # stock has reserved, and the whole write with it.
+    sell = (
+        update(stock)
+        .where(
+            stock.c.product_id == lines.c.product_id,
+            lines.c.order_id == bindparam("sell_order_id"),
+        )
+        .values(
+            reserved=stock.c.reserved - lines.c.quantity,
+            sold=stock.c.sold + lines.c.quantity,
+            updated_at=now,
+        )
+    )
+    return GuardedWrite(guard, updates=[sell])
 
 
 def _changed_one(result: object) -> bool:
@@ -212,6 +254,35 @@ class ReservationRepository:
             "move_now": now,
         }
         return await write_once(self.session, _hold_write(), values) is not None
+
+    async def sell_one(self, order_id: uuid.UUID, now: datetime) -> Reservation | None:
+        """A one-line reservation's held units sold, committed (`write_once`: one
+        statement on PostgreSQL, where `commit_held`'s transaction is five round trips);
+        returns the reservation, now `committed`, with its line. None, nothing written,
+        when it is not `reserved` or has another number of lines. Raises IntegrityError,
+        nothing written, when the stock has fewer units reserved than the line."""
+        values = {
+            "sell_order_id": order_id,
+            "sell_from": ReservationStatus.RESERVED,
+            "sell_to": ReservationStatus.COMMITTED,
+            "sell_now": now,
+        }
+        row = await write_once(self.session, _sell_write(), values)
+        if row is None:
+            return None
+        reservation = Reservation(
+            order_id=row["order_id"],
+            status=row["status"],
+            reason=row["reason"],
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+        line = ReservationLine(
+            order_id=order_id, product_id=row["product_id"], quantity=row["quantity"]
+        )
+        set_committed_value(reservation, "lines", [line])
+        return reservation
 
     async def add_lines(
         self, order_id: uuid.UUID, quantities: Mapping[uuid.UUID, int]

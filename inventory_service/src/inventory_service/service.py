@@ -165,6 +165,21 @@ class ReservationService:
 
     async def commit(self, order_id: uuid.UUID) -> Reservation:
         """Turn the held units into sold ones; committing again changes nothing."""
+        try:
+            committed = await self.reservations.sell_one(order_id, utcnow())
+        except IntegrityError as error:
+            # Only the stock's CHECKs can refuse it: fewer units reserved than held.
+            logger.error(
+                "stock does not match the reservation",
+                extra={"order_id": str(order_id), "column": "reserved"},
+            )
+            raise StockInconsistent(
+                f"the stock has fewer reserved units than order {order_id} holds"
+            ) from error
+        if committed is not None:
+            count_reservation("committed")
+            return committed
+        # Several lines (or not `reserved` any more): in a transaction.
         if committed := await self.commit_held(order_id):
             await self.session.commit()
             count_reservation("committed")
