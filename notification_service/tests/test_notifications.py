@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import func, select
 
-from eventbus import EventConsumer, EventEnvelope, Topology
+from eventbus import EventConsumer, EventEnvelope, EventHandlers, Topology
 from eventbus.broker import declare_exchange
 from eventbus.types import (
     EVENT_TYPES,
@@ -377,6 +377,28 @@ async def deliver(consumer: EventConsumer, event: EventEnvelope) -> None:
 
 
 class TestSmtp:
+    def test_only_the_handlers_that_mail_are_marked_as_reaching_outside(
+        self, settings: Settings
+    ) -> None:
+        """They are never run again because another event of their batch failed: the
+        e-mail would go out twice."""
+
+        def handlers(mailer: Mailer) -> EventHandlers:
+            return event_handlers(
+                mailer, deliveries_due=asyncio.Event(), retry_window=timedelta(hours=1)
+            )
+
+        sending = handlers(Mailer(smtp_settings(settings, free_port())))
+        assert {t for t in EVENT_TYPES if sending.has_external_effects(t)} == {
+            "user.registered",
+            "order.confirmed",
+            "order.cancelled",
+            "order.shipped",
+            "order.refunded",
+        }
+        silent = handlers(Mailer(settings))  # no SMTP server: nothing is sent
+        assert not any(silent.has_external_effects(t) for t in EVENT_TYPES)
+
     async def test_sends_by_smtp_when_a_server_is_set(
         self,
         app: FastAPI,

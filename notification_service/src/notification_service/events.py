@@ -7,7 +7,7 @@ sends.
 
 Each handler runs in the consumer's transaction, with the event id's inbox row (so an
 event mails once and is owed once however often it is delivered): it issues SQL and
-does not commit.
+does not commit. A handler that mails is registered with `external_effects`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,10 @@ def event_handlers(
 
     handlers = EventHandlers()
     for type_ in EVENT_TYPES:
-        handlers.on(type_)(_then(mail.get(type_), owe_webhooks))
+        # An e-mail sent cannot be taken back: its handler never runs twice because
+        # another event of its batch failed. Without an SMTP server nothing is sent.
+        sends = mailer.enabled and mail.get(type_) is not None
+        handlers.on(type_, external_effects=sends)(_then(mail.get(type_), owe_webhooks))
     return handlers
 
 

@@ -128,7 +128,6 @@ class Harness:
         self.handler_calls = 0
         self._running: list[OutboxRelay | EventConsumer] = []
 
-        @self.handlers.on("thing.happened", "thing.changed")
         async def record_effect(session: Any, event: EventEnvelope) -> None:
             from shared.tracing import traceparent_var
 
@@ -138,6 +137,10 @@ class Harness:
             if note in self.fail_notes:
                 raise RuntimeError(f"handler refuses {note!r}")
             await session.execute(insert(effect).values(event_id=event.id, note=note))
+
+        self.handlers.on("thing.happened", "thing.changed")(record_effect)
+        # As if it also sent something its transaction cannot take back (an e-mail).
+        self.handlers.on("thing.sent", external_effects=True)(record_effect)
 
     async def stage(self, note: str, type_: str = "thing.happened") -> EventEnvelope:
         """Commit one outbox row, as a producer's business transaction would."""

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,20 @@ def consumed(outcome: str, type_: str = "thing.happened") -> float:
 def commits() -> float:
     value: float = DB_TRANSACTIONS.labels("commit")._value.get()
     return value
+
+
+@pytest.fixture
+def savepoints(database: Database) -> Iterator[Callable[[], int]]:
+    """How many savepoints were taken on the database since the test began."""
+    taken: list[str] = []
+
+    def record(*args: Any) -> None:
+        if args[2].upper().startswith("SAVEPOINT"):
+            taken.append(args[2])
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", record)
+    yield lambda: len(taken)
+    event.remove(database.engine.sync_engine, "before_cursor_execute", record)
 
 
 async def queued_while_stopped(harness: Harness, bodies: list[bytes]) -> None:
@@ -101,7 +115,7 @@ class TestBatches:
         assert not [s for s in statements if "SAVEPOINT" in s.upper()], statements
 
     async def test_a_failing_event_in_a_batch_leaves_the_others_committed_once(
-        self, harness: Harness
+        self, harness: Harness, savepoints: Callable[[], int]
     ) -> None:
         harness.fail_notes.add("bad")
         notes = ["a", "b", "bad", "c", "d"]
@@ -112,7 +126,37 @@ class TestBatches:
         await eventually(lambda: harness.dead_letters_are(1), message="not dead-lettered")
         assert await harness.effects() == 4
         assert await harness.effects("bad") == 0
-        # Each good event ran once (its savepoint committed with the batch), the bad one
+        for note in ("a", "b", "c", "d"):
+            assert await harness.effects(note) == 1
+        # The batch with the bad event was rolled back and run again, a savepoint each.
+        assert savepoints() > 0
+
+    async def test_a_batch_whose_handlers_all_succeed_takes_no_savepoint(
+        self, harness: Harness, savepoints: Callable[[], int]
+    ) -> None:
+        await queued_while_stopped(harness, [envelope_json(f"s{n}") for n in range(20)])
+
+        await harness.start(harness.consumer(prefetch=64, batch_size=32))
+
+        await eventually(lambda: harness.effects_are(20))
+        assert harness.handler_calls == 20
+        assert savepoints() == 0
+
+    async def test_a_handler_with_external_effects_never_runs_again_for_a_neighbour(
+        self, harness: Harness
+    ) -> None:
+        harness.fail_notes.add("bad")
+        notes = ["a", "b", "bad", "c", "d"]
+        await queued_while_stopped(
+            harness, [envelope_json(note, type="thing.sent") for note in notes]
+        )
+
+        await harness.start(harness.consumer())
+
+        await eventually(lambda: harness.dead_letters_are(1), message="not dead-lettered")
+        assert await harness.effects() == 4
+        assert await harness.effects("bad") == 0
+        # Each good event ran once (the ones after the first in a savepoint), the bad one
         # once per delivery: nothing was run again because a neighbour failed.
         assert harness.handler_calls == 4 + MAX_DELIVERIES
 

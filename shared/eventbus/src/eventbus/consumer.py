@@ -16,14 +16,21 @@ Messages are handled in batches: whatever has arrived when a worker is free, up 
 instead of a transaction per event); a quiet queue makes batches of one, so nothing
 waits for a batch to fill. Each message's envelope is parsed (a message that is not one
 goes to the dead-letter queue at once); the event ids are inserted into `inbox_event`
-and each new event's handler runs in a savepoint of the batch's transaction; after the
-commit the messages are acknowledged. An id already in the inbox (a redelivery, a
-duplicate publish) is acknowledged without running anything. A handler that raises
-rolls back its own savepoint (and its inbox row), not the others': its message is handed
-back after a pause, and after `MAX_DELIVERIES` tries it goes to the dead-letter queue
-(`python -m eventbus.dlq` lists and replays those). A batch whose commit fails is
-handled again event by event. While the database does not answer at all, events wait in
-place instead of spending their tries.
+and each new event's handler runs in the batch's transaction; after the commit the
+messages are acknowledged. An id already in the inbox (a redelivery, a duplicate
+publish) is acknowledged without running anything. A handler that raises takes only its
+own changes (and its inbox row) back, not the others': its message is handed back after
+a pause, and after `MAX_DELIVERIES` tries it goes to the dead-letter queue (`python -m
+eventbus.dlq` lists and replays those). A batch whose commit fails is handled again
+event by event. While the database does not answer at all, events wait in place
+instead of spending their tries.
+
+Savepoints are what keep a failed handler's changes apart, and each costs two round
+trips (a fifth of the checkout's statements went to them). A handler whose every effect
+is in the transaction can simply run again, so a batch of those runs without them: when
+one raises, the batch is rolled back and run again with a savepoint per handler. A
+handler registered with `external_effects` (it sends an e-mail) must not run again
+because a neighbour failed, so every handler after it in its batch gets a savepoint.
 """
 
 from __future__ import annotations
@@ -102,19 +109,29 @@ class EventHandlers:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._external: set[str] = set()
 
-    def on(self, *types: str) -> Callable[[Handler], Handler]:
+    def on(self, *types: str, external_effects: bool = False) -> Callable[[Handler], Handler]:
+        """Register the handler of `types`; `external_effects`: it does something its
+        transaction cannot take back (sends an e-mail), so it is never run again because
+        another event of its batch failed."""
+
         def register(handler: Handler) -> Handler:
             for type_ in types:
                 if type_ in self._handlers:
                     raise ValueError(f"{type_} already has a handler")
                 self._handlers[type_] = handler
+                if external_effects:
+                    self._external.add(type_)
             return handler
 
         return register
 
     def get(self, type_: str) -> Handler | None:
         return self._handlers.get(type_)
+
+    def has_external_effects(self, type_: str) -> bool:
+        return type_ in self._external
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -164,6 +181,8 @@ class _Event:
     handler: Handler
     message_id: str | None = None
     traceparent: str | None = None
+    #: The handler does something its transaction cannot take back.
+    external_effects: bool = False
 
 
 class DatabaseDown(RuntimeError):
@@ -412,7 +431,13 @@ class EventConsumer:
             EVENTS_CONSUMED.labels(envelope.type, "unhandled").inc()
             await self._settle(message.ack(), message)
             return None
-        return _Event(envelope, handler, message.message_id, _header(message, "traceparent"))
+        return _Event(
+            envelope,
+            handler,
+            message.message_id,
+            _header(message, "traceparent"),
+            self.handlers.has_external_effects(envelope.type),
+        )
 
     async def _conclude(
         self, message: AbstractIncomingMessage, envelope: EventEnvelope, outcome: Outcome
@@ -482,9 +507,23 @@ class EventConsumer:
         return True
 
     async def _process(self, events: Sequence[_Event]) -> list[Outcome]:
-        """Record the events in the inbox and run the new ones' handlers, each in a
-        savepoint, in one transaction."""
+        """Record the events in the inbox and run the new ones' handlers in one
+        transaction; a batch whose handler failed before any savepoint was taken is run
+        again with a savepoint per handler (see the module)."""
+        outcomes = await self._process_once(events, savepoints=False)
+        if outcomes is None:
+            outcomes = await self._process_once(events, savepoints=True)
+            assert outcomes is not None
+        return outcomes
+
+    async def _process_once(
+        self, events: Sequence[_Event], *, savepoints: bool
+    ) -> list[Outcome] | None:
+        """One go at `_process`, each handler in a savepoint from the start
+        (`savepoints`) or from the one after a handler with external effects; None,
+        everything rolled back, when a handler without a savepoint raised."""
         queue = self.topology.queue(self.service)
+        alone = len(events) == 1  # a transaction of its own: no savepoint needed
         outcomes: list[Outcome] = []
         async with self.database.sessionmaker() as session:
             # The batch's own statements belong to no event's trace.
@@ -496,30 +535,38 @@ class EventConsumer:
                     outcomes.append(False)
                     continue
                 new.discard(envelope.id)  # the same id twice in a batch runs once
+                savepoint = savepoints and not alone
                 with consume_span(envelope.type, event.message_id, queue, event.traceparent):
-                    outcomes.append(await self._run_handler(session, event, alone=len(events) == 1))
+                    outcome = await self._run_handler(session, event, savepoint=savepoint)
+                if isinstance(outcome, Exception) and not (savepoint or alone):
+                    # Rolled back, and no handler with external effects has run yet.
+                    return None
+                outcomes.append(outcome)
+                savepoints = savepoints or event.external_effects
             with untraced():
                 await session.commit()
         return outcomes
 
-    async def _run_handler(self, session: AsyncSession, event: _Event, *, alone: bool) -> Outcome:
-        """The handler in a savepoint: when it raises, its changes and its inbox row are
-        undone and the batch goes on (unless the database is gone: the batch waits).
-        An event `alone` in its batch needs no savepoint (two statements fewer): the
-        transaction is its own, and is rolled back."""
+    async def _run_handler(
+        self, session: AsyncSession, event: _Event, *, savepoint: bool
+    ) -> Outcome:
+        """The handler, in a savepoint or not. When it raises (and the database still
+        answers: otherwise the batch waits), a savepoint takes back its changes and its
+        inbox row and the batch goes on; without one the whole transaction is rolled
+        back."""
         try:
-            if alone:
-                await event.handler(session, event.envelope)
-            else:
+            if savepoint:
                 async with session.begin_nested():
                     await event.handler(session, event.envelope)
+            else:
+                await event.handler(session, event.envelope)
         except Exception as error:
             if not await self._database_answers():
                 raise DatabaseDown("the database does not answer") from error
-            if alone:
-                await session.rollback()
-            else:
+            if savepoint:
                 await session.execute(delete(INBOX).where(INBOX.c.event_id == event.envelope.id))
+            else:
+                await session.rollback()
             return error
         return True
 
@@ -530,7 +577,10 @@ class EventConsumer:
         handler = handler or self.handlers.get(envelope.type)
         if handler is None:
             raise LookupError(f"no handler for {envelope.type}")
-        [outcome] = await self._process([_Event(envelope, handler)])
+        event = _Event(
+            envelope, handler, external_effects=self.handlers.has_external_effects(envelope.type)
+        )
+        [outcome] = await self._process([event])
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
