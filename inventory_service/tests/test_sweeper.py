@@ -127,5 +127,5 @@ class TestBackgroundSweeper:
                 await asyncio.sleep(0.05)
             sweeper = sweeping.state.sweeper
 
-        assert sweeper.cancelled()
+        assert sweeper.done()
         assert await inventory.units(product_id) == (5, 0, 0)

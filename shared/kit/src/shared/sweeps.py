@@ -19,6 +19,9 @@ from shared.tracing import untraced
 
 logger = logging.getLogger(__name__)
 
+#: How long `RunningSweep.stop` lets a pass in progress finish before cutting it off.
+STOP_PASS_SECONDS = 5.0
+
 
 @dataclasses.dataclass
 class SweepReport:
@@ -35,23 +38,35 @@ class Sweeper(Protocol):
 
 
 class RunningSweep:
-    """A sweeper and the task that runs it every `interval_seconds` until stopped."""
+    """A sweeper and the task that runs it every `interval_seconds` until stopped.
+
+    Stopping lets a pass in progress finish (`STOP_PASS_SECONDS` at most): cancelled in
+    the middle of a write, a pass could leave its connection's transaction open until a
+    garbage collection, and on SQLite the database locked meanwhile."""
 
     def __init__(self, sweeper: Sweeper, *, name: str, interval_seconds: float) -> None:
         self.sweeper = sweeper
         self.name = name
         self.interval_seconds = interval_seconds
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def sweep(self, now: datetime | None = None) -> SweepReport:
         """One pass now, beside the background ones (tests, operators)."""
         return await self.sweeper.sweep(now)
 
     def start(self) -> None:
+        self._stopping = asyncio.Event()  # of the loop that runs it
         self._task = asyncio.create_task(self._run_forever(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
+        if self._task is None:
+            return
+        self._stopping.set()
+        try:
+            async with asyncio.timeout(STOP_PASS_SECONDS):
+                await asyncio.shield(self._task)
+        except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -59,12 +74,9 @@ class RunningSweep:
     def done(self) -> bool:
         return self._task is not None and self._task.done()
 
-    def cancelled(self) -> bool:
-        return self._task is not None and self._task.cancelled()
-
     async def _run_forever(self) -> None:
-        """Sweep until cancelled; a failed pass is logged and tried again."""
-        while True:
+        """Sweep until stopped; a failed pass is logged and tried again."""
+        while not self._stopping.is_set():
             try:
                 with untraced():  # a trace per pass would bury the ones that matter
                     report = await self.sweeper.sweep()
@@ -75,4 +87,6 @@ class RunningSweep:
                     logger.info(
                         "sweep repaired", extra={"sweep": self.name, **dataclasses.asdict(report)}
                     )
-            await asyncio.sleep(self.interval_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_seconds):
+                    await self._stopping.wait()
