@@ -43,6 +43,7 @@ from notification_service.webhooks.schedule import (
 from notification_service.webhooks.sender import Attempt, WebhookSender
 from notification_service.webhooks.signing_secrets import SecretBox, SecretUnreadable
 from shared.db import Database, utcnow
+from shared.sweeps import finish_or_cancel
 from shared.tracing import untraced
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ LEASE_MARGIN_SECONDS = 30.0
 BACKLOG_REFRESH_SECONDS = 5.0
 #: Pause after the database failed a claim.
 CLAIM_ERROR_PAUSE_SECONDS = 2.0
-#: How long `stop` waits for the loop to finish its pass before cutting it off.
-STOP_PASS_SECONDS = 5.0
 #: Tries to record an attempt that happened (a busy SQLite, a failover): an attempt
 #: not recorded is sent again once its lease runs out. Pauses 0.25, 0.5, 1, 2 s.
 RECORD_TRIES = 5
@@ -106,13 +105,7 @@ class DeliveryWorker:
         if self._task is not None:
             self._stopping = True
             self.deliveries_due.set()
-            try:
-                async with asyncio.timeout(STOP_PASS_SECONDS):
-                    await asyncio.shield(self._task)
-            except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            await finish_or_cancel(self._task)
             self._task = None
         abandoned = list(self._in_flight.values())
         for task in list(self._in_flight):

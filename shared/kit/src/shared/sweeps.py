@@ -13,14 +13,28 @@ import contextlib
 import dataclasses
 import logging
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.tracing import untraced
 
 logger = logging.getLogger(__name__)
 
-#: How long `RunningSweep.stop` lets a pass in progress finish before cutting it off.
+#: How long a background loop asked to stop may take to finish its pass.
 STOP_PASS_SECONDS = 5.0
+
+
+async def finish_or_cancel(task: asyncio.Task[Any], seconds: float = STOP_PASS_SECONDS) -> None:
+    """Wait for `task`, a background loop asked to stop, to end by itself: `seconds` at
+    most, then cancel it. Cut off in the middle of a write, a pass could leave its
+    connection's transaction open until a garbage collection found the connection, and
+    on SQLite the database locked meanwhile."""
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(task)
+    except TimeoutError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @dataclasses.dataclass
@@ -40,9 +54,7 @@ class Sweeper(Protocol):
 class RunningSweep:
     """A sweeper and the task that runs it every `interval_seconds` until stopped.
 
-    Stopping lets a pass in progress finish (`STOP_PASS_SECONDS` at most): cancelled in
-    the middle of a write, a pass could leave its connection's transaction open until a
-    garbage collection, and on SQLite the database locked meanwhile."""
+    Stopping lets a pass in progress finish (`finish_or_cancel`)."""
 
     def __init__(self, sweeper: Sweeper, *, name: str, interval_seconds: float) -> None:
         self.sweeper = sweeper
@@ -63,13 +75,7 @@ class RunningSweep:
         if self._task is None:
             return
         self._stopping.set()
-        try:
-            async with asyncio.timeout(STOP_PASS_SECONDS):
-                await asyncio.shield(self._task)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await finish_or_cancel(self._task)
 
     def done(self) -> bool:
         return self._task is not None and self._task.done()
