@@ -58,6 +58,46 @@ class TestReserve:
         assert fetched.status_code == 200
         assert fetched.json() == body
 
+    @pytest.mark.parametrize("how_many_lines", [1, 2])
+    async def test_a_paid_order_s_units_are_sold_at_once(
+        self, inventory: Inventory, how_many_lines: int
+    ) -> None:
+        products = [await inventory.stocked_product(10) for _ in range(how_many_lines)]
+        items = dict.fromkeys(products, 4)
+        order_id = uuid.uuid4()
+
+        response = await inventory.reserve(order_id, items, sell=True)
+
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert (body["status"], body["items"]) == ("committed", lines(items))
+        for product_id in products:
+            assert await inventory.units(product_id) == (6, 0, 4)
+        fetched = await inventory.client.get(f"/internal/v1/reservations/{order_id}")
+        assert fetched.json() == body
+        # Committing again (the order.confirmed event's safety net) changes nothing.
+        assert (await inventory.commit(order_id)).json()["status"] == "committed"
+        # A repeat answers with it and sells nothing more.
+        again = await inventory.reserve(order_id, items, sell=True)
+        assert (again.status_code, again.json()) == (200, body)
+        # Given back whole, as any sold reservation is.
+        assert (await inventory.release(order_id, "out_of_stock")).json()["status"] == "released"
+        for product_id in products:
+            assert await inventory.units(product_id) == (10, 0, 0)
+
+    @pytest.mark.parametrize("how_many_lines", [1, 2])
+    async def test_a_short_sale_sells_nothing(
+        self, inventory: Inventory, how_many_lines: int
+    ) -> None:
+        products = [await inventory.stocked_product(3) for _ in range(how_many_lines)]
+        items = {**dict.fromkeys(products, 1), products[-1]: 4}
+
+        response = await inventory.reserve(uuid.uuid4(), items, sell=True)
+
+        assert_problem(response, 409)
+        for product_id in products:
+            assert await inventory.units(product_id) == (3, 0, 0)
+
     async def test_ttl_may_be_chosen_per_reservation(self, inventory: Inventory) -> None:
         product_id = await inventory.stocked_product(1)
 

@@ -306,6 +306,15 @@ class Shop:
         )
         assert response.status_code in (200, 201), response.text
 
+    async def reservation(self, order_id: str) -> dict[str, Any] | None:
+        """Inventory's reservation of the order (None when it has none)."""
+        response = await self.inventory.get(f"/internal/v1/reservations/{order_id}")
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        reservation: dict[str, Any] = response.json()
+        return reservation
+
     async def stock(self, product_id: str) -> tuple[int, int]:
         """(available, reserved) of a product."""
         response = await self.inventory.get(f"/v1/inventory/{product_id}")
@@ -370,6 +379,36 @@ class HeldPayments(SandboxPaymentProvider):
         return await super().pay_back(
             order_id=order_id, refund_id=refund_id, amount=amount, currency=currency
         )
+
+
+class RecordedPayments(SandboxPaymentProvider):
+    """The sandbox provider, keeping the order id of every charge and refund."""
+
+    def __init__(self) -> None:
+        self.charged: list[uuid.UUID] = []
+        self.refunded: list[uuid.UUID] = []
+
+    async def charge(
+        self, *, order_id: uuid.UUID, amount: Decimal, currency: str, token: str
+    ) -> PaymentResult:
+        self.charged.append(order_id)
+        return await super().charge(
+            order_id=order_id, amount=amount, currency=currency, token=token
+        )
+
+    async def refund(self, *, order_id: uuid.UUID) -> None:
+        self.refunded.append(order_id)
+        await super().refund(order_id=order_id)
+
+
+@pytest.fixture
+def recorded_payments(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordedPayments]:
+    """`app` paying, and giving back, through a `RecordedPayments` for this test."""
+    payments = RecordedPayments()
+    app.dependency_overrides[get_payments] = lambda: payments
+    monkeypatch.setattr(app.state.compensator, "payments", payments)
+    yield payments
+    del app.dependency_overrides[get_payments]
 
 
 @pytest.fixture

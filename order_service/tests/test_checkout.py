@@ -14,7 +14,7 @@ import pytest
 from service_testing import LocalTokens, assert_problem
 
 if TYPE_CHECKING:
-    from conftest import Customer, PlaceOrder, Shop
+    from conftest import Customer, PlaceOrder, RecordedPayments, Shop
 
 
 def error_locations(problem: dict[str, Any]) -> set[str]:
@@ -70,6 +70,10 @@ class TestConfirmedOrder:
         assert at(order["updated_at"]) >= at(order["created_at"])
         assert await shop.stock(keyboard["id"]) == (8, 0)
         assert await shop.stock(mug["id"]) == (2, 0)
+        # Sold in the call that took it: no reservation waits for a commit.
+        reservation = await shop.reservation(order["id"])
+        assert reservation is not None
+        assert reservation["status"] == "committed"
 
         fetched = await client.get(f"/v1/orders/{order['id']}", headers=customer.auth)
         assert fetched.status_code == 200
@@ -286,7 +290,7 @@ class TestRejectedOrder:
 
 
 class TestCancelledAtCheckout:
-    async def test_declined_payment_gives_the_stock_back(
+    async def test_declined_payment_takes_no_stock(
         self, place_order: PlaceOrder, shop: Shop
     ) -> None:
         product = await shop.product(price="5.00", stock=3)
@@ -299,9 +303,11 @@ class TestCancelledAtCheckout:
         assert order["cancel_reason"] == "payment_declined"
         assert order["total_amount"] == "10.00"
         assert await shop.stock(product["id"]) == (3, 0)
+        # The payment comes first: inventory was never asked.
+        assert await shop.reservation(order["id"]) is None
 
-    async def test_short_stock_cancels_as_out_of_stock(
-        self, place_order: PlaceOrder, shop: Shop
+    async def test_short_stock_cancels_as_out_of_stock_and_refunds(
+        self, place_order: PlaceOrder, shop: Shop, recorded_payments: RecordedPayments
     ) -> None:
         plenty = await shop.product(stock=10)
         scarce = await shop.product(stock=1)
@@ -312,9 +318,13 @@ class TestCancelledAtCheckout:
         order = response.json()
         assert order["status"] == "cancelled"
         assert order["cancel_reason"] == "out_of_stock"
-        # All or nothing: the line that was available is not held either.
+        # All or nothing: the line that was available is not taken either.
         assert await shop.stock(plenty["id"]) == (10, 0)
         assert await shop.stock(scarce["id"]) == (1, 0)
+        # The payment taken before the stock was found short goes back, once.
+        order_id = uuid.UUID(order["id"])
+        assert recorded_payments.charged == [order_id]
+        assert recorded_payments.refunded == [order_id]
 
     async def test_product_without_stock_record_is_out_of_stock(
         self, place_order: PlaceOrder, shop: Shop
@@ -346,5 +356,6 @@ class TestMetrics:
 
         assert 'orders_total{cancel_reason="",status="confirmed"}' in text
         assert 'orders_total{cancel_reason="payment_declined",status="cancelled"}' in text
-        for step in ("load_products", "reserve_stock", "charge_payment", "commit_stock"):
+        steps = ("load_products", "create_order", "charge_payment", "take_stock", "settle_order")
+        for step in steps:
             assert f'checkout_step_duration_seconds_count{{outcome="ok",step="{step}"}}' in text

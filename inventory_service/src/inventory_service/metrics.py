@@ -12,7 +12,8 @@ KNOWN_RELEASE_REASONS = frozenset(
 
 RESERVATIONS = Counter(
     "inventory_reservations",
-    "Reservation outcomes: reserved, insufficient (refused for short stock), replayed (a "
+    "Reservation outcomes: reserved, sold (a paid order's units sold at once), "
+    "insufficient (refused for short stock), replayed (a "
     "repeated request answered from the first), committed, released (by reason) and "
     "expired (released by the expiry sweep), restocked (refunded units back on sale).",
     ["outcome", "reason"],
@@ -26,7 +27,7 @@ def count_reservation(outcome: str, reason: str | None = None) -> None:
 
 def _initialise() -> None:
     """Publish every usual series at 0, so rates work from the first scrape."""
-    for outcome in ("reserved", "insufficient", "replayed", "committed"):
+    for outcome in ("reserved", "sold", "insufficient", "replayed", "committed"):
         RESERVATIONS.labels(outcome, "")
     for reason in KNOWN_RELEASE_REASONS - {"expired"}:
         RESERVATIONS.labels("released", reason)

@@ -44,12 +44,19 @@ def _table(model: type[Base]) -> Table:
     return table
 
 
+def taken_into(status: ReservationStatus) -> str:
+    """The stock column holding the units of a new reservation in `status`: `reserved`
+    while it waits for its commit, `sold` when it is made committed (a paid order)."""
+    return "sold" if status is ReservationStatus.COMMITTED else "reserved"
+
+
 @cache
-def _hold_write() -> GuardedWrite:
-    """`hold_one`'s statements, built once and run with each reservation's values:
-    building them for every call cost as much CPU as the rest of the reservation."""
-    # The stock move of `StockRepository.reserve`, with the same parameters.
-    take = _move_units("available", "reserved").returning(_table(Stock).c.product_id)
+def _take_write(target: str) -> GuardedWrite:
+    """`take_one`'s statements for units moving to `target` (reserved, or sold), built
+    once and run with each reservation's values: building them for every call cost as
+    much CPU as the rest of the reservation."""
+    # The stock move of `StockRepository.take`, with the same parameters.
+    take = _move_units("available", target).returning(_table(Stock).c.product_id)
     reservation = {
         "order_id": "hold_order_id",
         "status": "hold_status",
@@ -161,9 +168,12 @@ class StockRepository:
         returning = statement.returning(Stock).execution_options(populate_existing=True)
         return (await self.session.scalars(returning)).one()
 
-    async def reserve(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
-        """Move `quantity` units from available to reserved; False when fewer are available."""
-        return await self._move("available", "reserved", product_id, quantity, now)
+    async def take(
+        self, product_id: uuid.UUID, quantity: int, status: ReservationStatus, now: datetime
+    ) -> bool:
+        """Move `quantity` units from available to where a reservation in `status` keeps
+        them (`taken_into`); False when fewer are available."""
+        return await self._move("available", taken_into(status), product_id, quantity, now)
 
     async def sell_reserved(self, product_id: uuid.UUID, quantity: int, now: datetime) -> bool:
         """Move `quantity` units from reserved to sold."""
@@ -218,12 +228,14 @@ class ReservationRepository:
             populate_existing=True,
         )
 
-    async def add(self, order_id: uuid.UUID, expires_at: datetime, now: datetime) -> None:
+    async def add(
+        self, order_id: uuid.UUID, status: ReservationStatus, expires_at: datetime, now: datetime
+    ) -> None:
         """Insert the reservation row; a second one for the order breaks the primary key."""
         await self.session.execute(
             insert(Reservation).values(
                 order_id=order_id,
-                status=ReservationStatus.RESERVED,
+                status=status,
                 reason=None,
                 expires_at=expires_at,
                 created_at=now,
@@ -231,29 +243,32 @@ class ReservationRepository:
             )
         )
 
-    async def hold_one(
+    async def take_one(
         self,
         order_id: uuid.UUID,
         product_id: uuid.UUID,
         quantity: int,
+        status: ReservationStatus,
         expires_at: datetime,
         now: datetime,
     ) -> bool:
-        """A one-line reservation, committed: `quantity` units of the product move from
-        available to reserved and, only if they did, the reservation and its line are
-        inserted (`write_once`: one statement on PostgreSQL, so the stock row's lock is
-        held for that statement and its commit, never across a round trip to this
-        process). False, nothing written, when fewer units are available; a second
-        reservation for the order breaks the primary key (IntegrityError)."""
+        """A one-line reservation in `status`, committed: `quantity` units of the product
+        move from available to reserved (`reserved`) or sold (`committed`) and, only if
+        they did, the reservation and its line are inserted (`write_once`: one statement
+        on PostgreSQL, so the stock row's lock is held for that statement and its
+        commit, never across a round trip to this process). False, nothing written,
+        when fewer units are available; a second reservation for the order breaks the
+        primary key (IntegrityError)."""
         values = {
             "move_product_id": product_id,
             "move_quantity": quantity,
             "hold_order_id": order_id,
-            "hold_status": ReservationStatus.RESERVED,
+            "hold_status": status,
             "hold_expires_at": expires_at,
             "move_now": now,
         }
-        return await write_once(self.session, _hold_write(), values) is not None
+        write = _take_write(taken_into(status))
+        return await write_once(self.session, write, values) is not None
 
     async def sell_one(self, order_id: uuid.UUID, now: datetime) -> Reservation | None:
         """A one-line reservation's held units sold, committed (`write_once`: one

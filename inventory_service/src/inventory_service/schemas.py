@@ -64,6 +64,14 @@ class ReservationCreate(RequestModel):
         le=MAX_RESERVATION_TTL_SECONDS,
         description="How long to hold the stock; the service's default when left out.",
     )
+    sell: bool = Field(
+        default=False,
+        strict=True,
+        description=(
+            "The order is paid already: its units go straight from available to sold and"
+            " the reservation is `committed`, with no commit call to follow."
+        ),
+    )
 
     def quantities(self) -> dict[uuid.UUID, int]:
         return {item.product_id: item.quantity for item in self.items}

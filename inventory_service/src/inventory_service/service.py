@@ -101,7 +101,9 @@ class ReservationService:
         self, data: ReservationCreate, *, default_ttl_seconds: int
     ) -> tuple[Reservation, bool]:
         """Hold every line's quantity for the order, or nothing; returns the reservation
-        and whether this call made it (False: the order already had one).
+        and whether this call made it (False: the order already had one). With
+        `data.sell` (the order is paid) the units are sold at once and the reservation
+        is `committed`.
 
         The reservation row goes in first: a repeated or concurrent request for the same
         order breaks its primary key instead of reserving twice. The stock rows come last,
@@ -110,8 +112,11 @@ class ReservationService:
         quantities = dict(sorted(data.quantities().items()))
         ttl = data.ttl_seconds if data.ttl_seconds is not None else default_ttl_seconds
         now = utcnow()
+        status = ReservationStatus.COMMITTED if data.sell else ReservationStatus.RESERVED
         try:
-            lines = await self._hold(data.order_id, quantities, now + timedelta(seconds=ttl), now)
+            lines = await self._take(
+                data.order_id, quantities, status, now + timedelta(seconds=ttl), now
+            )
         except IntegrityError as error:
             await self.session.rollback()
             if not is_unique_violation(error):
@@ -121,11 +126,11 @@ class ReservationService:
                 raise ReservationMismatch(data.order_id) from error
             count_reservation("replayed")
             return existing, False
-        count_reservation("reserved")
+        count_reservation("sold" if data.sell else "reserved")
         # What was just written, without reading it back.
         reservation = Reservation(
             order_id=data.order_id,
-            status=ReservationStatus.RESERVED,
+            status=status,
             reason=None,
             expires_at=now + timedelta(seconds=ttl),
             created_at=now,
@@ -134,29 +139,31 @@ class ReservationService:
         set_committed_value(reservation, "lines", lines)
         return reservation, True
 
-    async def _hold(
+    async def _take(
         self,
         order_id: uuid.UUID,
         quantities: dict[uuid.UUID, int],
+        status: ReservationStatus,
         expires_at: datetime,
         now: datetime,
     ) -> list[ReservationLine]:
-        """Write the reservation, its lines and the held units, committed; raises
+        """Write the reservation in `status` (`reserved`: the units are held;
+        `committed`: sold), its lines and the units' move, committed; raises
         `InsufficientStock` (nothing written) or the reservation's IntegrityError."""
         if len(quantities) == 1:
             # One line is all or nothing by itself: the stock UPDATE guards the inserts,
             # in one statement (`write_once`).
             [(product_id, quantity)] = quantities.items()
-            if not await self.reservations.hold_one(
-                order_id, product_id, quantity, expires_at, now
+            if not await self.reservations.take_one(
+                order_id, product_id, quantity, status, expires_at, now
             ):
                 count_reservation("insufficient")
                 raise InsufficientStock(product_id)
             return [ReservationLine(order_id=order_id, product_id=product_id, quantity=quantity)]
-        await self.reservations.add(order_id, expires_at, now)
+        await self.reservations.add(order_id, status, expires_at, now)
         lines = await self.reservations.add_lines(order_id, quantities)
         for product_id, quantity in quantities.items():
-            if not await self.stock.reserve(product_id, quantity, now):
+            if not await self.stock.take(product_id, quantity, status, now):
                 await self.session.rollback()
                 count_reservation("insufficient")
                 raise InsufficientStock(product_id)

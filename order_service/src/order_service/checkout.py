@@ -3,17 +3,23 @@
     1. price the lines from the catalog                       (nothing durable yet)
     2. insert the order `pending`, with its lines             -> committed with the
                                                                  Idempotency-Key claim
-    3. reserve the stock at inventory_service                 short: cancelled/out_of_stock
-    4. charge the payment provider                            declined: cancelled/payment_declined
-    5. commit the reservation (held stock becomes sold)       expired: cancelled/expired
-    6. `pending` -> `confirmed`
+    3. charge the payment provider                            declined: cancelled/payment_declined
+    4. take the stock at inventory_service, sold at once      short: cancelled/out_of_stock,
+                                                                 the payment refunded
+    5. `pending` -> `confirmed`
 
 Each step commits before the next network call, so no database transaction is ever held
-open while another service is asked something. Steps 2 and 6 are one statement each on
+open while another service is asked something. Steps 2 and 5 are one statement each on
 PostgreSQL (`OrderRepository.create_claimed`, `settle_pending`): a round trip apiece.
 Each outcome is written with a conditional UPDATE from `pending`; when that finds the
 order no longer pending (the customer cancelled it meanwhile, or the sweep expired it)
 the saga gives back what it took and answers with the order as it is.
+
+The payment comes before the stock. A paid order's units go from available to sold in
+the one call that takes them (inventory's reservation is `committed` at once): one call
+to inventory per order instead of a reservation and its commit, no held stock that could
+expire between the two, and a declined payment, the usual way a checkout fails, never
+touches the stock at all. Short stock, the rarer failure, refunds the payment instead.
 
 Compensation (stock back, payment refunded) follows every cancellation of an order that
 may hold stock or payment. It is recorded as owed (`compensation_pending`) in the same
@@ -27,7 +33,7 @@ so a hung inventory costs the caller one timeout, not two. None of the contract'
 reasons describes "a dependency failed", so such an order is never confirmed by anyone
 and the sweep cancels it as `expired` once its reservation's TTL has passed, giving back
 stock and payment again (both idempotent).
-Inventory's own reservation TTL repairs held stock even if this service never returns.
+Stock sold to an order that never settles goes back when the sweep expires the order.
 """
 
 from __future__ import annotations
@@ -231,12 +237,12 @@ class CheckoutSaga:
     async def complete(
         self, order: PurchaseOrder, payment_token: str, settlement: Settlement
     ) -> PurchaseOrder:
-        """Steps 3 to 6 for the committed `pending` order; returns it settled
+        """Steps 3 to 5 for the committed `pending` order; returns it settled
         (`confirmed` or `cancelled`). When a dependency fails this raises, leaving the
         order `pending` (see the module)."""
         count_order(OrderStatus.PENDING)
         try:
-            outcome = await self._reserve_charge_commit(
+            outcome = await self._charge_and_take(
                 order.id,
                 [(line.product_id, line.quantity) for line in order.lines],
                 order.total_amount,
@@ -248,7 +254,7 @@ class CheckoutSaga:
             raise
         return await self._settle(order, outcome, settlement)
 
-    async def _reserve_charge_commit(
+    async def _charge_and_take(
         self,
         order_id: uuid.UUID,
         lines: list[tuple[uuid.UUID, int]],
@@ -256,33 +262,27 @@ class CheckoutSaga:
         currency: str,
         payment_token: str,
     ) -> _Outcome:
-        with timed_step("reserve_stock"):
-            reservation = await self.inventory.reserve(order_id, lines)
-        if reservation.result is Reservation.INSUFFICIENT:
-            return _Outcome(OrderStatus.CANCELLED, CancelReason.OUT_OF_STOCK)
-        if reservation.result is not Reservation.RESERVED:
-            # Released already: only a concurrent cancellation or expiry does that.
-            return _Outcome(OrderStatus.CANCELLED, CancelReason.EXPIRED, compensate=True)
-
         with timed_step("charge_payment"):
             payment = await self.payments.charge(
                 order_id=order_id, amount=amount, currency=currency, token=payment_token
             )
         if not payment.approved:
-            return _Outcome(OrderStatus.CANCELLED, CancelReason.PAYMENT_DECLINED, compensate=True)
+            # Nothing was taken: no stock to give back, no payment to refund.
+            return _Outcome(OrderStatus.CANCELLED, CancelReason.PAYMENT_DECLINED)
+        paid = payment.payment_id
 
-        with timed_step("commit_stock"):
-            committed = await self.inventory.commit(order_id)
-        if committed is not Reservation.COMMITTED:
-            # The reservation expired (or vanished) before the commit: the stock is
-            # no longer held for this order, and its payment goes back.
+        with timed_step("take_stock"):
+            taken = (await self.inventory.sell(order_id, lines)).result
+        if taken is Reservation.INSUFFICIENT:
             return _Outcome(
-                OrderStatus.CANCELLED,
-                CancelReason.EXPIRED,
-                compensate=True,
-                payment_id=payment.payment_id,
+                OrderStatus.CANCELLED, CancelReason.OUT_OF_STOCK, compensate=True, payment_id=paid
             )
-        return _Outcome(OrderStatus.CONFIRMED, payment_id=payment.payment_id)
+        if taken is not Reservation.COMMITTED:
+            # Released already: only a concurrent cancellation or expiry does that.
+            return _Outcome(
+                OrderStatus.CANCELLED, CancelReason.EXPIRED, compensate=True, payment_id=paid
+            )
+        return _Outcome(OrderStatus.CONFIRMED, payment_id=paid)
 
     async def _settle(
         self, pending: PurchaseOrder, outcome: _Outcome, settlement: Settlement

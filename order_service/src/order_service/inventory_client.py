@@ -30,16 +30,16 @@ INVENTORY_UPSTREAM = "inventory"
 
 
 class Reservation(StrEnum):
-    """What became of a reservation request or a commit."""
+    """What became of an order's request for stock."""
 
+    #: Held, waiting for a commit (inventory's reservation without `sell`).
     RESERVED = "reserved"
+    #: Sold to the order.
     COMMITTED = "committed"
-    #: Given back (released, or expired before the commit).
+    #: Given back (a cancellation or an expiry released it).
     RELEASED = "released"
     #: Refused: some line's product has too little stock; nothing is held.
     INSUFFICIENT = "insufficient"
-    #: Inventory has no reservation for the order.
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +92,12 @@ class InventoryClient:
         )
         return {level.product_id: level.available for level in levels.items}
 
-    async def reserve(
+    async def sell(
         self, order_id: uuid.UUID, lines: Sequence[tuple[uuid.UUID, int]]
     ) -> ReserveOutcome:
-        """Hold every line's quantity for the order, or nothing."""
+        """Take every line's quantity for the paid order, or nothing: the units are sold
+        at once and the reservation is COMMITTED. A repeat answers with the order's
+        reservation as it is now (RELEASED when a cancellation gave it back)."""
         body: dict[str, Any] = {
             "order_id": str(order_id),
             "items": [
@@ -103,6 +105,7 @@ class InventoryClient:
                 for product_id, quantity in lines
             ],
             "ttl_seconds": self.ttl_seconds,
+            "sell": True,
         }
         response = await self.client.request(
             INVENTORY_UPSTREAM, "POST", "/internal/v1/reservations", json=body, idempotent=True
@@ -118,23 +121,6 @@ class InventoryClient:
                 product_id = None
             return ReserveOutcome(Reservation.INSUFFICIENT, product_id)
         raise unusable_answer(INVENTORY_UPSTREAM, response, "a reservation")
-
-    async def commit(self, order_id: uuid.UUID) -> Reservation:
-        """Turn the held stock into sold stock: COMMITTED, or RELEASED when the
-        reservation was given back (it expired), or UNKNOWN."""
-        response = await self.client.request(
-            INVENTORY_UPSTREAM,
-            "POST",
-            f"/internal/v1/reservations/{order_id}/commit",
-            idempotent=True,
-        )
-        if response.status_code == 200:
-            return self._status(response, "a commit")
-        if response.status_code == 409 and problem_type(response).endswith("reservation-released"):
-            return Reservation.RELEASED
-        if response.status_code == 404:
-            return Reservation.UNKNOWN
-        raise unusable_answer(INVENTORY_UPSTREAM, response, "a commit")
 
     async def release(self, order_id: uuid.UUID, reason: str) -> None:
         """Give the order's stock back, held or sold; done too when there is none."""

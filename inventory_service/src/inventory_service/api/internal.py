@@ -18,7 +18,7 @@ from inventory_service.schemas import (
 from shared.schemas import BatchIds
 from shared.service_auth import require_service
 
-# Only the checkout saga holds, commits and gives back stock.
+# Only the checkout saga holds, sells, commits and gives back stock.
 router = APIRouter(
     prefix="/internal/v1/reservations",
     tags=["internal"],
@@ -37,7 +37,9 @@ async def reserve_stock(
     settings: SettingsDep,
     response: Response,
 ) -> ReservationRead:
-    """Hold every line's quantity for the order, or nothing (409 `insufficient-stock`).
+    """Hold every line's quantity for the order, or nothing (409 `insufficient-stock`);
+    with `sell` (a paid order) the units are sold at once and the reservation is
+    `committed`.
 
     Idempotent per `order_id`: a repeat answers 200 with the reservation as it is now
     and holds nothing more; a repeat with other lines is a 409."""
