@@ -75,7 +75,7 @@ class TestReserve:
             assert await inventory.units(product_id) == (6, 0, 4)
         fetched = await inventory.client.get(f"/internal/v1/reservations/{order_id}")
         assert fetched.json() == body
-        # Committing again (the order.confirmed event's safety net) changes nothing.
+        # A commit call as an earlier saga made it changes nothing.
         assert (await inventory.commit(order_id)).json()["status"] == "committed"
         # A repeat answers with it and sells nothing more.
         again = await inventory.reserve(order_id, items, sell=True)

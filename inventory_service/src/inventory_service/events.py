@@ -1,7 +1,12 @@
 """What the inventory service does with the events it consumes (it publishes none):
-`product.*` gives a product its stock record, `order.confirmed` and `order.cancelled`
-settle the order's reservation, `order.refunded` with `restock` puts the refunded units
-back on sale.
+`product.*` gives a product its stock record, `order.cancelled` gives the order's stock
+back, `order.refunded` with `restock` puts the refunded units back on sale.
+
+`order.confirmed` is not taken: it never leaves anything to do here. The checkout saga
+confirms an order only after this service answered that the order's units are sold
+(sold at once for a paid order, or a held reservation committed by the saga of an
+earlier version), so by the time the event exists they are. A handler for it would cost
+every order a delivery, an inbox row and a transaction, to change nothing.
 
 Each handler runs in the consumer's transaction, with the event id's inbox row: it
 issues SQL and does not commit. The queue (`inventory_service.events`) is bound to
@@ -33,6 +38,8 @@ from shared.db import utcnow
 logger = logging.getLogger(__name__)
 
 handlers = EventHandlers()
+# Taken until the checkout sold a paid order's units in one call (see the module).
+handlers.retire(ORDER_CONFIRMED)
 
 
 @handlers.on(PRODUCT_CREATED, PRODUCT_UPDATED)
@@ -47,23 +54,13 @@ async def create_stock_record(session: AsyncSession, event: EventEnvelope) -> No
         logger.info("stock record created", extra={"product_id": str(product.product_id)})
 
 
-# The checkout saga commits and releases reservations over HTTP (/internal/v1/...): that
-# path is primary and usually gets there first, so these handlers are mostly no-ops. They
-# are the safety net for a call that was lost (order_service crashed after settling the
-# order, or inventory was unreachable and the sweep has not come round yet). Both are
-# conditional status changes, so running them after the HTTP call, or twice, changes
-# nothing; they run in the consumer's transaction, with the event's inbox row.
-
-
-@handlers.on(ORDER_CONFIRMED)
-async def commit_reservation(session: AsyncSession, event: EventEnvelope) -> None:
-    """The confirmed order's held stock becomes sold (unless it is already)."""
-    order = OrderChanged.model_validate(event.data)
-    if await ReservationService(session).commit_held(order.order_id):
-        count_reservation("committed")
-        logger.info(
-            "reservation committed from order.confirmed", extra={"order_id": str(order.order_id)}
-        )
+# The checkout saga releases the stock of an order it cancels over HTTP
+# (/internal/v1/...): that path is primary and usually gets there first, so this handler
+# is mostly a no-op. It is the safety net for a call that was lost (order_service
+# crashed after cancelling the order, or inventory was unreachable and the sweep has not
+# come round yet). It is a conditional status change, so running it after the HTTP call,
+# or twice, changes nothing; it runs in the consumer's transaction, with the event's
+# inbox row.
 
 
 @handlers.on(ORDER_CANCELLED)

@@ -43,9 +43,10 @@ class StockInconsistent(RuntimeError):
 
 
 class RestockTooEarly(RuntimeError):
-    """A refund of an order whose reservation is not committed here yet (its
-    `order.confirmed` is still on the way): raised so the event is handed back and
-    retried, instead of the refund being recorded as having nothing to restock."""
+    """A refund of an order whose reservation is held, not committed: a refund comes
+    only after the order was confirmed, which the saga does once the units are sold, so
+    this is raised to hand the event back and retry it rather than record the refund as
+    having nothing to restock."""
 
 
 class StockService:

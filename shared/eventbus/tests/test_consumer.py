@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import event
 
-from eventbus import MAX_DELIVERIES, Broker, EventConsumer, EventEnvelope, Topology
+from eventbus import (
+    MAX_DELIVERIES,
+    Broker,
+    EventConsumer,
+    EventEnvelope,
+    EventHandlers,
+    Topology,
+)
 from eventbus.dlq import list_dead_letters, replay_dead_letters
 from eventbus.metrics import EVENTS_CONSUMED, EVENTS_DEAD_LETTERED
 from service_testing import RABBITMQ_URL, eventually
@@ -245,6 +252,34 @@ class TestOnce:
         await eventually(lambda: harness.effects("traced"))
         [row] = await harness.outbox_rows()
         assert harness.seen_traceparents == [row.traceparent]
+
+
+class TestBindings:
+    async def test_a_retired_type_is_no_longer_routed_to_the_queue(self, harness: Harness) -> None:
+        async def drop(session: Any, event: EventEnvelope) -> None:
+            return None
+
+        handle = harness.handlers.get("thing.happened")
+        assert handle is not None
+        harness.handlers.on("thing.retired")(drop)  # the version before took it
+        await harness.start(harness.consumer())
+        await harness.stop_all()
+        upgraded = EventHandlers()
+        upgraded.on("thing.happened")(handle)
+        upgraded.retire("thing.retired")
+        harness.handlers = upgraded
+        await harness.start(harness.consumer())
+        dropped_before = consumed("unhandled", "thing.retired")
+
+        retired = envelope_json("retired", type="thing.retired")
+        await harness.publish_raw(retired, routing_key="thing.retired")
+        await harness.publish_raw(envelope_json("after"))
+
+        # In queue order: had the retired type still been bound, it would have been
+        # delivered (and dropped as unhandled) before the event that follows it.
+        await eventually(lambda: harness.effects_are(1))
+        assert consumed("unhandled", "thing.retired") == dropped_before
+        assert upgraded.retired == ("thing.retired",)
 
 
 class TestStopping:

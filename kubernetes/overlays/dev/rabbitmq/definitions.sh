@@ -95,7 +95,7 @@ each() {
 # where nobody consumes it (the admin's welcome at a first `up`, say).
 # One line per consuming service: its name, then the event types its queue is bound to.
 consumers=$(
-    echo inventory_service order.cancelled order.confirmed order.refunded \
+    echo inventory_service order.cancelled order.refunded \
         product.created product.updated
     echo notification_service order.cancelled order.confirmed order.created \
         order.delivered order.refunded order.shipped product.created product.updated \

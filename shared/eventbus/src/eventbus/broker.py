@@ -157,8 +157,11 @@ async def declare_service_queues(
     topology: Topology,
     service: str,
     routing_keys: tuple[str, ...],
+    *,
+    retired: tuple[str, ...] = (),
 ) -> tuple[AbstractQueue, AbstractQueue]:
-    """A consumer's queue, bound to `routing_keys`, and its dead-letter queue."""
+    """A consumer's queue, bound to `routing_keys` and no longer to `retired` (removing
+    a binding that is not there changes nothing), and its dead-letter queue."""
     exchange = await declare_exchange(connection, channel, topology)
     dead_letters = await channel.declare_exchange(
         topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
@@ -174,6 +177,8 @@ async def declare_service_queues(
     )
     for routing_key in routing_keys:
         await queue.bind(exchange, routing_key=routing_key)
+    for routing_key in retired:
+        await queue.unbind(exchange, routing_key=routing_key)
     return queue, dlq
 
 

@@ -105,11 +105,12 @@ def inbox_table(metadata: MetaData) -> Table:
 class EventHandlers:
     """What a service does with the events it consumes: one handler per event type.
 
-    The queue is bound to exactly these types."""
+    The queue is bound to exactly these types, and unbound from the `retired` ones."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
         self._external: set[str] = set()
+        self._retired: set[str] = set()
 
     def on(self, *types: str, external_effects: bool = False) -> Callable[[Handler], Handler]:
         """Register the handler of `types`; `external_effects`: it does something its
@@ -127,6 +128,12 @@ class EventHandlers:
 
         return register
 
+    def retire(self, *types: str) -> None:
+        """Types an earlier version of the service consumed and this one does not: the
+        broker keeps a queue's bindings, so they are removed where the queue is
+        declared, and an upgraded service stops being sent what it would only drop."""
+        self._retired.update(types)
+
     def get(self, type_: str) -> Handler | None:
         return self._handlers.get(type_)
 
@@ -136,6 +143,10 @@ class EventHandlers:
     @property
     def types(self) -> tuple[str, ...]:
         return tuple(sorted(self._handlers))
+
+    @property
+    def retired(self) -> tuple[str, ...]:
+        return tuple(sorted(self._retired - self._handlers.keys()))
 
 
 async def record_in_inbox(
@@ -311,7 +322,12 @@ class EventConsumer:
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=self.prefetch)
                 queue, _ = await declare_service_queues(
-                    connection, channel, self.topology, self.service, self.handlers.types
+                    connection,
+                    channel,
+                    self.topology,
+                    self.service,
+                    self.handlers.types,
+                    retired=self.handlers.retired,
                 )
                 self._consumer_tag = await queue.consume(self._on_message)
             except Exception:
