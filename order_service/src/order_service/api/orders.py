@@ -41,7 +41,7 @@ _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 async def place_order(
     data: OrderCreate, claims: CurrentClaims, key: IdempotencyKeyDep, orders: OrderServiceDep
 ) -> JSONResponse:
-    """Check out: price from the catalog, reserve stock, take payment, confirm.
+    """Check out: price from the catalog, take payment, take the stock, confirm.
 
     The answer is the order, `confirmed` or `cancelled` (`out_of_stock`,
     `payment_declined`). Retrying with the same Idempotency-Key and body replays it."""
