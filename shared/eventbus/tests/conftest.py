@@ -5,6 +5,7 @@ test's own, and a small harness around relays and consumers."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -126,6 +127,8 @@ class Harness:
         self.fail_notes: set[str] = set()
         self.seen_traceparents: list[str | None] = []
         self.handler_calls = 0
+        #: Handler runs per event note (a batch run again runs its good events again).
+        self.calls_by_note: collections.Counter[str] = collections.Counter()
         self._running: list[OutboxRelay | EventConsumer] = []
 
         async def record_effect(session: Any, event: EventEnvelope) -> None:
@@ -134,6 +137,7 @@ class Harness:
             self.handler_calls += 1
             self.seen_traceparents.append(traceparent_var.get())
             note = str(event.data.get("note", ""))
+            self.calls_by_note[note] += 1
             if note in self.fail_notes:
                 raise RuntimeError(f"handler refuses {note!r}")
             await session.execute(insert(effect).values(event_id=event.id, note=note))

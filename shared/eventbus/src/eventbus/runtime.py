@@ -61,6 +61,7 @@ class ServiceEvents:
                 service=service,
                 prefetch=settings.events_prefetch,
                 batch_size=settings.events_batch_size,
+                linger_seconds=settings.events_linger_seconds,
                 retry_delay_seconds=settings.events_retry_delay_seconds,
                 inbox_retention=timedelta(days=settings.inbox_retention_days),
             )

@@ -97,6 +97,9 @@ class ServiceSettings(BaseSettings):
     #: batches at a time, each in one transaction.
     events_prefetch: int = Field(default=64, ge=1, le=10_000)
     events_batch_size: int = Field(default=32, ge=1, le=1_000)
+    #: How long a batch stays open after its first event for others to join it: fewer
+    #: transactions under load, for at most this much more lag.
+    events_linger_seconds: float = Field(default=0.02, ge=0, le=1.0)
     #: Pause before a failed event is handed back for another try (doubles each try).
     events_retry_delay_seconds: float = Field(default=0.5, ge=0)
     inbox_retention_days: float = Field(default=30.0, gt=0)
