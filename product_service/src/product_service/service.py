@@ -43,11 +43,13 @@ class ProductService:
             raise ProductNotFound(product_id)
         return product
 
-    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> list[Product]:
+    async def get_many(self, product_ids: Sequence[uuid.UUID]) -> list[ProductRead]:
         """Products by id, active or not, in the order asked for."""
-        found = {product.id: product for product in await self.products.get_many(product_ids)}
+        found = {row["id"]: row for row in await self.products.get_many(product_ids)}
         return [
-            found[product_id] for product_id in dict.fromkeys(product_ids) if product_id in found
+            ProductRead.model_validate(dict(found[product_id]))
+            for product_id in dict.fromkeys(product_ids)
+            if product_id in found
         ]
 
     async def create(self, data: ProductCreate) -> Product:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from product_service.deps import DatabaseDep
-from product_service.schemas import ProductBatch, ProductRead
+from product_service.schemas import ProductBatch
 from product_service.service import ProductService
 from shared.schemas import BatchIds
 from shared.service_auth import require_service
@@ -26,5 +26,5 @@ async def read_products_by_id(ids: BatchIds, database: DatabaseDep) -> Response:
     # trip, not three), written as JSON once rather than validated again on the way out.
     async with database.reading_alone() as session:
         items = await ProductService(session).get_many(ids)
-    batch = ProductBatch(items=[ProductRead.model_validate(item) for item in items])
+    batch = ProductBatch(items=items)
     return Response(batch.model_dump_json().encode(), media_type="application/json")
