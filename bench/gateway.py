@@ -4,6 +4,11 @@ by side in one run, with wrk. Prints each rate, the CPU each request cost the se
 processes (read from /proc, so a busy machine skews it less than the rates), and the
 ratios: product_service / bare app, gateway / direct.
 
+Through the gateway, an anonymous read of a product is answered from the gateway's
+response cache (product_service marks it shareable); a second run sends
+`Cache-Control: no-cache`, so that every read is forwarded to product_service, and
+prints what the proxy hop itself costs (not a target, for comparison).
+
     make bench                                   # 32 and 256 connections, aiohttp and httpx
     uv run python bench/gateway.py --duration 20 --transports aiohttp
     uv run python bench/gateway.py --transports aiohttp --tracing off on   # tracing overhead
@@ -71,6 +76,7 @@ def measured(
     connections: int,
     duration: int,
     profile: Path | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[WrkResult, dict[str, float]]:
     """A wrk run and the CPU (microseconds) each of the `pids` spent per request
     meanwhile; with `profile`, py-spy records each of them into that folder and the top
@@ -79,7 +85,7 @@ def measured(
     before = [cpu_seconds(pid) or 0.0 for pid in pids.values()]
     if profiler is not None:
         profiler.start()
-    result = run_wrk(url, connections=connections, duration=duration)
+    result = run_wrk(url, connections=connections, duration=duration, headers=headers)
     used = {
         name: ((cpu_seconds(pid) or 0.0) - start) * 1e6 / max(result.requests, 1)
         for (name, pid), start in zip(pids.items(), before, strict=True)
@@ -184,6 +190,13 @@ def measure(
                     duration,
                     profile and profile / "gateway",
                 )
+                forwarded, forwarded_cpus = measured(
+                    gateway_url,
+                    {"api_gateway": gateway_pid, "product_service": product_pid},
+                    connections,
+                    duration,
+                    headers={"Cache-Control": "no-cache"},
+                )
                 bare_cpu, direct_cpu = sum(bare_cpus.values()), sum(direct_cpus.values())
                 via_cpu = sum(via_cpus.values())
                 ratio = via.requests_per_second / direct.requests_per_second
@@ -195,6 +208,7 @@ def measure(
                 print(line("bare FastAPI, same model", baseline, bare_cpus))
                 print(line("direct product_service", direct, direct_cpus))
                 print(line("through the gateway", via, via_cpus))
+                print(line("the gateway, each forwarded", forwarded, forwarded_cpus))
                 print(
                     f"  ratio product_service/bare  {framework:9.2f}"
                     f"   (by CPU per request: {bare_cpu / direct_cpu:.2f})"
@@ -202,6 +216,11 @@ def measure(
                 print(
                     f"  ratio gateway/direct        {ratio:9.2f}"
                     f"   (by CPU per request: {direct_cpu / via_cpu:.2f})"
+                )
+                print(
+                    "  ratio forwarded/direct      "
+                    f"{forwarded.requests_per_second / direct.requests_per_second:9.2f}"
+                    "   (every read through the proxy hop; not a target)"
                 )
                 report["runs"].append(
                     {
@@ -211,11 +230,13 @@ def measure(
                         "bare": baseline.as_dict(),
                         "direct": direct.as_dict(),
                         "gateway": via.as_dict(),
+                        "gateway_forwarded": forwarded.as_dict(),
                         "cpu_us_per_request": {
                             "bare": round(bare_cpu),
                             "direct": round(direct_cpu),
                             "gateway": round(via_cpu),
                             "gateway_process": round(via_cpus["api_gateway"]),
+                            "gateway_forwarded": round(sum(forwarded_cpus.values())),
                         },
                         "ratio": round(ratio, 3),
                         "ratio_direct_to_bare": round(framework, 3),

@@ -188,7 +188,23 @@ def misbehaving_routes(upstream: Upstream) -> list[Route]:
         response.set_cookie("session", "user-a-secret")
         return response
 
+    async def shareable(request: Request) -> Response:
+        """An answer with the `Cache-Control` asked for (`cache_control`), after
+        `seconds`; each call is recorded and numbered."""
+        upstream.requests.append((request.method, request.url.path))
+        await asyncio.sleep(float(request.query_params.get("seconds", "0")))
+        headers = {"cache-control": request.query_params.get("cache_control", "public, max-age=60")}
+        if "cookie" in request.query_params:
+            headers["set-cookie"] = "session=1"
+        if "vary" in request.query_params:
+            headers["vary"] = "accept-language"
+        return JSONResponse(
+            {"call": len(upstream.requests), "query": request.scope["query_string"].decode()},
+            headers=headers,
+        )
+
     return [
+        Route("/v1/{resource}/shareable", shareable, methods=["GET", "PATCH", "DELETE"]),
         Route("/v1/{resource}/slow", slow),
         Route("/v1/{resource}/stream", stream),
         Route("/v1/{resource}/endless", endless),

@@ -72,6 +72,50 @@ class TestProductCache:
         assert response.json()["is_active"] is False
 
 
+class TestSharedCaching:
+    """A cached document's answer lets a shared cache in front (the gateway's) keep it
+    for as long as this cache does, and no longer."""
+
+    async def test_an_anonymous_read_may_be_shared_for_the_seconds_left(
+        self, app: FastAPI, client: AsyncClient, make_product: Callable[..., Any]
+    ) -> None:
+        product = await make_product()
+        ttl = app.state.settings.product_cache_seconds
+        routed = await client.get(f"/v1/products/{product['id']}")
+        cached = await client.get(f"/v1/products/{product['id']}")
+        for response in (routed, cached):
+            visibility, max_age = response.headers["cache-control"].split(", ")
+            assert visibility == "public"
+            assert 0 <= int(max_age.removeprefix("max-age=")) <= ttl
+        # Whole seconds, rounded down: never longer than this cache keeps it.
+        assert routed.headers["cache-control"] in {
+            f"public, max-age={int(ttl)}",
+            f"public, max-age={int(ttl) - 1}",
+        }
+
+    async def test_an_inactive_product_is_not_shared(
+        self, client: AsyncClient, admin: dict[str, str], make_product: Callable[..., Any]
+    ) -> None:
+        product = await make_product()
+        await client.delete(f"/v1/products/{product['id']}", headers=admin)
+        response = await client.get(f"/v1/products/{product['id']}", headers=admin)
+        assert response.status_code == 200
+        assert "cache-control" not in response.headers
+
+    async def test_with_the_cache_off_nothing_is_shared(
+        self, app: FastAPI, client: AsyncClient, make_product: Callable[..., Any]
+    ) -> None:
+        product = await make_product()
+        cache = app.state.product_cache
+        ttl, cache.ttl_seconds = cache.ttl_seconds, 0
+        try:
+            response = await client.get(f"/v1/products/{product['id']}")
+        finally:
+            cache.ttl_seconds = ttl
+        assert response.status_code == 200
+        assert "cache-control" not in response.headers
+
+
 class TestCachedReads:
     """A cached product's anonymous read is answered before the framework routes it, with
     what the route itself answers."""
@@ -91,6 +135,7 @@ class TestCachedReads:
         assert cached.content == routed.content
         assert cached.headers["content-type"] == routed.headers["content-type"]
         assert cached.headers["content-length"] == routed.headers["content-length"]
+        assert cached.headers["cache-control"].startswith("public, max-age=")
         assert cached.headers["x-request-id"] == "read-1"
         assert served(ROUTE, "200") == count + 1
 

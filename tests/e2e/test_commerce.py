@@ -60,6 +60,30 @@ async def notifications_of(
     return [item for item in page["items"] if item["kind"] == kind]
 
 
+class TestCatalogReads:
+    async def test_the_gateway_answers_repeated_reads_and_reads_back_a_change(
+        self, gateway: httpx.AsyncClient, shop: Shop
+    ) -> None:
+        admin = await shop.admin_headers()
+        lamp = await new_product(gateway, admin, name="Reading lamp", price="30.00", stock=1)
+        path = f"/api/v1/products/{lamp['id']}"
+
+        first = await gateway.get(path)
+        second = await gateway.get(path)
+        assert first.json() == second.json() == lamp
+        assert second.headers["cache-control"].startswith("public, max-age=")
+        assert "age" in second.headers  # answered by the gateway's cache
+
+        changed = await gateway.patch(path, json={"price": "27.50"}, headers=admin)
+        assert changed.status_code == 200, changed.text
+        after = await gateway.get(path)
+        assert after.json()["price"] == "27.50"
+        assert "age" not in after.headers
+
+        await gateway.delete(path, headers=admin)
+        assert_problem(await gateway.get(path), 404)
+
+
 class TestReceipts:
     async def test_an_order_with_an_address_is_confirmed_by_a_receipt(
         self, gateway: httpx.AsyncClient, shop: Shop

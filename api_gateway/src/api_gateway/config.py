@@ -64,6 +64,12 @@ class Settings(ServiceSettings):
     #: Longest `Authorization` header looked at; a longer one is refused with 401.
     max_authorization_bytes: int = Field(default=8192, ge=64)
 
+    #: Anonymous reads that a service marks `Cache-Control: public, max-age=N` are
+    #: answered from memory for N seconds (see `api_gateway.cache`): at most this many
+    #: answers, each of at most `response_cache_max_body_bytes`; 0 turns the cache off.
+    response_cache_entries: int = Field(default=10_000, ge=0)
+    response_cache_max_body_bytes: int = Field(default=64 * 1024, ge=0)
+
     #: Event streams (`GET /api/v1/orders/{id}/stream`) go over a pool of their own, so
     #: that open streams never take the connections of ordinary calls; an upstream that
     #: sends nothing, not even its keep-alive comment (every 15 s at most), for this long

@@ -54,6 +54,7 @@ class ClientHeaders:
 
     kept: RawHeaders
     authorization: bytes | None = None
+    cache_control: bytes | None = None
     host: bytes | None = None
     forwarded_for: bytes | None = None
     forwarded_proto: bytes | None = None
@@ -103,6 +104,8 @@ def read_client_headers(raw: Iterable[tuple[bytes, bytes]]) -> ClientHeaders:
                 client.authorization = value
             elif name == b"content-length":
                 client.has_body = value != b"0"
+            elif name == b"cache-control":
+                client.cache_control = value
             kept.append((name, value))
     if connection is not None:
         client.kept = drop_connection_named(kept, connection)

@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from api_gateway import docs, storefront
 from api_gateway.config import Settings
 from api_gateway.health import HealthChecker
 from api_gateway.health import router as health_router
 from api_gateway.openapi import ApiDocument, Document
-from api_gateway.proxy import Proxy
+from api_gateway.proxy import ProxiedPaths, Proxy
 from api_gateway.ratelimit import RateLimiter
 from shared.auth import TokenVerifier
 from shared.http import ServiceClient
@@ -89,10 +89,9 @@ def create_app(
     )
     service.add_auth(None if token_verifier is None else lambda app: token_verifier)
     service.add_lifespan(lifespan)
+    service.add_middleware(ProxiedPaths, proxy=proxy)
     service.add_routers(health_router)
     app = service.build()
-    # First in the table: nearly every request is a proxied one.
-    app.router.routes.insert(0, Route("/api/{path:path}", proxy, include_in_schema=False))
     # `/api` -> 307 `/api/` would only lead to a 404; the services redirect their own routes.
     app.router.redirect_slashes = False
     # The merged document and its page replace FastAPI's own, which would show only the

@@ -1,11 +1,12 @@
 """The reverse proxy: a raw ASGI app behind `/api/...`.
 
-Per request: rate limit, route, authenticate, then forward through the process's one
-`ServiceClient`, streaming the body up and the response down. It is plain ASGI rather
-than a FastAPI endpoint because it is the hot path: no request object, no dependency
-resolution, no response class, one pass over the headers each way. What it decides
-(which service, which headers each way) is pure functions in `routing` and `headers`;
-this module only does the I/O around them.
+Per request: rate limit, route, authenticate, then answer an anonymous read from the
+response cache (`cache`) or forward through the process's one `ServiceClient`, streaming
+the body up and the response down. It is plain ASGI in front of the router rather than
+a FastAPI endpoint because it is the hot path: no route matching, no request object, no
+dependency resolution, no response class, one pass over the headers each way. What it
+decides (which service, which headers each way) is pure functions in `routing` and
+`headers`; this module only does the I/O around them.
 
 Each request is sent once (no retries: a POST may not be repeated, and the services
 retry their own idempotent calls). A body without a length is counted as it streams
@@ -18,26 +19,34 @@ and nothing was acted upon.)
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import cast
 
 import anyio
 import httpx
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_gateway.auth import authenticate
+from api_gateway.cache import (
+    CachedResponse,
+    ResponseCache,
+    asks_for_a_fresh_answer,
+    shared_max_age,
+)
 from api_gateway.config import Settings
 from api_gateway.errors import ClientClosedRequest
 from api_gateway.headers import (
     Hop,
+    RawHeaders,
     client_response_headers,
     read_client_headers,
     upstream_headers,
     upstream_url,
 )
 from api_gateway.ratelimit import ClientAddresses, RateLimiter, rate_limit_key
-from api_gateway.routing import ProxyRoute, resolve
+from api_gateway.routing import ProxyRoute, Target, resolve
 from shared.auth import TokenVerifier
 from shared.errors import BadRequest
 from shared.http import ServiceClient, UpstreamTimeout, UpstreamUnavailable
@@ -47,6 +56,8 @@ logger = logging.getLogger(__name__)
 #: A response longer than this (or of unknown length) is relayed while watching for the
 #: client going away; a shorter one is over before that would matter.
 _WATCH_DISCONNECT_ABOVE = 64 * 1024
+#: Methods that change nothing: any other drops the path's cached answers.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class RequestBody:
@@ -71,6 +82,27 @@ class RequestBody:
                 return
 
 
+class ProxiedPaths:
+    """ASGI middleware: `/api/...` goes to the proxy, anything else (health, the API
+    document, the storefront) to the app.
+
+    The proxy sits in front of the framework's router and exception handlers: nearly
+    every request is a proxied one, and matching a route, entering its exception and
+    dependency scopes cost a proxied read about a fifth of the gateway's time (py-spy,
+    `bench/gateway.py`). What it raises is a `ProblemError`, which the request middleware
+    around it turns into the same problem document."""
+
+    def __init__(self, app: ASGIApp, *, proxy: Proxy) -> None:
+        self.app = app
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 class Proxy:
     """Forwards `/api/v1/<resource>/...` to the service that owns the resource.
 
@@ -85,6 +117,11 @@ class Proxy:
     def __init__(self, settings: Settings) -> None:
         self.addresses = ClientAddresses(settings.trusted_proxies)
         self.max_authorization_bytes = settings.max_authorization_bytes
+        self.cache = (
+            ResponseCache(settings.response_cache_entries, settings.response_cache_max_body_bytes)
+            if settings.response_cache_entries
+            else None
+        )
         timeout = httpx.Timeout(
             connect=settings.http_connect_timeout,
             read=settings.http_read_timeout,
@@ -133,6 +170,27 @@ class Proxy:
                 client.authorization, self.token_verifier, max_bytes=self.max_authorization_bytes
             )
 
+        cache = self.cache
+        # The cache generation a cacheable read started at (None: not cacheable).
+        generation: int | None = None
+        if cache is not None:
+            if (
+                method == "GET"
+                and target.public
+                and client.authorization is None
+                and not client.has_body
+            ):
+                if not asks_for_a_fresh_answer(client.cache_control):
+                    cached = cache.get(target.path, scope["query_string"])
+                    if cached is not None:
+                        await _send_cached(cached, cache.clock(), send)
+                        return
+                generation = cache.generation
+            elif method not in _SAFE_METHODS:
+                # Before the write, and again once it is answered (`finally` below): a
+                # read that raced it cannot leave the old answer behind.
+                cache.invalidate(target.path)
+
         hop = Hop(address, peer_trusted, scope["scheme"], scope["state"]["request_id"])
         # Streams stay open for minutes: a pool of their own, never the ordinary calls'.
         http = self.stream_client if target.stream else self.http_client
@@ -146,14 +204,64 @@ class Proxy:
             content=body,
             extensions=self.stream_extensions if target.stream else self.extensions,
         )
-        response = await http.send(upstream, request)
         try:
-            await _relay(response, target.route, base, receive, send, body)
+            response = await http.send(upstream, request)
+        finally:
+            if cache is not None and method not in _SAFE_METHODS:
+                cache.invalidate(target.path)
+        try:
+            if generation is not None and response.status_code == 200:
+                await self._relay_to_cache(response, target, scope, receive, send, generation)
+            else:
+                await _relay(response, target.route, base, receive, send, body)
         except BaseException:
             with anyio.CancelScope(shield=True):  # closed even when the task is cancelled
                 await response.aclose()
             raise
         await response.aclose()
+
+    async def _relay_to_cache(
+        self,
+        response: httpx.Response,
+        target: Target,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        generation: int,
+    ) -> None:
+        """Relay an anonymous read's 200, and keep it when the service says it may be
+        shared; `generation` is the cache's when the read began (a write since then means
+        the answer may predate it, so it is relayed but not kept)."""
+        cache = cast(ResponseCache, self.cache)
+        route = target.route
+        base = self.http_client.upstreams[route.upstream]
+        headers, length = client_response_headers(response.headers.raw, base.encode("latin-1"))
+        max_age = shared_max_age(headers)
+        if not max_age or length is None or length > cache.max_body_bytes:
+            await _relay_response(response, headers, length, route, receive, send, None)
+            return
+        # Short and of known length: read whole, then sent in one message.
+        chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+        try:
+            with _upstream_errors(route):
+                content = b"".join([chunk async for chunk in chunks])
+        finally:
+            await chunks.aclose()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+        if len(content) == length and cache.generation == generation:
+            cache.put(target.path, scope["query_string"], 200, headers, content, max_age)
+
+
+async def _send_cached(cached: CachedResponse, now: float, send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": cached.status,
+            "headers": cached.headers_at(now),
+        }
+    )
+    await send({"type": "http.response.body", "body": cached.body, "more_body": False})
 
 
 async def _relay(
@@ -166,6 +274,19 @@ async def _relay(
 ) -> None:
     """Send the service's answer to the client, streaming its body."""
     headers, length = client_response_headers(response.headers.raw, base.encode("latin-1"))
+    await _relay_response(response, headers, length, route, receive, send, body)
+
+
+async def _relay_response(
+    response: httpx.Response,
+    headers: RawHeaders,
+    length: int | None,
+    route: ProxyRoute,
+    receive: Receive,
+    send: Send,
+    body: RequestBody | None,
+) -> None:
+    """`_relay` with the client's headers and the body's length worked out."""
     chunks = cast(AsyncGenerator[bytes, None], response.aiter_raw())
     try:
         first = await _first_chunk(chunks, route)
@@ -185,8 +306,15 @@ async def _relay(
 async def _first_chunk(chunks: AsyncIterator[bytes], route: ProxyRoute) -> bytes:
     """The body's first chunk, read before the status goes out, so that a service
     failing before its body still becomes a 503/504 problem document."""
-    try:
+    with _upstream_errors(route):
         return await anext(chunks, b"")
+
+
+@contextmanager
+def _upstream_errors(route: ProxyRoute) -> Iterator[None]:
+    """The service failing while its answer is read, as the client's 504 or 503."""
+    try:
+        yield
     except httpx.TimeoutException as error:
         raise UpstreamTimeout(f"{route.upstream} did not answer in time.") from error
     except httpx.TransportError as error:

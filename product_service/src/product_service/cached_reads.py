@@ -12,12 +12,13 @@ line, the metrics (under the route's own template) and the span like any other.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from product_service.cache import ProductCache
+from product_service.cache import CachedDocument, ProductCache
 
 PREFIX = "/v1/products/"
 #: A UUID in its canonical form, the only one taken here (the route validates the rest).
@@ -44,10 +45,13 @@ def anonymous_product_read(scope: Scope) -> uuid.UUID | None:
         return None
 
 
-def document_headers(document: bytes) -> list[tuple[bytes, bytes]]:
-    """The headers the route's own `Response(document, media_type="application/json")`
-    has, in its order."""
-    return [(b"content-length", str(len(document)).encode("latin-1")), _JSON]
+def document_headers(cached: CachedDocument) -> list[tuple[bytes, bytes]]:
+    """The headers the route's own answer has, in its order."""
+    return [
+        (b"cache-control", cached.cache_control(time.monotonic()).encode("latin-1")),
+        (b"content-length", str(len(cached.document)).encode("latin-1")),
+        _JSON,
+    ]
 
 
 class CachedProductReads:
@@ -62,16 +66,16 @@ class CachedProductReads:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (product_id := anonymous_product_read(scope)):
             # A miss is not counted here: the route that serves the request counts it.
-            document = self.cache.get(product_id, count_miss=False)
-            if document is not None:
+            cached = self.cache.get(product_id, count_miss=False)
+            if cached is not None:
                 scope["route"] = self.route
                 await send(
                     {
                         "type": "http.response.start",
                         "status": 200,
-                        "headers": document_headers(document),
+                        "headers": document_headers(cached),
                     }
                 )
-                await send({"type": "http.response.body", "body": document})
+                await send({"type": "http.response.body", "body": cached.document})
                 return
         await self.app(scope, receive, send)

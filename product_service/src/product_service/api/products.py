@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from fastapi import APIRouter, Response, status
@@ -44,17 +45,22 @@ async def get_product(
 ) -> Response:
     """One product; an inactive one only for administrators."""
     include_inactive = claims is not None and claims.is_admin
-    document = None if include_inactive else cache.get(product_id)
-    if document is None:
+    cached = None if include_inactive else cache.get(product_id)
+    if cached is None:
         # The hottest route: a cached document is answered without a session at all.
         async with database.reading_alone() as session:
             product = await ProductService(session).get(
                 product_id, include_inactive=include_inactive
             )
         document = ProductRead.model_validate(product).model_dump_json().encode()
-        if product.is_active:
-            cache.put(product_id, document)
-    return Response(document, media_type="application/json")
+        if not product.is_active or (cached := cache.put(product_id, document)) is None:
+            # An inactive product (administrators only), or the cache is off: not shared.
+            return Response(document, media_type="application/json")
+    return Response(
+        cached.document,
+        media_type="application/json",
+        headers={"Cache-Control": cached.cache_control(time.monotonic())},
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

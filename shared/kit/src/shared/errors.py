@@ -124,19 +124,24 @@ def problem_response(
     )
 
 
-async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
-    extra = exc.extra
+def problem_for(error: ProblemError) -> JSONResponse:
+    """The problem document of a raised `ProblemError`."""
+    extra = error.extra
     if isinstance(extra.get("errors"), list):
         extra = {**extra, **_bounded_errors(extra["errors"])}
     return problem_response(
-        exc.status_code,
-        title=exc.title,
-        detail=exc.detail,
-        type_slug=exc.type_slug,
-        headers=exc.headers,
+        error.status_code,
+        title=error.title,
+        detail=error.detail,
+        type_slug=error.type_slug,
+        headers=error.headers,
         extra=extra,
     )
+
+
+async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_for(exc)
 
 
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.deadline import BUDGET_HEADER, end_deadline, parse_budget, start_deadline
-from shared.errors import PayloadTooLarge, problem_response
+from shared.errors import PayloadTooLarge, ProblemError, problem_for, problem_response
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from shared.tracing import (
@@ -84,8 +84,9 @@ class RequestMetrics:
 
 
 class RequestContextMiddleware:
-    """Request id in and out, access log, metrics per route template, and a last-resort
-    500 problem document (with the request id) for anything unhandled."""
+    """Request id in and out, access log, metrics per route template, the problem
+    document of a `ProblemError` raised by a middleware inside it, and a last-resort 500
+    problem document (with the request id) for anything unhandled."""
 
     def __init__(
         self,
@@ -156,6 +157,11 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         except Exception as error:
+            if isinstance(error, ProblemError) and not response_started:
+                # Raised outside the routes' exception handlers (by a middleware such as
+                # the gateway's proxy): the document those handlers would have made.
+                await problem_for(error)(scope, receive, send_with_request_id)
+                return
             logger.exception("unhandled error", extra={"path": scope.get("path")})
             if span is not None:
                 span.record_exception(error)
