@@ -234,14 +234,15 @@ class TestLogLines:
 
 
 def traced_app(seen: list[httpx.Request]) -> tuple[FastAPI, ServiceClient]:
-    """An app whose one route calls another service and logs a line."""
+    """An app whose one route calls another service and says which trace it was in and
+    what an event it wrote would carry."""
     client = client_answering(200, seen)
     router = APIRouter()
 
     @router.get("/work")
     async def work() -> dict[str, str | None]:
         await client.request("product", "GET", "/x")
-        return {"trace_id": current_trace_id()}
+        return {"trace_id": current_trace_id(), "event_traceparent": outgoing_traceparent()}
 
     settings = ServiceSettings(_env_file=None, service_name="probe_service", environment="test")
     service = ServiceBuilder(settings, title="probe")
@@ -285,6 +286,10 @@ class TestRequestSampling:
         trace_id, _ = parent_of(seen[0].headers["traceparent"])
         assert seen[0].headers["traceparent"].endswith("-00")  # the callee keeps none either
         assert response.json()["trace_id"] == trace_id
+        # An event written meanwhile continues the same trace, not kept by its consumers.
+        event_traceparent = response.json()["event_traceparent"]
+        assert parent_of(event_traceparent)[0] == trace_id
+        assert event_traceparent.endswith("-00")
 
     async def test_the_callers_decision_is_kept_either_way(
         self, sampled_share: Callable[[float], InMemorySpanExporter]
@@ -312,10 +317,16 @@ class TestRequestSampling:
         seen: list[httpx.Request] = []
         app, client = traced_app(seen)
 
-        await get_work(app)
+        response = await get_work(app)
         await client.aclose()
 
         kinds = {span.kind: span for span in spans.get_finished_spans()}
+        server_context = kinds[SpanKind.SERVER].context
+        event_traceparent = response.json()["event_traceparent"]
+        assert event_traceparent[:-2] == (
+            f"00-{server_context.trace_id:032x}-{server_context.span_id:016x}-"
+        )
+        assert int(event_traceparent[-2:], 16) & 0x01  # sampled
         assert kinds[SpanKind.SERVER].parent is None
         assert kinds[SpanKind.SERVER].name == "GET /work"
         assert kinds[SpanKind.CLIENT].parent is not None

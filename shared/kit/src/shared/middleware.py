@@ -17,13 +17,12 @@ from shared.errors import PayloadTooLarge, ProblemError, problem_for, problem_re
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from shared.tracing import (
-    enter_unkept_trace,
-    leave_trace,
     record_route,
     server_span,
     trace_kept,
     traceparent_var,
     tracing_enabled,
+    unkept_traceparent,
     valid_traceparent,
 )
 
@@ -115,13 +114,8 @@ class RequestContextMiddleware:
                     scope, receive, send, request_id, traceparent, budget, span, quiet
                 )
         else:
-            token = enter_unkept_trace(traceparent)
-            try:
-                await self._serve(
-                    scope, receive, send, request_id, traceparent, budget, None, quiet
-                )
-            finally:
-                leave_trace(token)
+            unkept = unkept_traceparent(traceparent)
+            await self._serve(scope, receive, send, request_id, unkept, budget, None, quiet)
 
     async def _serve(
         self,
