@@ -4,6 +4,8 @@ whole, tied to its request, and nothing of one call (cookies) leaks into the nex
 from __future__ import annotations
 
 import httpx
+import uvicorn
+from httpx_aiohttp import AiohttpTransport
 
 from shared.http import ServiceClient
 
@@ -34,3 +36,23 @@ async def test_a_call_returns_the_transports_answer_tied_to_its_request() -> Non
     assert seen[0].headers["accept"] == "*/*"
     assert seen[0].extensions["timeout"]["read"] == client.timeout.read
     assert "cookie" not in seen[1].headers
+
+
+async def test_an_idle_connection_is_dropped_before_the_service_would_close_it() -> None:
+    """A call on a pooled connection the service is closing at that moment fails, and a
+    POST is not retried: the client lets an idle connection go first."""
+    server_keep_alive = uvicorn.Config(app="any:app").timeout_keep_alive
+
+    for name in ("aiohttp", "httpx"):
+        client = ServiceClient({"catalog": "http://catalog.test"}, transport=name)
+        try:
+            if isinstance(client.transport, AiohttpTransport):
+                session = client.transport.get_client()
+                client.transport.client = session  # closed with the client below
+                kept = session.connector._keepalive_timeout  # type: ignore[union-attr]
+            else:
+                kept = client.transport._pool._keepalive_expiry  # type: ignore[attr-defined]
+        finally:
+            await client.aclose()
+        assert kept is not None
+        assert 0 < kept < server_keep_alive, name

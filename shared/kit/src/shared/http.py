@@ -35,6 +35,12 @@ from shared.tracing import client_span, record_response
 
 logger = logging.getLogger(__name__)
 
+#: How long an idle pooled connection is kept for the next call: less than uvicorn's own
+#: keep-alive timeout (5 s), as nginx's upstream pool is, so a call never goes out on a
+#: connection the service is closing at that moment (a POST that would then fail, not be
+#: retried). A connection the service already closed would be replaced anyway.
+IDLE_CONNECTION_SECONDS = 4.0
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRYABLE_STATUSES = frozenset({502, 503})
 #: Statuses that say the upstream itself is unwell (as opposed to the request being wrong).
@@ -197,7 +203,7 @@ def build_transport(name: TransportName, limits: httpx.Limits) -> httpx.AsyncBas
             return aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=limits.max_connections or 0,
-                    keepalive_timeout=limits.keepalive_expiry or 30.0,
+                    keepalive_timeout=limits.keepalive_expiry or IDLE_CONNECTION_SECONDS,
                 ),
                 # Like the httpx client below: no cookies kept from one call for the next.
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -245,7 +251,7 @@ class ServiceClient:
         limits = httpx.Limits(
             max_connections=max_connections,
             max_keepalive_connections=max_keepalive,
-            keepalive_expiry=30.0,
+            keepalive_expiry=IDLE_CONNECTION_SECONDS,
         )
         self.transport = custom_transport or build_transport(transport, limits)
         self.http = httpx.AsyncClient(
