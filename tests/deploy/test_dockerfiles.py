@@ -8,6 +8,7 @@ import shlex
 
 import pytest
 
+from shared.eventloop import UVICORN_LOOP
 from tests.deploy.manifests import (
     DOCKERFILE,
     PORTS,
@@ -142,6 +143,7 @@ class TestDockerfileRules:
         assert env["UVICORN_HOST"] == "0.0.0.0"  # noqa: S104 - in a container
         assert int(env["UVICORN_PORT"]) == PORTS[pkg]
         assert env["UVICORN_ACCESS_LOG"] == "false"
+        assert env["UVICORN_LOOP"] == UVICORN_LOOP  # uvloop, accepting in batches
         assert "UVICORN_WORKERS" not in env, "scale with replicas, not workers"
         if pkg == "api_gateway":
             # The gateway itself decides which X-Forwarded-For hops to believe.

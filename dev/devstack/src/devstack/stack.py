@@ -230,6 +230,9 @@ def start_process(
         "--port",
         str(port),
         "--no-access-log",
+        # uvloop that accepts a burst of new connections at once (see shared.eventloop).
+        "--loop",
+        "shared.eventloop:new_event_loop",
         "--timeout-graceful-shutdown",
         "5",
     ]

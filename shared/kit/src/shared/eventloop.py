@@ -1,0 +1,194 @@
+"""The event loop every service runs on: uvloop, accepting new connections in batches.
+
+    uvicorn --loop shared.eventloop:new_event_loop --factory order_service.main:create_app
+
+Since libuv 1.45 (libuv/libuv#3696) uvloop accepts one connection per turn of the loop,
+and a turn of a busy service takes as long as a step of every request in flight. When a
+burst of new connections arrives while a service is loaded (the gateway growing its pool
+from 32 to 256 connections to order_service), they wait in the kernel's accept queue: in
+`make bench-checkout` order_service accepted about 17 a second, 172 connections queued
+for up to 7 s, and wrk timed out dozens of orders that the service itself served in under
+2.5 s (Node.js met the same regression, nodejs/performance#95). The stdlib loop accepts up
+to the listen backlog at once but costs a tenth more CPU per order. So the loop here is
+uvloop with the stdlib's accept: on a readable listening socket it takes every waiting
+connection (up to the backlog) and hands each to uvloop as an accepted socket.
+
+Only plain TCP servers are served this way; TLS and Unix sockets keep uvloop's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import uvloop
+
+logger = logging.getLogger(__name__)
+
+#: What `--loop` (or `UVICORN_LOOP`) says to run a service on this loop.
+UVICORN_LOOP = "shared.eventloop:new_event_loop"
+
+#: Errors of `accept()` that say the process or the system is out of something (open
+#: files, buffers): accepting stops for a while rather than spinning, as asyncio does.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY_SECONDS = 1.0
+
+
+class BatchAcceptServer(asyncio.AbstractServer):
+    """Listening sockets whose waiting connections are all accepted in one turn."""
+
+    def __init__(
+        self,
+        loop: uvloop.Loop,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        sockets: Iterable[socket.socket],
+        backlog: int,
+    ) -> None:
+        self._loop = loop
+        self._protocol_factory = protocol_factory
+        self._sockets = tuple(sockets)
+        self._backlog = backlog
+        self._serving = False
+        self._closed = asyncio.Event()
+        # Connections being handed to uvloop: referenced until done, so none is collected.
+        self._opening: set[asyncio.Task[Any]] = set()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return self._sockets
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        self._start()
+
+    async def serve_forever(self) -> None:
+        self._start()
+        await self._closed.wait()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets; open connections are left to
+        the server that owns them (uvicorn shuts them down gracefully)."""
+        self._stop_reading()
+        for sock in self._sockets:
+            sock.close()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def _start(self) -> None:
+        if self._serving or self._closed.is_set():
+            return
+        for sock in self._sockets:
+            sock.listen(self._backlog)
+        self._start_reading()
+
+    def _start_reading(self) -> None:
+        if self._closed.is_set():
+            return
+        self._serving = True
+        for sock in self._sockets:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _stop_reading(self) -> None:
+        if self._serving:
+            self._serving = False
+            for sock in self._sockets:
+                self._loop.remove_reader(sock.fileno())
+
+    def _accept(self, listening: socket.socket) -> None:
+        for _ in range(self._backlog):
+            try:
+                conn, _ = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                logger.error(
+                    "accepting connections paused for %.0f s: %s", ACCEPT_RETRY_SECONDS, exc
+                )
+                self._stop_reading()
+                self._loop.call_later(ACCEPT_RETRY_SECONDS, self._start_reading)
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._open(conn))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _open(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._protocol_factory, conn)
+        except OSError as exc:  # the peer went away before the transport was set up
+            logger.debug("accepted connection lost before it opened: %s", exc)
+            conn.close()
+
+
+class Loop(uvloop.Loop):
+    """uvloop, with `BatchAcceptServer` for plain TCP servers."""
+
+    async def create_server(  # type: ignore[override]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        sock: socket.socket | None = None,
+        backlog: int = 100,
+        ssl: Any = None,
+        start_serving: bool = True,
+        **options: Any,
+    ) -> asyncio.AbstractServer:
+        if ssl is not None or options or (sock is not None and sock.family == socket.AF_UNIX):
+            where: dict[str, Any] = (
+                {"sock": sock} if sock is not None else {"host": host, "port": port}
+            )
+            return await super().create_server(
+                protocol_factory,
+                backlog=backlog,
+                ssl=ssl,
+                start_serving=start_serving,
+                **where,
+                **options,
+            )
+        sockets = [sock] if sock is not None else await self._bind(host, port)
+        for listening in sockets:
+            listening.setblocking(False)
+        server = BatchAcceptServer(self, protocol_factory, sockets, backlog)
+        if start_serving:
+            await server.start_serving()
+        return server
+
+    async def _bind(self, host: str | None, port: int | None) -> list[socket.socket]:
+        """One listening socket per address of `host`, as asyncio binds them."""
+        infos = await self.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        sockets: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                listening = socket.socket(family, kind, proto)
+                sockets.append(listening)
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                listening.bind(address)
+        except OSError:
+            for listening in sockets:
+                listening.close()
+            raise
+        return sockets
+
+
+def new_event_loop() -> Loop:
+    """The loop factory for uvicorn's `--loop` (or `UVICORN_LOOP`)."""
+    return Loop()

@@ -1,0 +1,115 @@
+"""The services' event loop takes every connection waiting to be accepted in one turn, so
+a burst of new connections to a busy service is not let in one per turn of its loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import httpx
+import uvloop
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
+
+from service_testing import serve
+from shared.eventloop import BatchAcceptServer, new_event_loop
+
+WAITING = 50
+TURNS = 10
+
+
+class Counting(asyncio.Protocol):
+    made: list[asyncio.BaseTransport]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made.append(transport)
+
+
+async def connections_made_within(turns: int, waiting: int) -> int:
+    """Connections a server has set up `turns` turns of its loop after `waiting` of them
+    queued in the kernel while the loop was busy (here: blocked in this coroutine)."""
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.BaseTransport] = []
+    protocol = type("Counted", (Counting,), {"made": made})
+    server = await loop.create_server(protocol, "127.0.0.1", 0, backlog=128)
+    port = server.sockets[0].getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(waiting)]
+    try:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return len(made)
+    finally:
+        for transport in made:
+            transport.close()
+        for client in clients:
+            client.close()
+        server.close()
+        await server.wait_closed()
+
+
+def run(loop_factory: Callable[[], asyncio.AbstractEventLoop], turns: int) -> int:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(connections_made_within(turns, WAITING))
+
+
+def test_a_burst_of_waiting_connections_is_accepted_at_once() -> None:
+    assert run(new_event_loop, TURNS) == WAITING
+
+
+def test_plain_uvloop_lets_them_in_one_per_turn() -> None:
+    """Why the loop exists: were this to fail, uvloop accepts in batches again and the
+    services could go back to it."""
+    assert run(uvloop.new_event_loop, TURNS) <= TURNS
+
+
+async def serve_on_given_socket() -> tuple[bool, bool, bool]:
+    """A server on a socket bound by its caller (as uvicorn's workers are given theirs):
+    whether it is one of ours, whether it answered, and whether it refused after close."""
+    loop = asyncio.get_running_loop()
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    address = listening.getsockname()
+    server = await loop.create_server(Echo, sock=listening, backlog=16)
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(b"ping")
+    echoed = await reader.readexactly(4) == b"ping"
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    try:
+        await asyncio.open_connection(*address)
+    except ConnectionRefusedError:
+        refused = True
+    else:
+        refused = False
+    return isinstance(server, BatchAcceptServer), echoed, refused
+
+
+def test_a_server_on_a_given_socket_serves_and_stops_on_close() -> None:
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        assert runner.run(serve_on_given_socket()) == (True, True, True)
+
+
+async def test_uvicorn_serves_an_app_on_it() -> None:
+    """The loop as the services are started: `--loop shared.eventloop:new_event_loop`."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            loop = type(asyncio.get_running_loop()).__module__
+            await PlainTextResponse(loop)(scope, receive, send)
+
+    async with (
+        serve(app, in_thread=True, lifespan="off", loop="shared.eventloop:new_event_loop") as url,
+        httpx.AsyncClient() as client,
+    ):
+        answer = await client.get(url)
+    assert answer.text == "shared.eventloop"
