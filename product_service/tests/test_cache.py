@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +13,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from prometheus_client import REGISTRY
 
+from product_service.cache import ProductCache
 from product_service.cached_reads import anonymous_product_read
 from service_testing import assert_problem
 
@@ -200,3 +203,195 @@ class TestAnonymousProductRead:
         self, method: str, path: str, headers: list[tuple[bytes, bytes]]
     ) -> None:
         assert anonymous_product_read(scope(method, path, headers)) is None
+
+
+class TestRefreshAhead:
+    """An entry read in its last fifth is read again in the background, once at a time,
+    so a product read all the time never expires under its readers."""
+
+    @staticmethod
+    def cache_with(loader: Any, *, left: float) -> tuple[ProductCache, uuid.UUID]:
+        """A cache of one entry with `left` seconds to live (of 10), refreshed by `loader`."""
+        cache = ProductCache(10.0)
+        cache.load_with(loader)
+        product_id = uuid.uuid4()
+        cache.put(product_id, b"old")
+        cache._entries[product_id] = cache._entries[product_id]._replace(
+            expires_at=time.monotonic() + left
+        )
+        return cache, product_id
+
+    async def test_a_fresh_entry_is_not_read_again(self) -> None:
+        loads: list[uuid.UUID] = []
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            loads.append(product_id)
+            return b"new"
+
+        cache, product_id = self.cache_with(load, left=5.0)
+        assert cache.get(product_id).document == b"old"  # type: ignore[union-attr]
+        await cache.aclose()
+        assert loads == []
+
+    async def test_readers_of_an_entry_about_to_expire_start_one_read(self) -> None:
+        loads: list[uuid.UUID] = []
+        release = asyncio.Event()
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            loads.append(product_id)
+            await release.wait()
+            return b"new"
+
+        cache, product_id = self.cache_with(load, left=1.0)
+        answers = [cache.get(product_id) for _ in range(100)]
+        await asyncio.sleep(0)
+        release.set()
+        await wait_for_refreshes(cache)
+
+        # Every reader had the entry it found; the one read replaced it for a full ttl.
+        assert {answer.document for answer in answers if answer} == {b"old"}
+        assert loads == [product_id]
+        refreshed = cache.get(product_id)
+        assert refreshed is not None
+        assert refreshed.document == b"new"
+        assert refreshed.expires_at - time.monotonic() > 9
+
+    async def test_a_product_gone_or_inactive_leaves_the_cache(self) -> None:
+        async def load(product_id: uuid.UUID) -> None:
+            return None
+
+        cache, product_id = self.cache_with(load, left=1.0)
+        cache.get(product_id)
+        await wait_for_refreshes(cache)
+        assert cache.get(product_id) is None
+
+    async def test_a_write_during_the_read_drops_what_it_read(self) -> None:
+        """The read may have seen the product before the write: its document must not
+        come back into the cache after the write dropped the entry."""
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            started.set()
+            await release.wait()
+            return b"before the write"
+
+        cache, product_id = self.cache_with(load, left=1.0)
+        cache.get(product_id)
+        await started.wait()
+        cache.invalidate(product_id)
+        release.set()
+        await wait_for_refreshes(cache)
+        assert cache.get(product_id) is None
+
+    async def test_a_failed_read_keeps_the_entry_and_a_later_reader_tries_again(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        outcomes: list[bytes | Exception] = [ConnectionError("database down"), b"new"]
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        cache, product_id = self.cache_with(load, left=1.0)
+        cache.get(product_id)
+        await wait_for_refreshes(cache)
+        assert "reading product" in caplog.text
+        assert cache.get(product_id).document == b"old"  # type: ignore[union-attr]
+        await wait_for_refreshes(cache)
+        assert cache.get(product_id).document == b"new"  # type: ignore[union-attr]
+
+    async def test_closing_stops_the_refreshes(self) -> None:
+        async def load(product_id: uuid.UUID) -> bytes:
+            await asyncio.Event().wait()  # a read that never ends
+            return b"new"
+
+        cache, product_id = self.cache_with(load, left=1.0)
+        cache.get(product_id)
+        await cache.aclose()
+        assert cache.get(product_id).document == b"old"  # type: ignore[union-attr]
+        assert not cache._reading
+
+
+class TestSharedReads:
+    """Readers of a product missing from the cache share one database read."""
+
+    async def test_concurrent_misses_make_one_read(self) -> None:
+        loads: list[uuid.UUID] = []
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            loads.append(product_id)
+            await asyncio.sleep(0)
+            return b"doc"
+
+        cache = ProductCache(10.0)
+        cache.load_with(load)
+        product_id = uuid.uuid4()
+        entries = await asyncio.gather(*(cache.fetch(product_id) for _ in range(100)))
+        assert loads == [product_id]
+        assert {entry.document for entry in entries if entry} == {b"doc"}
+        assert cache.get(product_id) == entries[0]
+
+    async def test_a_product_gone_is_none_and_not_kept(self) -> None:
+        async def load(product_id: uuid.UUID) -> None:
+            return None
+
+        cache = ProductCache(10.0)
+        cache.load_with(load)
+        assert await cache.fetch(uuid.uuid4()) is None
+
+    async def test_a_write_during_the_read_makes_its_readers_read_again(self) -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+        documents = [b"before the write", b"after the write"]
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            document = documents.pop(0)  # what the database has when the read starts
+            started.set()
+            await release.wait()
+            return document
+
+        cache = ProductCache(10.0)
+        cache.load_with(load)
+        product_id = uuid.uuid4()
+        reader = asyncio.create_task(cache.fetch(product_id))
+        await started.wait()
+        cache.invalidate(product_id)
+        release.set()
+        entry = await reader
+        assert entry is not None
+        assert entry.document == b"after the write"
+
+    async def test_a_reader_that_goes_away_leaves_the_read_to_the_others(self) -> None:
+        release = asyncio.Event()
+
+        async def load(product_id: uuid.UUID) -> bytes:
+            await release.wait()
+            return b"doc"
+
+        cache = ProductCache(10.0)
+        cache.load_with(load)
+        product_id = uuid.uuid4()
+        leaving = asyncio.create_task(cache.fetch(product_id))
+        staying = asyncio.create_task(cache.fetch(product_id))
+        await asyncio.sleep(0)
+        leaving.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        entry = await staying
+        assert leaving.cancelled()
+        assert entry is not None
+        assert entry.document == b"doc"
+
+    async def test_a_failed_read_fails_its_readers(self) -> None:
+        async def load(product_id: uuid.UUID) -> bytes:
+            raise ConnectionError("database down")
+
+        cache = ProductCache(10.0)
+        cache.load_with(load)
+        with pytest.raises(ConnectionError):
+            await cache.fetch(uuid.uuid4())
+
+
+async def wait_for_refreshes(cache: ProductCache) -> None:
+    await asyncio.gather(*cache._reading.values(), return_exceptions=True)

@@ -22,6 +22,11 @@ from shared.db import is_unique_violation, utcnow
 from shared.schemas import Page, PageParams
 
 
+def product_document(product: Product) -> bytes:
+    """A product as `GET /products/{id}` answers it (what the document cache keeps)."""
+    return ProductRead.model_validate(product).model_dump_json().encode()
+
+
 class ProductService:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -42,6 +47,13 @@ class ProductService:
         if product is None or not (product.is_active or include_inactive):
             raise ProductNotFound(product_id)
         return product
+
+    async def public_document(self, product_id: uuid.UUID) -> bytes | None:
+        """An active product's document; None when it is gone or inactive."""
+        product = await self.products.get(product_id)
+        if product is None or not product.is_active:
+            return None
+        return product_document(product)
 
     async def get_many(self, product_ids: Sequence[uuid.UUID]) -> list[ProductRead]:
         """Products by id, active or not, in the order asked for."""

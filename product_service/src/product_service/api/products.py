@@ -15,8 +15,9 @@ from product_service.deps import (
     ProductFiltersDep,
     ProductServiceDep,
 )
+from product_service.errors import ProductNotFound
 from product_service.schemas import ProductCreate, ProductRead, ProductUpdate
-from product_service.service import ProductService
+from product_service.service import ProductService, product_document
 from shared.auth import AdminClaims
 from shared.schemas import Page, PageDep
 
@@ -44,18 +45,23 @@ async def get_product(
     cache: ProductCacheDep,
 ) -> Response:
     """One product; an inactive one only for administrators."""
-    include_inactive = claims is not None and claims.is_admin
-    cached = None if include_inactive else cache.get(product_id)
-    if cached is None:
-        # The hottest route: a cached document is answered without a session at all.
+    if claims is not None and claims.is_admin:
         async with database.reading_alone() as session:
-            product = await ProductService(session).get(
-                product_id, include_inactive=include_inactive
-            )
-        document = ProductRead.model_validate(product).model_dump_json().encode()
+            product = await ProductService(session).get(product_id, include_inactive=True)
+        document = product_document(product)
         if not product.is_active or (cached := cache.put(product_id, document)) is None:
-            # An inactive product (administrators only), or the cache is off: not shared.
+            # An inactive product, or the cache is off: not shared.
             return Response(document, media_type="application/json")
+    elif cache.enabled:
+        # The hottest route: a cached document is answered without a session at all, and
+        # the readers of one that is missing share one read of it.
+        cached = cache.get(product_id) or await cache.fetch(product_id)
+        if cached is None:
+            raise ProductNotFound(product_id)
+    else:
+        async with database.reading_alone() as session:
+            product = await ProductService(session).get(product_id)
+        return Response(product_document(product), media_type="application/json")
     return Response(
         cached.document,
         media_type="application/json",
