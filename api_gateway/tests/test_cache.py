@@ -139,6 +139,30 @@ class TestWritesThroughTheGateway:
         assert calls(upstreams) == 2
 
 
+class TestCollapsedForwarding:
+    """When a kept answer expires, the reads of it in flight wait for one forwarded read
+    rather than each going to the service."""
+
+    async def test_readers_of_an_expired_answer_share_one_forwarded_read(
+        self, gateway, upstreams
+    ) -> None:
+        params = {"cache_control": "public, max-age=1", "seconds": "0.2"}
+        assert (await gateway.get(SHAREABLE, params=params)).json()["call"] == 1
+        await asyncio.sleep(1.05)  # the kept answer expires
+
+        answers = await asyncio.gather(*(gateway.get(SHAREABLE, params=params) for _ in range(20)))
+
+        assert calls(upstreams) == 2
+        assert {answer.status_code for answer in answers} == {200}
+        assert {answer.json()["call"] for answer in answers} == {2}
+
+    async def test_reads_of_what_was_never_kept_are_not_held_back(self, gateway, upstreams) -> None:
+        params = {"cache_control": "private", "seconds": "0.2"}
+        answers = await asyncio.gather(*(gateway.get(SHAREABLE, params=params) for _ in range(5)))
+        assert calls(upstreams) == 5
+        assert {answer.status_code for answer in answers} == {200}
+
+
 class TestSharedMaxAge:
     @pytest.mark.parametrize(
         ("headers", "seconds"),
@@ -229,6 +253,21 @@ class TestResponseCache:
             True,
             True,
         ]
+
+    async def test_one_request_refreshes_an_expired_answer_and_the_others_wait(self) -> None:
+        clock = Clock()
+        cache = self.cache(clock)
+        assert cache.start_refresh("/v1/a", b"") is None  # never kept: no one waits
+        cache.put("/v1/a", b"", 200, [], b"body", 5)
+        clock.now += 6
+        refresh = cache.start_refresh("/v1/a", b"")
+        assert refresh is not None
+        assert cache.start_refresh("/v1/a", b"") is None
+        assert cache.refresh_under_way("/v1/a", b"") is refresh
+        assert cache.refresh_under_way("/v1/a", b"q") is None
+        cache.end_refresh("/v1/a", b"", refresh)
+        assert refresh.done()
+        assert cache.refresh_under_way("/v1/a", b"") is None
 
     def test_replacing_an_answer_does_not_count_twice(self) -> None:
         cache = self.cache(Clock(), entries=2)

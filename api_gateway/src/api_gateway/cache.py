@@ -17,10 +17,17 @@ part of a shared cache (RFC 9111) that the services use, nothing more:
   before it is forwarded, so that whoever changed a product reads the change at once.
   A change through another gateway process is seen within `max-age`, as with the
   service's own cache.
+
+When a stored answer expires under load, every request in flight for it would miss at
+once and be forwarded (at 256 connections, hundreds of the same read opening as many
+connections to the service). So the first miss of an answer that was stored forwards,
+and the others wait for its answer (collapsed forwarding, as nginx's `proxy_cache_lock`):
+one hop per expiry. Reads of what was never stored are not held back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,19 +107,45 @@ class ResponseCache:
         self._size = 0
         #: Counts invalidations: an answer fetched across one is not stored.
         self.generation = 0
+        # The forwarded read of an expired answer, by path and query, while it is under way.
+        self._refreshing: dict[tuple[str, bytes], asyncio.Future[None]] = {}
 
     def __len__(self) -> int:
         return self._size
 
-    def get(self, path: str, query: bytes) -> CachedResponse | None:
-        """The fresh answer stored for this request, if any (a lookup is counted)."""
+    def get(self, path: str, query: bytes, *, count: bool = True) -> CachedResponse | None:
+        """The fresh answer stored for this request, if any (a lookup is counted unless
+        `count` is False)."""
         entries = self._paths.get(path)
         entry = None if entries is None else entries.get(query)
         if entry is None or entry.expires_at <= self.clock():
-            _MISS.inc()
+            if count:
+                _MISS.inc()
             return None
-        _HIT.inc()
+        if count:
+            _HIT.inc()
         return entry
+
+    def refresh_under_way(self, path: str, query: bytes) -> asyncio.Future[None] | None:
+        """The forwarded read that another request started for this expired answer, to
+        wait for (None: none under way)."""
+        return self._refreshing.get((path, query))
+
+    def start_refresh(self, path: str, query: bytes) -> asyncio.Future[None] | None:
+        """After a miss, for the request about to forward: when the answer was stored
+        (and expired), the others wait for this request's until it calls `end_refresh`
+        with what this returns; None for an answer never stored (no one waits)."""
+        entries = self._paths.get(path)
+        if entries is None or query not in entries or (path, query) in self._refreshing:
+            return None
+        refresh = self._refreshing[path, query] = asyncio.get_running_loop().create_future()
+        return refresh
+
+    def end_refresh(self, path: str, query: bytes, refresh: asyncio.Future[None]) -> None:
+        """The refresh is over (its answer stored or not): its waiters go on."""
+        if self._refreshing.get((path, query)) is refresh:
+            del self._refreshing[path, query]
+        refresh.set_result(None)
 
     def put(
         self, path: str, query: bytes, status: int, headers: RawHeaders, body: bytes, max_age: int

@@ -18,6 +18,7 @@ and nothing was acted upon.)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from api_gateway.cache import (
 from api_gateway.config import Settings
 from api_gateway.errors import ClientClosedRequest
 from api_gateway.headers import (
+    ClientHeaders,
     Hop,
     RawHeaders,
     client_response_headers,
@@ -180,17 +182,49 @@ class Proxy:
                 and client.authorization is None
                 and not client.has_body
             ):
+                query = scope["query_string"]
                 if not asks_for_a_fresh_answer(client.cache_control):
-                    cached = cache.get(target.path, scope["query_string"])
+                    cached = cache.get(target.path, query)
+                    if cached is None and (
+                        under_way := cache.refresh_under_way(target.path, query)
+                    ):
+                        # Another request is forwarding this read: its answer, once kept.
+                        await asyncio.shield(under_way)
+                        cached = cache.get(target.path, query, count=False)
                     if cached is not None:
                         await _send_cached(cached, cache.clock(), send)
                         return
                 generation = cache.generation
+                refresh = cache.start_refresh(target.path, query)
+                if refresh is not None:
+                    try:
+                        await self._forward(
+                            scope, receive, send, target, client, address, peer_trusted, generation
+                        )
+                    finally:
+                        cache.end_refresh(target.path, query, refresh)
+                    return
             elif method not in _SAFE_METHODS:
                 # Before the write, and again once it is answered (`finally` below): a
                 # read that raced it cannot leave the old answer behind.
                 cache.invalidate(target.path)
+        await self._forward(scope, receive, send, target, client, address, peer_trusted, generation)
 
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        target: Target,
+        client: ClientHeaders,
+        address: str,
+        peer_trusted: bool,
+        generation: int | None,
+    ) -> None:
+        """Forward the request to its service and relay the answer (kept in the cache
+        when `generation` says the read may be, and the service says it may be shared)."""
+        method: str = scope["method"]
+        cache = self.cache
         hop = Hop(address, peer_trusted, scope["scheme"], scope["state"]["request_id"])
         # Streams stay open for minutes: a pool of their own, never the ordinary calls'.
         http = self.stream_client if target.stream else self.http_client
