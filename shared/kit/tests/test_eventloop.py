@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from service_testing import serve
-from shared.eventloop import BatchAcceptServer, new_event_loop
+from shared.eventloop import UVICORN_LOOP, BatchAcceptServer, new_event_loop
 
 WAITING = 50
 TURNS = 10
@@ -108,7 +108,7 @@ async def test_uvicorn_serves_an_app_on_it() -> None:
             await PlainTextResponse(loop)(scope, receive, send)
 
     async with (
-        serve(app, in_thread=True, lifespan="off", loop="shared.eventloop:new_event_loop") as url,
+        serve(app, in_thread=True, lifespan="off", loop=UVICORN_LOOP) as url,
         httpx.AsyncClient() as client,
     ):
         answer = await client.get(url)

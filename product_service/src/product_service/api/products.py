@@ -45,14 +45,8 @@ async def get_product(
     cache: ProductCacheDep,
 ) -> Response:
     """One product; an inactive one only for administrators."""
-    if claims is not None and claims.is_admin:
-        async with database.reading_alone() as session:
-            product = await ProductService(session).get(product_id, include_inactive=True)
-        document = product_document(product)
-        if not product.is_active or (cached := cache.put(product_id, document)) is None:
-            # An inactive product, or the cache is off: not shared.
-            return Response(document, media_type="application/json")
-    elif cache.enabled:
+    include_inactive = claims is not None and claims.is_admin
+    if cache.enabled and not include_inactive:
         # The hottest route: a cached document is answered without a session at all, and
         # the readers of one that is missing share one read of it.
         cached = cache.get(product_id) or await cache.fetch(product_id)
@@ -60,8 +54,13 @@ async def get_product(
             raise ProductNotFound(product_id)
     else:
         async with database.reading_alone() as session:
-            product = await ProductService(session).get(product_id)
-        return Response(product_document(product), media_type="application/json")
+            product = await ProductService(session).get(
+                product_id, include_inactive=include_inactive
+            )
+        document = product_document(product)
+        if not product.is_active or (cached := cache.put(product_id, document)) is None:
+            # An inactive product (administrators only), or the cache is off: not shared.
+            return Response(document, media_type="application/json")
     return Response(
         cached.document,
         media_type="application/json",
