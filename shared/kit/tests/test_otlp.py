@@ -1,0 +1,230 @@
+"""The OTLP encoding of spans: the same request as OpenTelemetry's own encoder for spans of
+every shape, and the exporter that sends it to a collector."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as reference
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+from service_testing import OtlpReceiver
+from shared.otlp import SpanExporter, encode_spans
+
+REMOTE_PARENT = SpanContext(
+    trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+    span_id=0x00F067AA0BA902B7,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("vendor", "value"), ("other", "x")]),
+)
+
+
+def recorded(resource: Resource | None = None) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource or Resource.create({"service.name": "test"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def assert_same_request(spans: Sequence[ReadableSpan]) -> None:
+    ours = ExportTraceServiceRequest.FromString(encode_spans(spans))
+    assert ours == reference(spans)
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    provider, exporter = recorded()
+    yield provider, exporter
+    provider.shutdown()
+
+
+class TestSameRequestAsOpenTelemetrysEncoder:
+    def test_spans_of_every_kind_with_parents_local_and_remote(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        tracer_provider, exporter = provider
+        tracer = tracer_provider.get_tracer("shared")
+        remote = set_span_in_context(NonRecordingSpan(REMOTE_PARENT))
+        with tracer.start_as_current_span("GET /v1/products", context=remote, kind=SpanKind.SERVER):
+            for kind in SpanKind:
+                with tracer.start_as_current_span(f"child {kind.name}", kind=kind):
+                    pass
+        with tracer.start_as_current_span("a root, no parent"):
+            pass
+        assert_same_request(exporter.get_finished_spans())
+
+    def test_attributes_of_every_type(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        tracer_provider, exporter = provider
+        attributes = {
+            "text": "café ☕",
+            "empty text": "",
+            "true": True,
+            "false": False,
+            "zero": 0,
+            "int": 42,
+            "negative": -7,
+            "int64 max": 2**63 - 1,
+            "int64 min": -(2**63),
+            "double": 3.25,
+            "negative double": -0.5,
+            "texts": ["a", "b", ""],
+            "ints": [1, -2, 3],
+            "bools": [True, False],
+            "doubles": [0.5, 1.5],
+            "empty list": [],
+            "": "an empty key",
+        }
+        with tracer_provider.get_tracer("shared").start_as_current_span("s", attributes=attributes):
+            pass
+        assert_same_request(exporter.get_finished_spans())
+
+    def test_events_links_status_and_what_was_dropped(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        tracer_provider, exporter = provider
+        tracer = tracer_provider.get_tracer("shared")
+        link = Link(REMOTE_PARENT, {"link.kind": "follows", "n": 2})
+        local = SpanContext(trace_id=5, span_id=6, is_remote=False)
+        with tracer.start_as_current_span("failed", links=[link, Link(local)]) as span:
+            span.add_event("retry", {"attempt": 2, "upstream": "inventory"})
+            span.add_event("no attributes")
+            span.record_exception(ValueError("out of stock"))
+            span.set_status(Status(StatusCode.ERROR, "ValueError: out of stock"))
+        with tracer.start_as_current_span("fine") as span:
+            span.set_status(Status(StatusCode.OK))
+        with tracer.start_as_current_span("crowded") as span:
+            for index in range(200):  # past the SDK's limit of 128: some are dropped
+                span.set_attribute(f"key {index}", index)
+                span.add_event(f"event {index}")
+        assert exporter.get_finished_spans()[-1].dropped_attributes > 0
+        assert_same_request(exporter.get_finished_spans())
+
+    def test_scopes_and_resources_are_grouped_as_the_reference_groups_them(self) -> None:
+        first, first_spans = recorded(Resource.create({"service.name": "a"}, "https://s/1"))
+        same, same_spans = recorded(Resource.create({"service.name": "a"}, "https://s/1"))
+        other, other_spans = recorded(Resource.create({"service.name": "b", "replica": 3}))
+        for index, tracer_provider in enumerate((first, other, same, first)):
+            for name, version, schema in (("shared", None, None), ("db", "1.2", "https://s/2")):
+                tracer = tracer_provider.get_tracer(name, version, schema)
+                with tracer.start_as_current_span(f"span {index} {name}"):
+                    pass
+        spans = [
+            *first_spans.get_finished_spans(),
+            *other_spans.get_finished_spans(),
+            *same_spans.get_finished_spans(),
+        ]
+        random.Random(7).shuffle(spans)
+        assert_same_request(spans)
+        assert len(ExportTraceServiceRequest.FromString(encode_spans(spans)).resource_spans) == 2
+
+    def test_a_value_that_cannot_be_encoded_is_left_out_and_logged(
+        self,
+        provider: tuple[TracerProvider, InMemorySpanExporter],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        tracer_provider, exporter = provider
+        with tracer_provider.get_tracer("shared").start_as_current_span(
+            "s", attributes={"too big": 2**64, "kept": "yes"}
+        ):
+            pass
+        with caplog.at_level(logging.ERROR, logger="shared.otlp"):
+            assert_same_request(exporter.get_finished_spans())
+        assert "too big" in caplog.text
+        (span,) = (
+            ExportTraceServiceRequest.FromString(encode_spans(exporter.get_finished_spans()))
+            .resource_spans[0]
+            .scope_spans[0]
+            .spans
+        )
+        assert [attribute.key for attribute in span.attributes] == ["kept"]
+
+    def test_repeated_attributes_are_encoded_the_same_each_time(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        # The encoder keeps what it encoded; 1, 1.0 and True are equal in Python yet
+        # three different values.
+        tracer_provider, exporter = provider
+        tracer = tracer_provider.get_tracer("shared")
+        for value in (1, 1.0, True, 1, "1", True, 1.0):
+            with tracer.start_as_current_span("s", attributes={"value": value}):
+                pass
+        spans = exporter.get_finished_spans()
+        assert_same_request(spans)
+        assert_same_request(spans)
+
+    def test_no_spans_no_resource(self) -> None:
+        assert encode_spans([]) == b""
+        assert_same_request([])
+
+
+class TestExporter:
+    def test_the_collector_receives_what_the_spans_said(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        tracer_provider, exporter = provider
+        tracer = tracer_provider.get_tracer("shared")
+        with (
+            tracer.start_as_current_span(
+                "GET /v1/products/{id}", kind=SpanKind.SERVER, attributes={"http.route": "/x"}
+            ),
+            tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT),
+        ):
+            pass
+        with OtlpReceiver() as collector:
+            sender = SpanExporter(endpoint=f"{collector.endpoint}/v1/traces")
+            assert sender.export(exporter.get_finished_spans()) is SpanExportResult.SUCCESS
+            sender.shutdown()
+        received = {span.name: span for span in collector.spans}
+        assert set(received) == {"GET /v1/products/{id}", "SELECT"}
+        server, statement = received["GET /v1/products/{id}"], received["SELECT"]
+        assert statement.parent_span_id == server.span_id
+        assert server.service == "test"
+        assert server.attributes["http.route"] == "/x"
+
+    def test_a_collector_that_refuses_is_a_failed_export(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        tracer_provider, exporter = provider
+        with tracer_provider.get_tracer("shared").start_as_current_span("s"):
+            pass
+        with OtlpReceiver() as collector:
+            endpoint = collector.endpoint
+        # Nothing listens there any more.
+        sender = SpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=0.5)
+        assert sender.export(exporter.get_finished_spans()) is SpanExportResult.FAILURE
+        sender.shutdown()
+        assert sender.export(exporter.get_finished_spans()) is SpanExportResult.FAILURE
+
+    def test_a_batch_over_the_size_limit_is_dropped(
+        self, provider: tuple[TracerProvider, InMemorySpanExporter]
+    ) -> None:
+        tracer_provider, exporter = provider
+        with tracer_provider.get_tracer("shared").start_as_current_span(
+            "s", attributes={"a": "x" * 500}
+        ):
+            pass
+        with OtlpReceiver() as collector:
+            sender = SpanExporter(endpoint=f"{collector.endpoint}/v1/traces", max_request_size=100)
+            assert sender.export(exporter.get_finished_spans()) is SpanExportResult.FAILURE
+        assert collector.received == 0
