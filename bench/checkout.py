@@ -393,6 +393,8 @@ def drive(
                 "cpu_ms_per_order": {k: round(v, 2) for k, v in cost.cpu_ms.items()},
                 "cpu_ms_per_order_above_idle": round(cost.busy_cpu_ms, 2),
                 "per_order": {k: round(v, 3) for k, v in cost.counts.items()},
+                "mean_ms_per_request": {k: round(v, 2) for k, v in cost.route_ms.items()},
+                "mean_ms_per_checkout_step": {k: round(v, 2) for k, v in cost.step_ms.items()},
             }
         )
     return errors

@@ -132,15 +132,16 @@ Sample = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(url: str) -> Sample:
-    """Every counter sample of a /metrics page, keyed by name and labels."""
+    """Every counter of a /metrics page, and every histogram's sum and count, keyed by
+    name and labels."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310
         text = response.read().decode()
     samples: Sample = {}
     for family in text_string_to_metric_families(text):
-        if family.type != "counter":
+        if family.type not in ("counter", "histogram"):
             continue
         for sample in family.samples:
-            if sample.name.endswith("_total"):
+            if sample.name.endswith(("_total", "_sum", "_count")):
                 samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
     return samples
 
@@ -171,6 +172,10 @@ class PerOrder:
     busy_cpu_ms: float = float("nan")
     #: What each process group uses with no orders, in ms of CPU per second.
     idle_ms_per_second: dict[str, float] = field(default_factory=dict)
+    #: Mean ms of each route served about once per order or more, by service and route.
+    route_ms: dict[str, float] = field(default_factory=dict)
+    #: Mean ms of each step of order_service's checkout.
+    step_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_cpu_ms(self) -> float:
@@ -190,6 +195,12 @@ class PerOrder:
             f"  per confirmed order: {counts}",
             f"  HTTP requests/SQL statements/commits per order by service: {services}",
         ]
+        if self.route_ms:
+            slowest = sorted(self.route_ms.items(), key=lambda item: -item[1])
+            routes = "; ".join(f"{name} {ms:.1f}" for name, ms in slowest)
+            steps = ", ".join(f"{name} {ms:.1f}" for name, ms in self.step_ms.items())
+            lines.append(f"  mean ms per request served: {routes}")
+            lines.append(f"  mean ms per checkout step: {steps}")
         if self.idle_ms_per_second:
             idle = sorted(self.idle_ms_per_second.items(), key=lambda item: -item[1])
             parts = ", ".join(f"{name} {ms:.0f}" for name, ms in idle)
@@ -228,7 +239,23 @@ def per_order(
     result.counts["events consumed"] = (
         sum(total(sample, "events_consumed_total") for sample in metrics.values()) / n
     )
+    for name, sample in metrics.items():
+        for labels, ms in means(sample, "http_request_duration_seconds", n):
+            result.route_ms[f"{name} {labels['method']} {labels['route']}"] = ms
+        for labels, ms in means(sample, "checkout_step_duration_seconds", n):
+            result.step_ms[labels["step"]] = ms
     return result
+
+
+def means(sample: Sample, histogram: str, orders: int) -> list[tuple[dict[str, str], float]]:
+    """The mean of `histogram` in ms for each series observed at least once per two
+    orders (the checkout's own work, not health checks or scrapes), with its labels."""
+    found = []
+    for (metric, series), seconds in sample.items():
+        count = sample.get((f"{histogram}_count", series), 0.0)
+        if metric == f"{histogram}_sum" and count >= orders / 2:
+            found.append((dict(series), seconds * 1000 / count))
+    return found
 
 
 class Profiler:
