@@ -120,6 +120,30 @@ class TestPublishing:
 
         await eventually(lambda: harness.pending_is(0), within=5, message="the relay slept on")
 
+    async def test_events_committed_within_the_linger_leave_in_one_pass(
+        self, harness: Harness
+    ) -> None:
+        await harness.start(harness.consumer())
+        relay = harness.relay(poll_seconds=30, linger_seconds=0.5)
+        passes: list[int] = []
+        publish_pending = relay.publish_pending
+
+        async def counted() -> int:
+            passes.append(await publish_pending())
+            return passes[-1]
+
+        relay.publish_pending = counted  # type: ignore[method-assign]
+        await harness.start(relay)
+        await asyncio.sleep(0.2)  # past the first pass; the relay now waits out its poll
+        passes.clear()
+
+        await harness.stage("created")
+        await asyncio.sleep(0.1)
+        await harness.stage("confirmed")
+
+        await eventually(lambda: harness.pending_is(0), within=5, message="not published")
+        assert passes == [2]
+
     async def test_a_batch_waiting_for_its_confirms_does_not_hold_up_the_next(
         self, harness: Harness
     ) -> None:

@@ -68,7 +68,9 @@ class OutboxRelay:
     It wakes up after each commit that staged an event (through `on_outbox_commit`) or
     when `notify()` is called, and otherwise polls every `poll_seconds`. Each wake-up
     starts a batch, unless `max_in_flight` are out already: then the next one starts
-    as one of them ends, with every row committed meanwhile."""
+    as one of them ends, with every row committed meanwhile. Woken with none out, it
+    waits `linger_seconds` first, so that events committed a few at a time (two per
+    order) leave in one pass rather than one pass each."""
 
     def __init__(
         self,
@@ -79,6 +81,7 @@ class OutboxRelay:
         service: str,
         batch_size: int = 100,
         poll_seconds: float = 0.5,
+        linger_seconds: float = 0.0,
         publish_timeout_seconds: float = 10.0,
         retry_max_seconds: float = 60.0,
         retention: timedelta = timedelta(days=7),
@@ -90,6 +93,7 @@ class OutboxRelay:
         self.service = service
         self.batch_size = batch_size
         self.poll_seconds = poll_seconds
+        self.linger_seconds = linger_seconds
         self.publish_timeout_seconds = publish_timeout_seconds
         self.retry_max_seconds = retry_max_seconds
         self.retention = retention
@@ -148,6 +152,10 @@ class OutboxRelay:
         start = True
         while True:
             if start and len(batches) < self.max_in_flight:
+                if self.linger_seconds and not batches and self._wakeup.is_set():
+                    # A commit woke it with nothing out: the events the next commits
+                    # stage meanwhile go out in the same batch.
+                    await asyncio.sleep(self.linger_seconds)
                 self._wakeup.clear()
                 batches.add(asyncio.create_task(self.publish_pending()))
             start, failure = await self._next_event(batches)

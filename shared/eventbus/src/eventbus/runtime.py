@@ -45,6 +45,7 @@ class ServiceEvents:
                 service=service,
                 batch_size=settings.outbox_batch_size,
                 poll_seconds=settings.outbox_poll_seconds,
+                linger_seconds=settings.outbox_linger_seconds,
                 publish_timeout_seconds=settings.outbox_publish_timeout_seconds,
                 retry_max_seconds=settings.outbox_retry_max_seconds,
                 retention=timedelta(hours=settings.outbox_retention_hours),
