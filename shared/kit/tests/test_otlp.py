@@ -163,10 +163,10 @@ class TestSameRequestAsOpenTelemetrysEncoder:
         self, provider: tuple[TracerProvider, InMemorySpanExporter]
     ) -> None:
         # The encoder keeps what it encoded; 1, 1.0 and True are equal in Python yet
-        # three different values.
+        # three different values, and so are 0.0 and -0.0.
         tracer_provider, exporter = provider
         tracer = tracer_provider.get_tracer("shared")
-        for value in (1, 1.0, True, 1, "1", True, 1.0):
+        for value in (1, 1.0, True, 1, "1", True, 1.0, 0.0, -0.0, 0.0):
             with tracer.start_as_current_span("s", attributes={"value": value}):
                 pass
         spans = exporter.get_finished_spans()
