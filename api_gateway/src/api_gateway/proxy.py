@@ -175,6 +175,8 @@ class Proxy:
         cache = self.cache
         # The cache generation a cacheable read started at (None: not cacheable).
         generation: int | None = None
+        # Set when this read forwards for an expired answer that others wait for.
+        refresh: asyncio.Future[None] | None = None
         if cache is not None:
             if (
                 method == "GET"
@@ -196,19 +198,17 @@ class Proxy:
                         return
                 generation = cache.generation
                 refresh = cache.start_refresh(target.path, query)
-                if refresh is not None:
-                    try:
-                        await self._forward(
-                            scope, receive, send, target, client, address, peer_trusted, generation
-                        )
-                    finally:
-                        cache.end_refresh(target.path, query, refresh)
-                    return
             elif method not in _SAFE_METHODS:
-                # Before the write, and again once it is answered (`finally` below): a
+                # Before the write, and again once it is answered (in `_forward`): a
                 # read that raced it cannot leave the old answer behind.
                 cache.invalidate(target.path)
-        await self._forward(scope, receive, send, target, client, address, peer_trusted, generation)
+        try:
+            await self._forward(
+                scope, receive, send, target, client, address, peer_trusted, generation
+            )
+        finally:
+            if cache is not None and refresh is not None:
+                cache.end_refresh(target.path, scope["query_string"], refresh)
 
     async def _forward(
         self,
