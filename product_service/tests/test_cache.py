@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from product_service.cache import ProductCache
 from product_service.cached_reads import anonymous_product_read
 from service_testing import assert_problem
+from shared.errors import ServiceUnavailable
 
 ROUTE = "/v1/products/{product_id}"
 
@@ -340,6 +341,17 @@ class TestSharedReads:
         cache = ProductCache(10.0)
         cache.load_with(load)
         assert await cache.fetch(uuid.uuid4()) is None
+
+    async def test_a_closed_cache_answers_service_unavailable(self) -> None:
+        async def load(product_id: uuid.UUID) -> bytes:
+            return b"doc"
+
+        cache = ProductCache(10.0)
+        cache.load_with(load)
+        await cache.aclose()
+        with pytest.raises(ServiceUnavailable) as raised:
+            await cache.fetch(uuid.uuid4())
+        assert raised.value.headers == {"Retry-After": "1"}
 
     async def test_a_write_during_the_read_makes_its_readers_read_again(self) -> None:
         started, release = asyncio.Event(), asyncio.Event()

@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 from prometheus_client import Counter
 
+from shared.errors import ServiceUnavailable
+
 logger = logging.getLogger(__name__)
 
 #: Reads a product's public document from the database: None when it is gone or inactive.
@@ -98,7 +100,12 @@ class ProductCache:
             read = self._reading.get(product_id)
             if read is None:
                 if self._loader is None:
-                    raise RuntimeError("the product cache reads only while the app runs")
+                    # Closed: the app is stopping and its database with it. A request
+                    # that outlived the graceful shutdown is told to try again (a 503),
+                    # not given a 500.
+                    raise ServiceUnavailable(
+                        "The catalog is shutting down; try again.", headers={"Retry-After": "1"}
+                    )
                 read = self._read(product_id, self._loader)
             try:
                 # Shielded: a reader that goes away does not end the read of the others.
