@@ -3,7 +3,7 @@ its own PostgreSQL database, each request with a fresh Idempotency-Key.
 
     make bench-checkout
     uv run python bench/checkout.py --duration 30 --connections 16 64 --products 10
-    uv run python bench/checkout.py --tracing off on      # tracing overhead
+    uv run python bench/checkout.py --tracing off on --rounds 3   # tracing overhead
 
 Each order is one unit of a product stocked with far more than the run can sell, so
 every order should be confirmed: the full saga (catalog lookup, reservation, sandbox
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cost import CpuMeter, PerOrder, Profiler, difference, per_order, scrape, summarise
 from lag import Delivery, Window, lag_report
 from reference_run import measure_reference
-from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
+from tracing import add_tracing_options, report_collector, spread, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
 from devstack import SERVICES, Stack, running_stack
@@ -464,32 +464,39 @@ async def main() -> int:
         "ratio_to_reference": {},
     }
     errors = 0
-    rates: dict[str, dict[int, float]] = {}
-    for mode in args.tracing:
-        # Fresh databases for each stack: the same starting point for both.
-        async with AsyncExitStack() as databases:
-            urls = {
-                spec.name: await databases.enter_async_context(
-                    postgres_database(f"bench_{spec.name}")
-                )
-                for spec in SERVICES
-                if spec.migrations
-            }
-            with tempfile.TemporaryDirectory() as data_dir:
-                failed, rates[mode] = await asyncio.to_thread(
-                    run, args, urls, Path(data_dir), mode == "on", report
-                )
-                errors += failed
-    if args.reference and "off" in rates:
+    rounds: list[dict[str, dict[int, float]]] = []
+    for _ in range(args.rounds):
+        rates: dict[str, dict[int, float]] = {}
+        for mode in args.tracing:
+            # Fresh databases for each stack: the same starting point for both.
+            async with AsyncExitStack() as databases:
+                urls = {
+                    spec.name: await databases.enter_async_context(
+                        postgres_database(f"bench_{spec.name}")
+                    )
+                    for spec in SERVICES
+                    if spec.migrations
+                }
+                with tempfile.TemporaryDirectory() as data_dir:
+                    failed, rates[mode] = await asyncio.to_thread(
+                        run, args, urls, Path(data_dir), mode == "on", report
+                    )
+                    errors += failed
+        rounds.append(rates)
+    if args.reference and "off" in rounds[0]:
         async with postgres_database("bench_reference") as url:
             reference = await asyncio.to_thread(
-                compare_with_reference, args, url, rates["off"], report
+                compare_with_reference, args, url, rounds[0]["off"], report
             )
         errors += reference
-    if {"off", "on"} <= rates.keys():
-        print("\ntracing overhead (confirmed orders/s, on vs off)")
-        for connections, off in rates["off"].items():
-            print(f"  {connections:>4} connections   {1 - rates['on'][connections] / off:6.1%}")
+    if {"off", "on"} <= set(args.tracing):
+        print(
+            "\ntracing overhead (confirmed orders/s, on vs off)"
+            + (f"; median of {len(rounds)} rounds (lowest to highest)" if len(rounds) > 1 else "")
+        )
+        for connections in rounds[0]["off"]:
+            changes = [each["on"][connections] / each["off"][connections] - 1 for each in rounds]
+            print(f"  {connections:>4} connections   {spread(changes)}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"checkout-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2))

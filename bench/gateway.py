@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any, NamedTuple
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cost import Profiler, cpu_seconds, summarise
-from tracing import add_tracing_options, report_collector, tracing_env, tracing_label
+from tracing import add_tracing_options, report_collector, spread, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
 from devstack import (
@@ -256,14 +255,6 @@ def measure(
     return ok, rates
 
 
-def spread(changes: list[float]) -> str:
-    """The median of `changes`, and their range when there are several."""
-    text = f"{statistics.median(changes):+6.1%}"
-    if len(changes) > 1:
-        text += f" ({min(changes):+.1%} to {max(changes):+.1%})"
-    return text
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -280,14 +271,6 @@ def main() -> int:
         "the gateway) with py-spy into this folder, and print the top costs of each",
     )
     add_tracing_options(parser)
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="run the --tracing modes alternately this many times: tracing is then judged by "
-        "the median of each round's on/off ratios (one run differs from the next by about "
-        "8%%, which is more than the 5%% tracing is allowed)",
-    )
     args = parser.parse_args()
 
     report: dict[str, Any] = {

@@ -5,6 +5,7 @@ reported."""
 from __future__ import annotations
 
 import argparse
+import statistics
 
 from service_testing import OtlpReceiver
 
@@ -22,6 +23,14 @@ def add_tracing_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="with tracing on, the share of traces kept (OTEL_TRACES_SAMPLER_ARG)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the --tracing modes alternately this many times: tracing is then judged by "
+        "the median of each round's on/off ratios (one run differs from the next by about "
+        "8%%, which is more than the 5%% tracing is allowed)",
     )
 
 
@@ -42,3 +51,11 @@ def report_collector(collector: OtlpReceiver) -> None:
         f"  exported to the collector: {collector.batches} batches, "
         f"{collector.bytes_received / 1e6:.1f} MB"
     )
+
+
+def spread(changes: list[float]) -> str:
+    """The median of `changes` (one per round), and their range when there are several."""
+    text = f"{statistics.median(changes):+6.1%}"
+    if len(changes) > 1:
+        text += f" ({min(changes):+.1%} to {max(changes):+.1%})"
+    return text
