@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -96,12 +97,44 @@ async def serve(app: Any, *, in_thread: bool = False, **config: Any) -> AsyncIte
         sock.close()
 
 
+#: Ports `free_port` has handed out in this process: each goes to one server only.
+_handed_out: set[int] = set()
+_handing_out = threading.Lock()
+
+
 def free_port() -> int:
-    """A port nothing listens on now (a service that is down, or one to start)."""
-    with socket.socket() as sock:
+    """A port nothing listens on now (a service that is down, or one to start).
+
+    Taken below the kernel's ephemeral range, never twice in one process. A port the
+    kernel picks (a bind to port 0) comes from the range it also gives the outgoing
+    connections, and between this probe and the server's own bind any of them can take
+    it: nginx of the replica stack once failed so ('Address already in use')."""
+    lowest_ephemeral = _lowest_ephemeral_port()
+    first = 20000 if lowest_ephemeral > 21000 else 1024
+    with _handing_out:
+        for _ in range(1000):
+            port = random.randrange(first, lowest_ephemeral)  # noqa: S311 - not a secret
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # the range is full: any port the kernel picks
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        picked: int = sock.getsockname()[1]
+        return picked
+
+
+def _lowest_ephemeral_port() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @contextlib.asynccontextmanager
