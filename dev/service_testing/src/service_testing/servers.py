@@ -112,7 +112,9 @@ def free_port() -> int:
     lowest_ephemeral = _lowest_ephemeral_port()
     first = 20000 if lowest_ephemeral > 21000 else 1024
     with _handing_out:
-        for _ in range(1000):
+        # No range below the ephemeral one (a machine set to give out every port): the
+        # kernel's pick below.
+        for _ in range(1000 if lowest_ephemeral > first else 0):
             port = random.randrange(first, lowest_ephemeral)  # noqa: S311 - not a secret
             if port in _handed_out:
                 continue
