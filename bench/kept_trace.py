@@ -20,21 +20,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from starlette.types import Message
 from tracing import spread
 
 from devstack import SERVICES, migrate_and_seed, service_env, stack_environment
+from eventbus.broker import Topology
 from service_testing import OtlpReceiver, delete_topology, unique_topology
 
 PRODUCT = next(spec for spec in SERVICES if spec.name == "product_service")
@@ -54,6 +54,15 @@ def main() -> None:
         asyncio.run(serve(json.loads(args.serve)))
         return
     topology = unique_topology("bench-kept-trace")
+    try:
+        results, collector = run_rounds(args, topology)
+    finally:
+        asyncio.run(delete_topology(topology, (PRODUCT.name,)))
+    report(results, args.shares, collector)
+
+
+def run_rounds(args: argparse.Namespace, topology: Topology) -> tuple[Results, OtlpReceiver]:
+    """Tracing off and at each share, alternated `args.rounds` times."""
     with tempfile.TemporaryDirectory() as data_dir, OtlpReceiver(keep=False) as collector:
         env = stack_environment(
             {spec.name: 1 for spec in SERVICES},  # no process is started: no port used
@@ -66,7 +75,6 @@ def main() -> None:
         )
         migrate_and_seed(env)
         env = service_env(PRODUCT, env)
-        product_id = first_product_id(Path(data_dir) / "product_service.db")
         modes: list[float | None] = [None, *args.shares]
         results: Results = {mode: [] for mode in modes}
         for round_ in range(args.rounds):
@@ -75,33 +83,33 @@ def main() -> None:
                 if share is not None:
                     run_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
                     run_env["OTEL_TRACES_SAMPLER_ARG"] = str(share)
-                job = {"product_id": product_id, "requests": args.requests}
-                out = subprocess.run(
-                    [sys.executable, __file__, "--serve", json.dumps(job)],
-                    env=run_env,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                process, main_thread = out.stdout.strip().splitlines()[-1].split()
-                results[share].append((float(process), float(main_thread)))
+                results[share].append(measure(args.requests, run_env))
             print(
                 f"round {round_ + 1}: "
                 + ", ".join(f"{label(m)} {results[m][-1][0]:.2f} us" for m in modes),
                 flush=True,
             )
-    asyncio.run(delete_topology(topology, (PRODUCT.name,)))
-    report(results, args.shares, collector)
+    return results, collector
 
 
 def label(share: float | None) -> str:
     return "off" if share is None else f"{share:.0%} kept"
 
 
-def first_product_id(database: Path) -> str:
-    with sqlite3.connect(database) as connection:
-        row = connection.execute("SELECT id FROM product ORDER BY sku LIMIT 1").fetchone()
-    return str(uuid.UUID(hex=row[0]) if isinstance(row[0], str) else uuid.UUID(bytes=row[0]))
+def measure(requests: int, env: dict[str, str]) -> tuple[float, float]:
+    """One run in a process of its own (`serve`): CPU per request of the process and of
+    its main thread, in microseconds."""
+    run = subprocess.run(
+        [sys.executable, __file__, "--serve", json.dumps({"requests": requests})],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"a measured run failed:\n{run.stderr[-3000:]}")
+    process, main_thread = run.stdout.strip().splitlines()[-1].split()
+    return float(process), float(main_thread)
 
 
 def report(results: Results, shares: list[float], collector: OtlpReceiver) -> None:
@@ -136,15 +144,12 @@ async def serve(job: dict[str, Any]) -> None:
     from product_service.main import create_app
 
     app = create_app()
-    path = f"/v1/products/{job['product_id']}"
-    scope = {
+    scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", b"127.0.0.1"), (b"user-agent", b"bench"), (b"accept", b"*/*")],
@@ -152,13 +157,16 @@ async def serve(job: dict[str, Any]) -> None:
         "server": ("127.0.0.1", 8000),
     }
     statuses: list[int] = []
+    body = bytearray()
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
 
     async def read(count: int) -> None:
         for _ in range(count):
@@ -168,6 +176,10 @@ async def serve(job: dict[str, Any]) -> None:
             await asyncio.sleep(0)
 
     async with app.router.lifespan_context(app):
+        scope.update(path="/v1/products", raw_path=b"/v1/products", query_string=b"limit=1")
+        await app(dict(scope), receive, send)
+        path = f"/v1/products/{json.loads(body)['items'][0]['id']}"
+        scope.update(path=path, raw_path=path.encode(), query_string=b"")
         await read(3000)
         started, started_main = time.process_time(), time.thread_time()
         await read(job["requests"])
