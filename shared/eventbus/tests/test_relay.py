@@ -291,6 +291,38 @@ class TestBrokerDown:
             await broker.close()
         assert not broker.is_connected
 
+    async def test_an_attempt_the_broker_never_answers_is_given_up_and_retried(self) -> None:
+        """A broker that accepts TCP and then says nothing (hung, or a half-open path):
+        the first attempt waited for its handshake for ever, logging nothing and never
+        trying again."""
+        attempts: list[asyncio.StreamReader] = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            attempts.append(reader)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        broker = Broker(
+            f"amqp://guest:guest@127.0.0.1:{port}/",
+            name="silent",
+            reconnect_seconds=0.05,
+            connect_timeout_seconds=0.3,
+        )
+        try:
+            await broker.start()
+            await eventually(lambda: len(attempts) >= 3, within=10)
+            assert not broker.is_connected
+            # Each attempt given up was closed, not left open beside the next.
+            async with asyncio.timeout(5):
+                for reader in attempts[:2]:
+                    while await reader.read(4096):
+                        pass
+        finally:
+            async with asyncio.timeout(5):
+                await broker.close()
+            server.close()
+            await server.wait_closed()
+
 
 class TestNothingIsLost:
     async def test_an_event_nobody_subscribes_to_is_published_and_kept_for_inspection(

@@ -215,8 +215,11 @@ class Broker:
 
     `start()` returns at once: the first connection is made in the background and
     retried, with growing pauses, until the broker answers, so a process starts (and
-    serves HTTP) while RabbitMQ is down. After that, aio-pika's robust connection
-    reconnects and restores channels, queues, bindings and consumers by itself."""
+    serves HTTP) while RabbitMQ is down. An attempt that gets no answer within
+    `connect_timeout_seconds` (a broker that accepts TCP but never completes the AMQP
+    handshake) counts as failed and is retried too, rather than waited on for ever.
+    After that, aio-pika's robust connection reconnects and restores channels, queues,
+    bindings and consumers by itself."""
 
     def __init__(
         self,
@@ -225,11 +228,13 @@ class Broker:
         name: str,
         reconnect_seconds: float = 1.0,
         reconnect_max_seconds: float = 30.0,
+        connect_timeout_seconds: float = 10.0,
     ) -> None:
         self.url = url
         self.name = name
         self.reconnect_seconds = reconnect_seconds
         self.reconnect_max_seconds = reconnect_max_seconds
+        self.connect_timeout_seconds = connect_timeout_seconds
         self._connection: AbstractRobustConnection | None = None
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -267,6 +272,7 @@ class Broker:
                     client_properties={"connection_name": self.name},
                     reconnect_interval=self.reconnect_seconds,
                     connection_class=_RobustConnection,
+                    timeout=self.connect_timeout_seconds,
                 )
             except Exception as error:  # refused, DNS, auth, timeout: all mean "not yet"
                 if self._closing:

@@ -128,6 +128,7 @@ class RelayThread:
             name=f"{self.broker.name}-relay",
             reconnect_seconds=self.broker.reconnect_seconds,
             reconnect_max_seconds=self.broker.reconnect_max_seconds,
+            connect_timeout_seconds=self.broker.connect_timeout_seconds,
         )
         relay = OutboxRelay(database, broker, self.topology, service=self.service, **self.options)
         self._stopping = asyncio.Event()
