@@ -32,6 +32,7 @@ lint: ## ruff and mypy (strict)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy $(wildcard shared/*/src dev/*/src *_service/src api_gateway/src)
+	$(UV) run mypy bench load
 
 format: ## Format and autofix
 	$(UV) run ruff format .

@@ -67,11 +67,11 @@ async def run(backend: str, count: int, batch_size: int) -> None:
             await connection.run_sync(metadata.create_all)
         broker = Broker(RABBITMQ_URL, name="bench")
         await broker.start()
-        connection = await broker.connection()
+        broker_connection = await broker.connection()
         try:
-            channel = await connection.channel()
+            channel = await broker_connection.channel()
             await declare_service_queues(
-                connection, channel, topology, CONSUMER, ("bench.happened",)
+                broker_connection, channel, topology, CONSUMER, ("bench.happened",)
             )
             await stage(database, count)
             relay = OutboxRelay(database, broker, topology, service="bench", batch_size=batch_size)
@@ -83,7 +83,7 @@ async def run(backend: str, count: int, batch_size: int) -> None:
             pending, _ = await relay.backlog()
             await channel.close()
             # A fresh channel: a robust one answers a passive declare from its cache.
-            async with connection.channel() as fresh:
+            async with broker_connection.channel() as fresh:
                 queue = await fresh.declare_queue(topology.queue(CONSUMER), passive=True)
                 queued = queue.declaration_result.message_count
             print(

@@ -43,10 +43,10 @@ def plain_dsn(url: str) -> str:
     return url.replace("+asyncpg", "").split("?", 1)[0]
 
 
-async def _scalar(dsn: str, query: str) -> object:
+async def _count(dsn: str, query: str) -> int:
     connection = await asyncpg.connect(dsn, ssl=False)
     try:
-        return await connection.fetchval(query)
+        return int(await connection.fetchval(query))
     finally:
         await connection.close()
 
@@ -70,7 +70,7 @@ async def _seed(dsn: str, product_ids: list[uuid.UUID], stock: int) -> None:
 
 def confirmed(dsn: str) -> int:
     query = "select count(*) from purchase_order where status = 'confirmed'"
-    return int(asyncio.run(_scalar(dsn, query)))  # type: ignore[call-overload]
+    return asyncio.run(_count(dsn, query))
 
 
 async def _deliveries(dsn: str, within: float = 60.0) -> list[Delivery]:
