@@ -330,6 +330,11 @@ def stock_demo_catalog(stack: Stack, units: int = DEMO_STOCK) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # Once. Ctrl-C reaches this process twice (from the terminal, and passed on by `uv
+    # run`), and a second KeyboardInterrupt would cut short the stop the first one began:
+    # a traceback, and a process that outlives its 10 s left running.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
