@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,12 @@ def _wait_for(output: Path, text: str, process: subprocess.Popen[bytes], within:
         time.sleep(0.5)
 
 
+#: The running `devstack run` and the file its output goes to.
+MakeRun = tuple[subprocess.Popen[bytes], Path]
+
+
 @pytest.fixture
-def make_run(tmp_path: Path) -> Any:
+def make_run(tmp_path: Path) -> Iterator[MakeRun]:
     taken = [spec.port for spec in SERVICES if _port_taken(spec.port)]
     if taken:
         pytest.skip(f"ports {taken} are in use here (a `make run` of your own?)")
@@ -81,7 +86,7 @@ def make_run(tmp_path: Path) -> Any:
         asyncio.run(delete_topology(topology, services))
 
 
-def test_make_run_serves_the_demo_shop_and_stops_cleanly_on_ctrl_c(make_run: Any) -> None:
+def test_make_run_serves_the_demo_shop_and_stops_cleanly_on_ctrl_c(make_run: MakeRun) -> None:
     process, output = make_run
 
     assert _get("/health")["status"] == "healthy"
