@@ -7,6 +7,7 @@ connections fit the server, and the edge headers match nginx.conf's."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -15,9 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
 from tests.deploy.manifests import (
     NAMESPACE,
@@ -111,8 +112,13 @@ def applications() -> dict[str, Any]:
 def answer(pkg: str, path: str) -> int:
     """The status the app answers GET `path` with, its routing done by the app itself
     (no lifespan: a readiness route without its database may fail, but it is there)."""
-    client = TestClient(applications()[pkg], raise_server_exceptions=False)
-    return client.get(path).status_code
+    return asyncio.run(_get_status(applications()[pkg], path))
+
+
+async def _get_status(app: Any, path: str) -> int:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        return (await client.get(path)).status_code
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
