@@ -295,10 +295,11 @@ class TestBrokerDown:
         """A broker that accepts TCP and then says nothing (hung, or a half-open path):
         the first attempt waited for its handshake for ever, logging nothing and never
         trying again."""
-        attempts: list[asyncio.StreamReader] = []
+        # The writers kept too: one collected would close its connection, an answer of sorts.
+        attempts: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
         async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            attempts.append(reader)
+            attempts.append((reader, writer))
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -314,12 +315,14 @@ class TestBrokerDown:
             assert not broker.is_connected
             # Each attempt given up was closed, not left open beside the next.
             async with asyncio.timeout(5):
-                for reader in attempts[:2]:
+                for reader, _ in attempts[:2]:
                     while await reader.read(4096):
                         pass
         finally:
             async with asyncio.timeout(5):
                 await broker.close()
+            for _, writer in attempts:
+                writer.close()
             server.close()
             await server.wait_closed()
 
