@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 
 import httpx
 import uvloop
@@ -13,7 +14,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from service_testing import serve
-from shared.eventloop import UVICORN_LOOP, BatchAcceptServer, new_event_loop
+from shared.eventloop import UVICORN_LOOP, BatchAcceptServer, CoalescingTransport, new_event_loop
 
 WAITING = 50
 TURNS = 10
@@ -113,3 +114,99 @@ async def test_uvicorn_serves_an_app_on_it() -> None:
     ):
         answer = await client.get(url)
     assert answer.text == "shared.eventloop"
+
+
+class Recording(asyncio.Transport):
+    """A transport that keeps what it is asked to do, to see what `CoalescingTransport`
+    passes on and when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[bytes]]] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(("write", [bytes(data)]))
+
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        self.calls.append(("writelines", [bytes(line) for line in lines]))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.calls.append(("close", []))
+        self.closing = True
+
+    def abort(self) -> None:
+        self.calls.append(("abort", []))
+        self.closing = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class TestCoalescingTransport:
+    async def test_what_one_turn_writes_leaves_in_one_call_at_the_next(self) -> None:
+        recording = Recording()
+        transport = CoalescingTransport(recording, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        transport.write(bytearray(b"body"))
+        transport.write(b"")
+        assert recording.calls == []
+        assert transport.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\nbody")
+        await asyncio.sleep(0)
+        assert recording.calls == [("writelines", [b"HTTP/1.1 200 OK\r\n\r\n", b"body"])]
+        transport.write(b"next")
+        await asyncio.sleep(0)
+        assert recording.calls[1:] == [("writelines", [b"next"])]
+
+    async def test_close_sends_what_was_written_first_and_abort_does_not(self) -> None:
+        loop = asyncio.get_running_loop()
+        closed, aborted = Recording(), Recording()
+        for recording in (closed, aborted):
+            transport = CoalescingTransport(recording, loop)
+            transport.write(b"last words")
+            transport.close() if recording is closed else transport.abort()
+            transport.write(b"after the end")
+        await asyncio.sleep(0)
+        assert closed.calls == [("writelines", [b"last words"]), ("close", [])]
+        assert aborted.calls == [("abort", [])]
+
+
+async def test_uvicorn_responses_arrive_whole_and_as_they_are_made() -> None:
+    """Keep-alive requests, a large body, a stream whose first part arrives before its
+    last is made, and a response that closes its connection, all through the loop."""
+    second_part = threading.Event()  # the app runs on the server thread's loop
+    large = b"x" * (2 * 1024 * 1024)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/large":
+            await PlainTextResponse(large)(scope, receive, send)
+        elif scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+            await asyncio.to_thread(second_part.wait, 5)
+            await send({"type": "http.response.body", "body": b"second", "more_body": False})
+        elif scope["path"] == "/close":
+            headers = {"Connection": "close"}
+            await PlainTextResponse("bye", headers=headers)(scope, receive, send)
+        else:
+            await PlainTextResponse(scope["path"])(scope, receive, send)
+
+    async with (
+        serve(app, in_thread=True, lifespan="off", loop=UVICORN_LOOP) as url,
+        httpx.AsyncClient(base_url=url) as client,
+    ):
+        assert [(await client.get(f"/{n}")).text for n in range(3)] == ["/0", "/1", "/2"]
+        assert (await client.get("/large")).content == large
+        async with client.stream("GET", "/stream") as streamed:
+            parts = streamed.aiter_raw()
+            first = await asyncio.wait_for(anext(parts), timeout=5)
+            second_part.set()
+            rest = b"".join([part async for part in parts])
+        assert (first, rest) == (b"first;", b"second")
+        closing = await client.get("/close")
+        assert (closing.text, closing.headers["connection"]) == ("bye", "close")
