@@ -14,7 +14,13 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from service_testing import serve
-from shared.eventloop import UVICORN_LOOP, BatchAcceptServer, CoalescingTransport, new_event_loop
+from shared.eventloop import (
+    FLUSH_AT_BYTES,
+    UVICORN_LOOP,
+    BatchAcceptServer,
+    CoalescingTransport,
+    new_event_loop,
+)
 
 WAITING = 50
 TURNS = 10
@@ -160,6 +166,21 @@ class TestCoalescingTransport:
         transport.write(b"next")
         await asyncio.sleep(0)
         assert recording.calls[1:] == [("writelines", [b"next"])]
+
+    async def test_a_turn_that_writes_a_lot_sends_it_at_once(self) -> None:
+        """So that the transport's flow control still holds back a producer that writes
+        without yielding to the loop."""
+        recording = Recording()
+        transport = CoalescingTransport(recording, asyncio.get_running_loop())
+        chunk = b"x" * (FLUSH_AT_BYTES // 2)
+        transport.write(chunk)
+        assert recording.calls == []
+        transport.write(chunk)
+        assert recording.calls == [("writelines", [chunk, chunk])]
+        transport.write(b"tail")
+        assert transport.get_write_buffer_size() == 4
+        await asyncio.sleep(0)
+        assert recording.calls[1:] == [("writelines", [b"tail"])]
 
     async def test_close_sends_what_was_written_first_and_abort_does_not(self) -> None:
         loop = asyncio.get_running_loop()

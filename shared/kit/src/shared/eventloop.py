@@ -45,26 +45,36 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 ACCEPT_RETRY_SECONDS = 1.0
 
 
+#: Written and not yet sent past this, a connection sends at once: the transport's flow
+#: control (pause_writing) then holds back a producer that writes without yielding.
+FLUSH_AT_BYTES = 64 * 1024
+
+
 class CoalescingTransport:
     """A connection's transport whose writes within one turn of the loop leave together,
-    in one system call at the start of the next turn; everything else is the
-    transport's own."""
+    in one system call at the start of the next turn (or at once past `FLUSH_AT_BYTES`);
+    everything else is the transport's own."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_pending_bytes", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] | None = None
+        self._pending_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
         if self._pending is None:
             self._pending = [bytes(data)]
+            self._pending_bytes = len(data)
             self._loop.call_soon(self._flush)
         else:
             self._pending.append(bytes(data))
+            self._pending_bytes += len(data)
+        if self._pending_bytes >= FLUSH_AT_BYTES:
+            self._flush()
 
     def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in lines:
@@ -92,7 +102,7 @@ class CoalescingTransport:
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        waiting = sum(map(len, self._pending)) if self._pending else 0
+        waiting = self._pending_bytes if self._pending else 0
         return self._transport.get_write_buffer_size() + waiting
 
     def __getattr__(self, name: str) -> Any:
