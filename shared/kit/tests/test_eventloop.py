@@ -3,6 +3,7 @@ a burst of new connections to a busy service is not let in one per turn of its l
 
 from __future__ import annotations
 
+import array
 import asyncio
 import socket
 import threading
@@ -181,6 +182,13 @@ class TestCoalescingTransport:
         assert transport.get_write_buffer_size() == 4
         await asyncio.sleep(0)
         assert recording.calls[1:] == [("writelines", [b"tail"])]
+
+    async def test_the_buffer_size_counts_bytes_of_any_buffer(self) -> None:
+        transport = CoalescingTransport(Recording(), asyncio.get_running_loop())
+        transport.write(memoryview(array.array("I", [1, 2])))  # two items, eight bytes
+        assert transport.get_write_buffer_size() == 8
+        await asyncio.sleep(0)
+        assert transport.get_write_buffer_size() == 0
 
     async def test_close_sends_what_was_written_first_and_abort_does_not(self) -> None:
         loop = asyncio.get_running_loop()

@@ -66,13 +66,12 @@ class CoalescingTransport:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
+        chunk = bytes(data)  # a copy of a buffer its writer may reuse
         if self._pending is None:
-            self._pending = [bytes(data)]
-            self._pending_bytes = len(data)
+            self._pending = []
             self._loop.call_soon(self._flush)
-        else:
-            self._pending.append(bytes(data))
-            self._pending_bytes += len(data)
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
         if self._pending_bytes >= FLUSH_AT_BYTES:
             self._flush()
 
@@ -81,7 +80,7 @@ class CoalescingTransport:
             self.write(data)
 
     def _flush(self) -> None:
-        pending, self._pending = self._pending, None
+        pending, self._pending, self._pending_bytes = self._pending, None, 0
         if pending and not self._transport.is_closing():
             self._transport.writelines(pending)
 
@@ -98,12 +97,11 @@ class CoalescingTransport:
         self._transport.close()
 
     def abort(self) -> None:
-        self._pending = None
+        self._pending, self._pending_bytes = None, 0
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        waiting = self._pending_bytes if self._pending else 0
-        return self._transport.get_write_buffer_size() + waiting
+        return self._transport.get_write_buffer_size() + self._pending_bytes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
