@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
@@ -274,6 +275,41 @@ class TestPrivateAddresses:
         assert attempt.response_status is None
         assert attempt.error is not None
         assert attempt.error.startswith("refused")
+
+
+class TestHostLookup:
+    """An endpoint's host is looked up by c-ares, never by the loop's resolver: its pool
+    of threads is the service's own (user_service, the broker), and an endpoint whose
+    DNS answers slowly held it for seconds, failing every token check meanwhile."""
+
+    async def test_sent_without_the_loops_resolver_trying_each_address(
+        self, receiver: WebhookReceiver, path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        async def never_answers(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.Event().wait()
+
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", never_answers)
+        # localhost is ::1 first, where the receiver (on 127.0.0.1) does not listen.
+        url = receiver.url(path).replace("127.0.0.1", "localhost")
+        sender = WebhookSender(timeout_seconds=5, block_private_hosts=False, max_connections=2)
+        try:
+            attempt = await sender.send(url, "whsec_" + "A" * 44, "id", "{}")
+        finally:
+            await sender.aclose()
+        assert (attempt.response_status, attempt.error) == (200, None)
+        [hook] = receiver.at(path)
+        assert hook.headers["host"] == urlsplit(url).netloc
+
+    async def test_a_host_that_does_not_resolve_is_a_failed_attempt(self) -> None:
+        sender = WebhookSender(timeout_seconds=5, block_private_hosts=False, max_connections=1)
+        try:
+            attempt = await sender.send(
+                "http://does-not-resolve.invalid/hook", "whsec_" + "A" * 44, "id", "{}"
+            )
+        finally:
+            await sender.aclose()
+        assert attempt.response_status is None
+        assert attempt.error == "the host does-not-resolve.invalid does not resolve"
 
 
 class TestDelivery:

@@ -71,6 +71,43 @@ def test_plain_uvloop_lets_them_in_one_per_turn() -> None:
     assert run(uvloop.new_event_loop, TURNS) <= TURNS
 
 
+def answered_without_waiting(loop: asyncio.AbstractEventLoop, host: str) -> bool:
+    """Whether `getaddrinfo` of `host` with no socket type (as uvloop's `sock_connect`
+    asks) finishes without suspending: without a thread of the resolver's pool, which
+    slow lookups of other names may all be holding."""
+    lookup = loop.getaddrinfo(host, 8001)
+    try:
+        lookup.send(None)
+    except StopIteration as done:
+        answer = done.value
+    else:
+        lookup.close()
+        return False
+    assert answer == socket.getaddrinfo(host, 8001)
+    return True
+
+
+def test_a_numeric_address_is_resolved_at_once() -> None:
+    loop = new_event_loop()
+    try:
+        assert answered_without_waiting(loop, "127.0.0.1")
+        assert answered_without_waiting(loop, "::1")
+        # A name is still the resolver's.
+        assert loop.run_until_complete(loop.getaddrinfo("localhost", 80))
+    finally:
+        loop.close()
+
+
+def test_plain_uvloop_waits_for_its_resolver_pool_even_for_one() -> None:
+    """Why `Loop.getaddrinfo` exists: were this to fail, uvloop answers numeric addresses
+    itself and the override could go."""
+    loop = uvloop.new_event_loop()
+    try:
+        assert not answered_without_waiting(loop, "127.0.0.1")
+    finally:
+        loop.close()
+
+
 async def serve_on_given_socket() -> tuple[bool, bool, bool]:
     """A server on a socket bound by its caller (as uvicorn's workers are given theirs):
     whether it is one of ours, whether it answered, and whether it refused after close."""

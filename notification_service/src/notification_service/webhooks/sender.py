@@ -12,7 +12,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from standardwebhooks.webhooks import Webhook
 
-from notification_service.webhooks.url_guard import ForbiddenHost, resolve_public
+from notification_service.webhooks.url_guard import (
+    ForbiddenHost,
+    IPAddress,
+    ResolvedUrl,
+    UnresolvedHost,
+    resolve,
+    resolve_public,
+)
 
 USER_AGENT = "ecommerce-webhooks/1.0"
 ERROR_LENGTH = 500
@@ -40,7 +47,13 @@ def signed_headers(secret: str, event_id: str, body: str, at: datetime) -> dict[
 
 class WebhookSender:
     """Posts deliveries with one long-lived client; no redirects are followed (a 3xx is
-    an answer like any other), and the whole attempt has `timeout_seconds`."""
+    an answer like any other), and the whole attempt (the host's lookup included) has
+    `timeout_seconds`.
+
+    The request goes to an address of the host just resolved (`url_guard`), with the
+    name in `Host` and in the TLS handshake (SNI and certificate check): the lookup is
+    c-ares's, not the loop's, and in production the connection cannot land anywhere the
+    check did not see. The host's addresses are tried in turn until one connects."""
 
     def __init__(
         self, *, timeout_seconds: float, block_private_hosts: bool, max_connections: int
@@ -63,10 +76,10 @@ class WebhookSender:
         started = time.perf_counter()
         headers = signed_headers(secret, event_id, body, datetime.now(UTC))
         try:
-            request = await self._request(url, headers, body)
             async with asyncio.timeout(self.timeout_seconds):
-                response = await self.client.send(request)
-                await response.aclose()
+                response = await self._post(url, headers, body)
+        except UnresolvedHost as error:
+            return Attempt(None, str(error)[:ERROR_LENGTH], _ms_since(started))
         except ForbiddenHost as error:
             return Attempt(None, f"refused: {error}"[:ERROR_LENGTH], _ms_since(started))
         except (httpx.HTTPError, TimeoutError, OSError) as error:
@@ -78,26 +91,39 @@ class WebhookSender:
             retry_after=response.headers.get("retry-after"),
         )
 
-    async def _request(self, url: str, headers: dict[str, str], body: str) -> httpx.Request:
-        """In production the request goes to an address just checked to be public, with
-        the name in `Host` and in the TLS handshake (SNI and certificate check), so the
-        connection cannot land anywhere the check did not see."""
-        if not self.block_private_hosts:
-            return self.client.build_request("POST", url, headers=headers, content=body)
-        resolved = await resolve_public(url)
-        address = resolved.addresses[0]
+    async def _post(self, url: str, headers: dict[str, str], body: str) -> httpx.Response:
+        resolved = await (resolve_public(url) if self.block_private_hosts else resolve(url))
+        *others, last = resolved.addresses
+        for address in others:
+            try:
+                return await self._post_to(address, resolved, url, headers, body)
+            except httpx.ConnectError:
+                continue  # the next address of the host
+        return await self._post_to(last, resolved, url, headers, body)
+
+    async def _post_to(
+        self,
+        address: IPAddress,
+        resolved: ResolvedUrl,
+        url: str,
+        headers: dict[str, str],
+        body: str,
+    ) -> httpx.Response:
         parts = urlsplit(url)
         literal = f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
-        netloc = f"{literal}:{resolved.port}"
-        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        host_header = parts.netloc.rsplit("@", 1)[-1]
-        return self.client.build_request(
+        pinned = urlunsplit(
+            (parts.scheme, f"{literal}:{resolved.port}", parts.path or "/", parts.query, "")
+        )
+        request = self.client.build_request(
             "POST",
             pinned,
-            headers={**headers, "host": host_header},
+            headers={**headers, "host": parts.netloc.rsplit("@", 1)[-1]},
             content=body,
             extensions={"sni_hostname": resolved.host},
         )
+        response = await self.client.send(request)
+        await response.aclose()
+        return response
 
 
 def _describe(error: BaseException) -> str:

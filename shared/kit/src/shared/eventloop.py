@@ -21,6 +21,15 @@ Those connections also send what one turn of the loop writes to them in one syst
 body, and uvloop sends each write at once, so every response went out as two TCP
 segments that the client read twice. One segment instead: the cached product read costs
 23% less CPU, directly and through the gateway (three alternating wrk rounds).
+
+And a numeric address (`127.0.0.1`, `::1`) is looked up at once, in the loop
+(`Loop.getaddrinfo`). uvloop's `sock_connect`, which aiohttp connects through, asks
+`getaddrinfo` with no socket type, and uvloop's own shortcut for numeric addresses needs
+one, so every new connection between services waited for a thread of libuv's resolver
+pool (four threads, shared by every lookup of the process). A few lookups of names whose
+DNS answers slowly (webhook hosts) held that pool for seconds, and notification_service
+could not reach user_service at 127.0.0.1 to check a token: every authenticated request
+was a 503 until they ended.
 """
 
 from __future__ import annotations
@@ -238,8 +247,34 @@ class BatchAcceptServer(asyncio.AbstractServer):
             conn.close()
 
 
+#: `getaddrinfo` flags that make it parse the host and port, never look them up.
+_NUMERIC_ONLY = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+
+
 class Loop(uvloop.Loop):
-    """uvloop, with `BatchAcceptServer` for plain TCP servers."""
+    """uvloop, with `BatchAcceptServer` for plain TCP servers and numeric addresses
+    resolved without the resolver's thread pool."""
+
+    async def getaddrinfo(
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[tuple[Any, ...]]:
+        """A numeric host and port answered at once (parsing them cannot block), a name
+        by uvloop's resolver."""
+        if host is not None:
+            try:
+                return socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC_ONLY)
+            except (socket.gaierror, UnicodeError):
+                pass  # a name, or a named port
+        return await super().getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
 
     async def create_server(  # type: ignore[override]
         self,

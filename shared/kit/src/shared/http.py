@@ -204,6 +204,10 @@ def build_transport(name: TransportName, limits: httpx.Limits) -> httpx.AsyncBas
                 connector=aiohttp.TCPConnector(
                     limit=limits.max_connections or 0,
                     keepalive_timeout=limits.keepalive_expiry or IDLE_CONNECTION_SECONDS,
+                    # The system's resolver (hosts file, search domains: how a cluster
+                    # names its services), not c-ares, which aiohttp would take
+                    # wherever aiodns is installed.
+                    resolver=aiohttp.ThreadedResolver(),
                 ),
                 # Like the httpx client below: no cookies kept from one call for the next.
                 cookie_jar=aiohttp.DummyCookieJar(),
