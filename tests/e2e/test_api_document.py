@@ -72,6 +72,41 @@ KEYED = {
     ("post", "/api/v1/orders/{}/refunds"),
 }
 
+#: The answers the contract names for each route (the contract's table, and 403 wherever
+#: only administrators may call), besides the 401, 422, 429, 503 and 504 any may give.
+CONTRACT_ANSWERS = {
+    ("post", "/api/v1/auth/register"): {"201", "409", "422"},
+    ("post", "/api/v1/auth/token"): {"200", "401", "429"},
+    ("post", "/api/v1/auth/refresh"): {"200", "401"},
+    ("get", "/api/v1/users"): {"200", "403"},
+    ("get", "/api/v1/users/{}"): {"200", "403", "404"},
+    ("patch", "/api/v1/users/{}"): {"200", "403", "404", "409"},
+    ("post", "/api/v1/products"): {"201", "403", "409"},
+    ("get", "/api/v1/products/{}"): {"200", "404"},
+    ("patch", "/api/v1/products/{}"): {"200", "403", "404", "409"},
+    ("delete", "/api/v1/products/{}"): {"204", "403", "404"},
+    ("get", "/api/v1/inventory/{}"): {"200", "404"},
+    ("put", "/api/v1/inventory/{}"): {"200", "403", "404"},
+    ("post", "/api/v1/orders"): {"201", "400", "409", "422"},
+    ("get", "/api/v1/orders/{}"): {"200", "404"},
+    ("post", "/api/v1/orders/{}/cancel"): {"200", "404", "409"},
+    ("post", "/api/v1/orders/{}/ship"): {"200", "403", "404", "409"},
+    ("post", "/api/v1/orders/{}/deliver"): {"200", "403", "404", "409"},
+    ("get", "/api/v1/orders/{}/timeline"): {"200", "404"},
+    ("get", "/api/v1/orders/{}/stream"): {"200", "404"},
+    ("post", "/api/v1/orders/{}/refunds"): {"201", "400", "403", "404", "409", "422"},
+    ("get", "/api/v1/orders/{}/refunds"): {"200", "404"},
+    ("put", "/api/v1/cart/items/{}"): {"200", "409", "422"},
+    ("post", "/api/v1/cart/checkout"): {"201", "400", "409", "422"},
+    ("post", "/api/v1/webhooks"): {"201", "403", "422"},
+    ("get", "/api/v1/webhooks"): {"200", "403"},
+    ("get", "/api/v1/webhooks/{}"): {"200", "403", "404"},
+    ("patch", "/api/v1/webhooks/{}"): {"200", "403", "404"},
+    ("delete", "/api/v1/webhooks/{}"): {"204", "403", "404"},
+    ("get", "/api/v1/webhooks/{}/deliveries"): {"200", "403", "404"},
+    ("post", "/api/v1/webhooks/{}/deliveries/{}/retry"): {"202", "403", "404"},
+}
+
 
 def operations(document: dict) -> dict[tuple[str, str], dict]:
     found = {}
@@ -118,3 +153,20 @@ async def test_keyed_routes_and_the_stream_say_so(gateway: httpx.AsyncClient) ->
         assert "idempotency-key" in headers, key
     stream = found["get", "/api/v1/orders/{}/stream"]["responses"]["200"]
     assert "text/event-stream" in stream["content"]
+
+
+async def test_each_route_documents_the_answers_it_gives(gateway: httpx.AsyncClient) -> None:
+    found = operations((await gateway.get("/openapi.json")).json())
+    for key, statuses in CONTRACT_ANSWERS.items():
+        assert statuses - found[key]["responses"].keys() == set(), key
+    for key in CONTRACT_ROUTES:
+        responses, body = found[key]["responses"], found[key].get("requestBody")
+        if key != ("get", "/health"):
+            assert "400" in responses, key  # a path the gateway does not let through
+        if body is not None:
+            assert "413" in responses, key  # over the size limit
+            if "application/json" in body["content"]:
+                assert "not valid JSON" in responses["400"]["description"], key
+    # Only routes for administrators say 403.
+    admin_only = {key for key, statuses in CONTRACT_ANSWERS.items() if "403" in statuses}
+    assert {key for key in CONTRACT_ROUTES if "403" in found[key]["responses"]} == admin_only

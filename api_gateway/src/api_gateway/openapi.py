@@ -75,6 +75,7 @@ _GATEWAY_ANSWERS = {
     "504": "The service behind this route did not answer in time.",
 }
 _UNAUTHORIZED = "A bearer access token is missing, invalid or expired."
+_TOO_LARGE = "The body is over the size limit (`MAX_BODY_BYTES`, 1 MiB by default)."
 
 
 def merge_documents(
@@ -180,12 +181,31 @@ def _public_operation(
         operation["security"] = [{}, {BEARER: []}]
     for status, description in _GATEWAY_ANSWERS.items():
         responses.setdefault(status, {"description": description})
+    _request_answers(operation, responses)
     _problem_answers(responses)
     operation_id = operation.get("operationId")
     if operation_id:
         if operation_id in operation_ids:
             operation["operationId"] = f"{upstream}_{operation_id}"
         operation_ids.add(operation["operationId"])
+
+
+def _request_answers(operation: Document, responses: Document) -> None:
+    """What any route answers about the request itself: 400 for a path with characters
+    or segments the gateway does not let through or, for a JSON body, one that does not
+    parse (after the route's own reasons for a 400), and 413 for a body over the limit."""
+    reasons = [responses["400"]["description"].rstrip(".")] if "400" in responses else []
+    body = operation.get("requestBody")
+    if body:
+        responses.setdefault("413", {"description": _TOO_LARGE})
+        if "application/json" in body.get("content", {}):
+            reasons.append("the body is not valid JSON")
+    reasons.append("the path holds characters or segments that are not allowed")
+    description = "; or ".join(reasons)
+    responses["400"] = {
+        **responses.get("400", {}),
+        "description": f"{description[0].upper()}{description[1:]}.",
+    }
 
 
 def _problem_answers(responses: Document) -> None:

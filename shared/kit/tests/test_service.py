@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from service_testing import eventually
+from shared.auth import AdminClaims, CurrentClaims, TokenClaims
 from shared.config import ServiceSettings
 from shared.heap import SERVER_THRESHOLDS
 from shared.service import Lifespan, ServiceBuilder
@@ -209,3 +211,31 @@ class TestSweeper:
 
         assert running.done()
         assert sweeper.passes == 1
+
+
+async def admin_through_another(claims: AdminClaims) -> TokenClaims:
+    return claims
+
+
+class TestDocumentedAnswers:
+    def test_routes_for_administrators_say_403_and_others_do_not(self) -> None:
+        router = APIRouter(prefix="/v1/things")
+
+        @router.get("")
+        async def list_things(_: CurrentClaims) -> list[str]:
+            return []
+
+        @router.post("")
+        async def add_thing(_: AdminClaims) -> None: ...
+
+        @router.delete("/{name}")
+        async def remove_thing(
+            name: str, _: Annotated[TokenClaims, Depends(admin_through_another)]
+        ) -> None: ...
+
+        service = builder()
+        service.add_routers(router)
+        paths = service.build().openapi()["paths"]
+        assert "403" not in paths["/v1/things"]["get"]["responses"]
+        for operation in (paths["/v1/things"]["post"], paths["/v1/things/{name}"]["delete"]):
+            assert operation["responses"]["403"]["content"] == {"application/problem+json": {}}

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Response, status
 from inventory_service.deps import StockServiceDep
 from inventory_service.schemas import StockRead, StockUpdate
 from shared.auth import AdminClaims
+from shared.errors import problem_answers
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"])
 
 
-@router.get("/{product_id}")
+@router.get("/{product_id}", responses=problem_answers({404: "No stock record for this product"}))
 async def get_stock(product_id: uuid.UUID, stock: StockServiceDep) -> StockRead:
     """Units of a product available to order and held for orders in progress."""
     return StockRead.model_validate(await stock.get(product_id))
@@ -21,7 +22,10 @@ async def get_stock(product_id: uuid.UUID, stock: StockServiceDep) -> StockRead:
 
 @router.put(
     "/{product_id}",
-    responses={status.HTTP_201_CREATED: {"model": StockRead, "description": "Record created"}},
+    responses={
+        status.HTTP_201_CREATED: {"model": StockRead, "description": "Record created"},
+        **problem_answers({404: "No such product in the catalog"}),
+    },
 )
 async def set_stock(
     product_id: uuid.UUID,

@@ -15,9 +15,12 @@ from notification_service.schemas import (
     WebhookUpdate,
 )
 from shared.auth import AdminClaims
+from shared.errors import problem_answers
 from shared.schemas import Page, PageDep
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+
+_NO_ENDPOINT = "No such webhook endpoint"
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -37,7 +40,7 @@ async def list_webhooks(
     return await webhooks.page(page)
 
 
-@router.get("/{webhook_id}")
+@router.get("/{webhook_id}", responses=problem_answers({404: _NO_ENDPOINT}))
 async def get_webhook(
     webhook_id: uuid.UUID, webhooks: WebhookServiceDep, _admin: AdminClaims
 ) -> WebhookRead:
@@ -45,7 +48,7 @@ async def get_webhook(
     return WebhookRead.model_validate(await webhooks.get(webhook_id))
 
 
-@router.patch("/{webhook_id}")
+@router.patch("/{webhook_id}", responses=problem_answers({404: _NO_ENDPOINT}))
 async def update_webhook(
     webhook_id: uuid.UUID, data: WebhookUpdate, webhooks: WebhookServiceDep, _admin: AdminClaims
 ) -> WebhookRead:
@@ -54,7 +57,11 @@ async def update_webhook(
     return WebhookRead.model_validate(await webhooks.update(webhook_id, data))
 
 
-@router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{webhook_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_answers({404: _NO_ENDPOINT}),
+)
 async def delete_webhook(
     webhook_id: uuid.UUID, webhooks: WebhookServiceDep, _admin: AdminClaims
 ) -> Response:
@@ -63,7 +70,7 @@ async def delete_webhook(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{webhook_id}/deliveries")
+@router.get("/{webhook_id}/deliveries", responses=problem_answers({404: _NO_ENDPOINT}))
 async def list_deliveries(
     webhook_id: uuid.UUID, webhooks: WebhookServiceDep, page: PageDep, _admin: AdminClaims
 ) -> Page[DeliveryRead]:
@@ -71,7 +78,11 @@ async def list_deliveries(
     return await webhooks.deliveries_page(webhook_id, page)
 
 
-@router.post("/{webhook_id}/deliveries/{delivery_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/{webhook_id}/deliveries/{delivery_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_answers({404: "No such webhook endpoint, or no such delivery of it"}),
+)
 async def retry_delivery(
     webhook_id: uuid.UUID,
     delivery_id: uuid.UUID,

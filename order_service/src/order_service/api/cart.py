@@ -4,7 +4,6 @@ with the stock available now, and checked out into an order."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
@@ -12,10 +11,9 @@ from fastapi.responses import JSONResponse
 from order_service.deps import CartServiceDep, IdempotencyKeyDep
 from order_service.schemas import CartCheckout, CartLineUpdate, CartRead, OrderRead
 from shared.auth import CurrentClaims
+from shared.errors import problem_answers
 
 router = APIRouter(prefix="/v1/cart", tags=["cart"])
-
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 @router.get("")
@@ -27,10 +25,12 @@ async def get_cart(claims: CurrentClaims, carts: CartServiceDep) -> CartRead:
 
 @router.put(
     "/items/{product_id}",
-    responses={
-        409: {**_PROBLEM, "description": "The cart has 50 lines already"},
-        422: {**_PROBLEM, "description": "Unknown or inactive product, or a bad quantity"},
-    },
+    responses=problem_answers(
+        {
+            409: "The cart has 50 lines already",
+            422: "Unknown or inactive product, or a bad quantity",
+        }
+    ),
 )
 async def set_cart_line(
     product_id: uuid.UUID, data: CartLineUpdate, claims: CurrentClaims, carts: CartServiceDep
@@ -58,13 +58,15 @@ async def clear_cart(claims: CurrentClaims, carts: CartServiceDep) -> Response:
     "/checkout",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
-    responses={
-        400: {**_PROBLEM, "description": "Idempotency-Key missing or malformed"},
-        409: {**_PROBLEM, "description": "Empty cart, or this Idempotency-Key is running"},
-        422: {**_PROBLEM, "description": "Invalid body, unknown product or payment token"},
-        503: {**_PROBLEM, "description": "A dependency is down; retry with the same key"},
-        504: {**_PROBLEM, "description": "A dependency timed out; retry with the same key"},
-    },
+    responses=problem_answers(
+        {
+            400: "Idempotency-Key missing or malformed",
+            409: "Empty cart, or this Idempotency-Key is running",
+            422: "Invalid body, unknown product or payment token",
+            503: "A dependency is down; retry with the same key",
+            504: "A dependency timed out; retry with the same key",
+        }
+    ),
 )
 async def check_out_cart(
     data: CartCheckout, claims: CurrentClaims, key: IdempotencyKeyDep, carts: CartServiceDep

@@ -12,6 +12,7 @@ from order_service.deps import SettingsDep, StatusWatchDep
 from order_service.errors import OrderNotFound
 from order_service.status_watch import status_events
 from shared.auth import CurrentClaims
+from shared.errors import problem_answers
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
@@ -26,10 +27,7 @@ _STREAM: dict[str, Any] = {
 @router.get(
     "/{order_id}/stream",
     response_class=EventSourceResponse,
-    responses={
-        200: _STREAM,
-        404: {"content": {"application/problem+json": {}}, "description": "No such order"},
-    },
+    responses={200: _STREAM, **problem_answers({404: "No such order, or not yours"})},
 )
 async def stream_order_status(
     order_id: uuid.UUID, claims: CurrentClaims, watch: StatusWatchDep, settings: SettingsDep

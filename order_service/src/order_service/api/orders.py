@@ -4,7 +4,7 @@ see every order and move it through shipping."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
@@ -19,24 +19,28 @@ from order_service.schemas import (
 )
 from order_service.states import OrderStatus
 from shared.auth import AdminClaims, CurrentClaims
+from shared.errors import problem_answers
 from shared.schemas import Page, PageDep
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+_NOT_YOURS = "No such order, or not yours"
+_WRONG_STATUS = "The order's status does not allow it"
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
-    responses={
-        400: {**_PROBLEM, "description": "Idempotency-Key missing or malformed"},
-        409: {**_PROBLEM, "description": "A request with this Idempotency-Key is running"},
-        422: {**_PROBLEM, "description": "Invalid body, unknown product or payment token"},
-        503: {**_PROBLEM, "description": "A dependency is down; retry with the same key"},
-        504: {**_PROBLEM, "description": "A dependency timed out; retry with the same key"},
-    },
+    responses=problem_answers(
+        {
+            400: "Idempotency-Key missing or malformed",
+            409: "A request with this Idempotency-Key is running",
+            422: "Invalid body, unknown product or payment token",
+            503: "A dependency is down; retry with the same key",
+            504: "A dependency timed out; retry with the same key",
+        }
+    ),
 )
 async def place_order(
     data: OrderCreate, claims: CurrentClaims, key: IdempotencyKeyDep, orders: OrderServiceDep
@@ -61,27 +65,32 @@ async def list_orders(
     return await orders.page(claims, status, page)
 
 
-@router.get("/{order_id}")
+@router.get("/{order_id}", responses=problem_answers({404: _NOT_YOURS}))
 async def get_order(order: OwnedOrder) -> OrderRead:
     """One order: yours, or any for administrators."""
     return OrderRead.model_validate(order)
 
 
-@router.get("/{order_id}/timeline")
+@router.get("/{order_id}/timeline", responses=problem_answers({404: _NOT_YOURS}))
 async def get_order_timeline(order: OwnedOrder, orders: OrderServiceDep) -> list[TimelineEntryRead]:
     """What happened to the order, oldest first: created, confirmed or cancelled (the
     reason in `detail`), shipped, delivered, and each refund (its id in `detail`)."""
     return [TimelineEntryRead.model_validate(entry) for entry in await orders.timeline(order)]
 
 
-@router.post("/{order_id}/cancel")
+@router.post(
+    "/{order_id}/cancel",
+    responses=problem_answers({404: _NOT_YOURS, 409: "Shipped already, or partly refunded"}),
+)
 async def cancel_order(order: OwnedOrder, orders: OrderServiceDep) -> OrderRead:
     """Cancel an order not shipped yet; its stock and payment go back. Cancelling a
     cancelled order changes nothing."""
     return OrderRead.model_validate(await orders.cancel(order))
 
 
-@router.post("/{order_id}/ship")
+@router.post(
+    "/{order_id}/ship", responses=problem_answers({404: "No such order", 409: _WRONG_STATUS})
+)
 async def ship_order(
     order_id: uuid.UUID, orders: OrderServiceDep, _admin: AdminClaims
 ) -> OrderRead:
@@ -89,7 +98,9 @@ async def ship_order(
     return OrderRead.model_validate(await orders.ship(order_id))
 
 
-@router.post("/{order_id}/deliver")
+@router.post(
+    "/{order_id}/deliver", responses=problem_answers({404: "No such order", 409: _WRONG_STATUS})
+)
 async def deliver_order(
     order_id: uuid.UUID, orders: OrderServiceDep, _admin: AdminClaims
 ) -> OrderRead:
@@ -101,11 +112,14 @@ async def deliver_order(
     "/{order_id}/refunds",
     status_code=status.HTTP_201_CREATED,
     response_model=RefundRead,
-    responses={
-        400: {**_PROBLEM, "description": "Idempotency-Key missing or malformed"},
-        409: {**_PROBLEM, "description": "The order is not paid for (pending or cancelled)"},
-        422: {**_PROBLEM, "description": "More units than are left to refund, or a bad body"},
-    },
+    responses=problem_answers(
+        {
+            400: "Idempotency-Key missing or malformed",
+            404: "No such order",
+            409: "The order is not paid for (pending or cancelled)",
+            422: "More units than are left to refund, or a bad body",
+        }
+    ),
 )
 async def refund_order(
     order_id: uuid.UUID,
@@ -124,7 +138,7 @@ async def refund_order(
     )
 
 
-@router.get("/{order_id}/refunds")
+@router.get("/{order_id}/refunds", responses=problem_answers({404: _NOT_YOURS}))
 async def list_refunds(
     order: OwnedOrder, refunds: RefundServiceDep, page: PageDep
 ) -> Page[RefundRead]:

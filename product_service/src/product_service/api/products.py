@@ -19,9 +19,12 @@ from product_service.errors import ProductNotFound
 from product_service.schemas import ProductCreate, ProductRead, ProductUpdate
 from product_service.service import ProductService, product_document
 from shared.auth import AdminClaims
+from shared.errors import problem_answers
 from shared.schemas import Page, PageDep
 
 router = APIRouter(prefix="/v1/products", tags=["products"])
+
+_SKU_TAKEN = "Another product has this SKU"
 
 
 @router.get("", response_model=Page[ProductRead])
@@ -37,7 +40,11 @@ async def list_products(
     return Response(found.model_dump_json().encode(), media_type="application/json")
 
 
-@router.get("/{product_id}", response_model=ProductRead)
+@router.get(
+    "/{product_id}",
+    response_model=ProductRead,
+    responses=problem_answers({404: "No such product (or, to customers, not on sale)"}),
+)
 async def get_product(
     product_id: uuid.UUID,
     database: DatabaseDep,
@@ -68,7 +75,11 @@ async def get_product(
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_answers({409: _SKU_TAKEN}),
+)
 async def create_product(
     data: ProductCreate, products: ProductServiceDep, cache: ProductCacheDep, _admin: AdminClaims
 ) -> ProductRead:
@@ -78,7 +89,7 @@ async def create_product(
     return ProductRead.model_validate(product)
 
 
-@router.patch("/{product_id}")
+@router.patch("/{product_id}", responses=problem_answers({404: "No such product", 409: _SKU_TAKEN}))
 async def update_product(
     product_id: uuid.UUID,
     data: ProductUpdate,
@@ -92,7 +103,11 @@ async def update_product(
     return ProductRead.model_validate(product)
 
 
-@router.delete("/{product_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_answers({404: "No such product"}),
+)
 async def delete_product(
     product_id: uuid.UUID, products: ProductServiceDep, cache: ProductCacheDep, _admin: AdminClaims
 ) -> None:

@@ -19,15 +19,19 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import BaseRoute
 
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, Unauthorized, problem_answers
 from shared.http import ServiceClient, UpstreamUnavailable
 
 logger = logging.getLogger(__name__)
@@ -295,3 +299,20 @@ async def admin_claims(claims: Annotated[TokenClaims, Depends(current_claims)]) 
 
 CurrentClaims = Annotated[TokenClaims, Depends(current_claims)]
 AdminClaims = Annotated[TokenClaims, Depends(admin_claims)]
+
+
+def document_admin_routes(routes: Iterable[BaseRoute]) -> None:
+    """Document the 403 of every route that needs an administrator (`AdminClaims`,
+    at any depth of its dependencies): FastAPI cannot tell from a dependency what it
+    may answer."""
+    answer = problem_answers({403: "Administrators only: the caller is not one."})
+    for route in routes:
+        if isinstance(route, APIRoute) and _depends_on(route.dependant, admin_claims):
+            route.responses = {**answer, **route.responses}
+
+
+def _depends_on(dependant: Dependant, call: Any) -> bool:
+    return any(
+        dependency.call is call or _depends_on(dependency, call)
+        for dependency in dependant.dependencies
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -96,6 +96,15 @@ class ServiceUnavailable(ProblemError):
 
 class GatewayTimeout(ProblemError):
     status_code = 504
+
+
+def problem_answers(answers: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's `responses=`: each error it may answer (besides validation and what
+    every route may answer), with what it means there, as the problem document it is."""
+    return {
+        status: {"description": description, "content": {PROBLEM_JSON: {}}}
+        for status, description in answers.items()
+    }
 
 
 def problem_response(

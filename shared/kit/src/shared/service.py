@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
-from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier
+from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier, document_admin_routes
 from shared.config import ServiceSettings
 from shared.db import Database
 from shared.errors import ServiceUnavailable, install_error_handlers
@@ -266,6 +266,7 @@ class ServiceBuilder:
         if self._metrics:
             app.include_router(metrics_router())
         for router in self._routers:
+            document_admin_routes(router.routes)
             app.include_router(router)
         return app
 

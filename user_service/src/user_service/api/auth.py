@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
+from shared.errors import problem_answers
 from user_service.deps import AccountServiceDep, KeyRingDep, LoginThrottleDep, TokenServiceDep
 from user_service.errors import InvalidCredentials
 from user_service.schemas import RefreshRequest, TokenPair, UserRead, UserRegister
@@ -14,13 +15,25 @@ from user_service.schemas import RefreshRequest, TokenPair, UserRead, UserRegist
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_answers({409: "An account with this e-mail exists"}),
+)
 async def register_user(data: UserRegister, accounts: AccountServiceDep) -> UserRead:
     """Create a customer account."""
     return UserRead.model_validate(await accounts.register(data))
 
 
-@router.post("/token")
+@router.post(
+    "/token",
+    responses=problem_answers(
+        {
+            401: "Wrong e-mail or password, or a deactivated account",
+            429: "Too many failed attempts for this account; see `Retry-After`",
+        }
+    ),
+)
 async def issue_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     tokens: TokenServiceDep,
@@ -40,7 +53,12 @@ async def issue_token(
         raise
 
 
-@router.post("/refresh")
+@router.post(
+    "/refresh",
+    responses=problem_answers(
+        {401: "The refresh token is not valid, already spent, or its account deactivated"}
+    ),
+)
 async def refresh_token(data: RefreshRequest, tokens: TokenServiceDep) -> TokenPair:
     """Spend a refresh token for a new pair; a reused one ends its whole session."""
     return await tokens.refresh(data.refresh_token)

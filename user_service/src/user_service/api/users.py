@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter
 
 from shared.auth import AdminClaims
+from shared.errors import problem_answers
 from shared.schemas import Page, PageDep
 from user_service.deps import AccountServiceDep, CurrentUser
 from user_service.schemas import UserAdminUpdate, UserRead, UserSelfUpdate
@@ -34,13 +35,18 @@ async def list_users(_: AdminClaims, page: PageDep, accounts: AccountServiceDep)
     return await accounts.page(page)
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", responses=problem_answers({404: "No such user"}))
 async def read_user(user_id: uuid.UUID, _: AdminClaims, accounts: AccountServiceDep) -> UserRead:
     """One account (administrators)."""
     return UserRead.model_validate(await accounts.get(user_id))
 
 
-@router.patch("/{user_id}")
+@router.patch(
+    "/{user_id}",
+    responses=problem_answers(
+        {404: "No such user", 409: "Administrators cannot deactivate or demote themselves"}
+    ),
+)
 async def update_user(
     user_id: uuid.UUID, data: UserAdminUpdate, admin: AdminClaims, accounts: AccountServiceDep
 ) -> UserRead:
