@@ -149,8 +149,9 @@ async def test_security_and_problem_answers(gateway: httpx.AsyncClient) -> None:
 async def test_keyed_routes_and_the_stream_say_so(gateway: httpx.AsyncClient) -> None:
     found = operations((await gateway.get("/openapi.json")).json())
     for key in KEYED:
-        headers = {p["name"].lower() for p in found[key]["parameters"] if p["in"] == "header"}
-        assert "idempotency-key" in headers, key
+        [header] = [p for p in found[key]["parameters"] if p["in"] == "header"]
+        assert header["name"].lower() == "idempotency-key", key
+        assert header["required"] is True, key  # 400 without it
     stream = found["get", "/api/v1/orders/{}/stream"]["responses"]["200"]
     assert "text/event-stream" in stream["content"]
 

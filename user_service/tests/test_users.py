@@ -47,9 +47,16 @@ class TestOwnProfile:
         assert_problem(refresh, 401)
 
     @pytest.mark.parametrize(
-        "body", [{"role": "admin"}, {"is_active": False}, {"email": "x@example.com"}]
+        "body",
+        [
+            {"role": "admin"},
+            {"is_active": False},
+            {"email": "x@example.com"},
+            {"full_name": None},
+            {"password": None},
+        ],
     )
-    async def test_cannot_change_role_activity_or_email(
+    async def test_cannot_change_role_activity_or_email_or_send_null(
         self, api: Any, client: httpx.AsyncClient, body: dict[str, Any]
     ) -> None:
         await api.register()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import Field, HttpUrl, UrlConstraints, model_validator
+from pydantic import Field, HttpUrl, UrlConstraints
 
 from notification_service.models import DeliveryStatus, NotificationKind, NotificationStatus
-from shared.schemas import RequestModel, ResponseModel, SingleLineText
+from shared.schemas import PartialUpdate, RequestModel, ResponseModel, SingleLineText
 
 
 class NotificationRead(ResponseModel):
@@ -51,20 +51,13 @@ class WebhookCreate(RequestModel):
     description: WebhookDescription = ""
 
 
-class WebhookUpdate(RequestModel):
+class WebhookUpdate(PartialUpdate):
     """Only the fields sent change; none of them may be null."""
 
     url: WebhookUrl | None = None
     events: WebhookEvents | None = None
     description: WebhookDescription | None = None
     is_active: bool | None = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> Self:
-        nulls = [name for name in self.model_fields_set if getattr(self, name) is None]
-        if nulls:
-            raise ValueError(f"{', '.join(sorted(nulls))} may not be null")
-        return self
 
 
 class WebhookRead(ResponseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,14 @@ from pydantic import (
     field_validator,
 )
 
-from shared.schemas import Money, RequestModel, ResponseModel, multi_line, single_line
+from shared.schemas import (
+    Money,
+    PartialUpdate,
+    RequestModel,
+    ResponseModel,
+    multi_line,
+    single_line,
+)
 
 CENT = Decimal("0.01")
 #: Keeps an order of 50 lines x 100 items within the Numeric(12, 2) columns downstream.
@@ -57,7 +64,7 @@ class ProductCreate(RequestModel):
     category: Category
 
 
-class ProductUpdate(RequestModel):
+class ProductUpdate(PartialUpdate):
     """Only the fields sent are changed; `is_active: true` brings a product back."""
 
     sku: Sku | None = None
@@ -67,14 +74,6 @@ class ProductUpdate(RequestModel):
     currency: Currency | None = None
     category: Category | None = None
     is_active: bool | None = None
-
-    @field_validator("*")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Leaving a field out keeps it; `null` would erase a required value.
-        if value is None:
-            raise ValueError("may be left out but not null")
-        return value
 
 
 class ProductRead(ResponseModel):

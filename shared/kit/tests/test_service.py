@@ -239,3 +239,29 @@ class TestDocumentedAnswers:
         assert "403" not in paths["/v1/things"]["get"]["responses"]
         for operation in (paths["/v1/things"]["post"], paths["/v1/things/{name}"]["delete"]):
             assert operation["responses"]["403"]["content"] == {"application/problem+json": {}}
+
+
+class TestMethodNotAllowed:
+    async def test_allow_names_every_method_of_the_path(self) -> None:
+        router = APIRouter(prefix="/v1/cart")
+
+        @router.get("")
+        async def show() -> list[str]:
+            return []
+
+        @router.delete("")
+        async def clear() -> None: ...
+
+        @router.put("/items/{item}")
+        async def put_item(item: str) -> None: ...
+
+        service = builder()
+        service.add_routers(router)
+        transport = httpx.ASGITransport(app=service.build())
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            cart = await client.post("/v1/cart")
+            item = await client.get("/v1/cart/items/a")
+        assert cart.status_code == 405
+        assert cart.headers["allow"] == "DELETE, GET"
+        assert cart.headers["content-type"] == "application/problem+json"
+        assert (item.status_code, item.headers["allow"]) == (405, "PUT")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
-from shared.schemas import RequestModel, ResponseModel, SingleLineText
+from shared.schemas import PartialUpdate, RequestModel, ResponseModel, SingleLineText
 
 Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(str.lower)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
@@ -23,12 +23,12 @@ class UserRegister(RequestModel):
     full_name: FullName
 
 
-class UserSelfUpdate(RequestModel):
+class UserSelfUpdate(PartialUpdate):
     full_name: FullName | None = None
     password: Password | None = None
 
 
-class UserAdminUpdate(RequestModel):
+class UserAdminUpdate(PartialUpdate):
     full_name: FullName | None = None
     role: Literal["customer", "admin"] | None = None
     is_active: bool | None = None

@@ -8,7 +8,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 
-from order_service.deps import CartServiceDep, IdempotencyKeyDep
+from order_service.deps import IDEMPOTENCY_KEY_DOCUMENTED, CartServiceDep, IdempotencyKeyDep
 from order_service.schemas import CartCheckout, CartLineUpdate, CartRead, OrderRead
 from shared.auth import CurrentClaims
 from shared.errors import problem_answers
@@ -58,6 +58,7 @@ async def clear_cart(claims: CurrentClaims, carts: CartServiceDep) -> Response:
     "/checkout",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
+    openapi_extra=IDEMPOTENCY_KEY_DOCUMENTED,
     responses=problem_answers(
         {
             400: "Idempotency-Key missing or malformed",

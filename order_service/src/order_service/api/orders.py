@@ -9,7 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 
-from order_service.deps import IdempotencyKeyDep, OrderServiceDep, OwnedOrder, RefundServiceDep
+from order_service.deps import (
+    IDEMPOTENCY_KEY_DOCUMENTED,
+    IdempotencyKeyDep,
+    OrderServiceDep,
+    OwnedOrder,
+    RefundServiceDep,
+)
 from order_service.schemas import (
     OrderCreate,
     OrderRead,
@@ -32,6 +38,7 @@ _WRONG_STATUS = "The order's status does not allow it"
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
+    openapi_extra=IDEMPOTENCY_KEY_DOCUMENTED,
     responses=problem_answers(
         {
             400: "Idempotency-Key missing or malformed",
@@ -112,6 +119,7 @@ async def deliver_order(
     "/{order_id}/refunds",
     status_code=status.HTTP_201_CREATED,
     response_model=RefundRead,
+    openapi_extra=IDEMPOTENCY_KEY_DOCUMENTED,
     responses=problem_answers(
         {
             400: "Idempotency-Key missing or malformed",

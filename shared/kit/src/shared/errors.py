@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -12,6 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Route
 
 from shared.logging import request_id_var
 
@@ -159,6 +160,31 @@ async def _handle_http_exception(request: Request, exc: Exception) -> JSONRespon
     return problem_response(
         exc.status_code, detail=detail, headers=dict(exc.headers) if exc.headers else None
     )
+
+
+def method_not_allowed(
+    routes: Iterable[BaseRoute],
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """The 405 handler for an app of `routes`: its `Allow` names every method of the path
+    (RFC 9110, 15.5.6). Starlette's names those of the first route that matched the path
+    only, so a path served by two routes (GET and DELETE /v1/cart) said `Allow: GET`."""
+    table = [
+        (route.path_regex, route.methods)
+        for route in routes
+        if isinstance(route, Route) and route.methods
+    ]
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        path = request.scope["path"].removeprefix(request.scope.get("root_path", ""))
+        allowed = {method for regex, methods in table if regex.match(path) for method in methods}
+        headers = dict(exc.headers or {})
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem_response(exc.status_code, detail=detail, headers=headers)
+
+    return handle
 
 
 #: A problem document lists at most this many validation errors (CONTRACT: at most 20),

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    field_validator,
 )
 
 # PostgreSQL cannot store NUL in text, and other control characters have no place in
@@ -71,6 +72,32 @@ class RequestModel(BaseModel):
     """Request bodies reject unknown fields (a 422 says which)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _never_null(schema: dict[str, Any]) -> None:
+    """A partial update's schema: each property optional, none nullable."""
+    for prop in schema.get("properties", {}).values():
+        choices = [choice for choice in prop.pop("anyOf", []) if choice != {"type": "null"}]
+        if len(choices) == 1:
+            prop.update(choices[0])
+        elif choices:
+            prop["anyOf"] = choices
+        prop.pop("default", None)
+
+
+class PartialUpdate(RequestModel):
+    """A PATCH body: a field left out keeps its value; none may be `null` (it would erase
+    a value that must exist, or mean "leave it" to one client and "clear it" to another).
+    Its fields are declared `X | None = None`; the schema says optional, never null."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_never_null)
+
+    @field_validator("*")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out but not null")
+        return value
 
 
 class ResponseModel(BaseModel):

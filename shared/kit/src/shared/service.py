@@ -34,7 +34,7 @@ from starlette.types import ASGIApp
 from shared.auth import RemoteJWKS, RemoteUserStatus, TokenVerifier, document_admin_routes
 from shared.config import ServiceSettings
 from shared.db import Database
-from shared.errors import ServiceUnavailable, install_error_handlers
+from shared.errors import ServiceUnavailable, install_error_handlers, method_not_allowed
 from shared.heap import settled_heap
 from shared.http import ServiceClient
 from shared.logging import configure_logging
@@ -261,13 +261,17 @@ class ServiceBuilder:
             quiet_paths=HEALTH_PATHS,
             budget_seconds=self.settings.request_budget_seconds,
         )
-        if self._health:
-            app.include_router(health_router(self._ready_checks, self._degraded_checks))
-        if self._metrics:
-            app.include_router(metrics_router())
-        for router in self._routers:
+        routers = [
+            *([health_router(self._ready_checks, self._degraded_checks)] if self._health else []),
+            *([metrics_router()] if self._metrics else []),
+            *self._routers,
+        ]
+        for router in routers:
             document_admin_routes(router.routes)
             app.include_router(router)
+        app.add_exception_handler(
+            405, method_not_allowed(route for router in routers for route in router.routes)
+        )
         return app
 
     def _serves_internal_routes(self) -> bool:
