@@ -8,6 +8,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 
+from order_service.api.orders import CHECKOUT_ANSWERS
 from order_service.deps import IDEMPOTENCY_KEY_DOCUMENTED, CartServiceDep, IdempotencyKeyDep
 from order_service.schemas import CartCheckout, CartLineUpdate, CartRead, OrderRead
 from shared.auth import CurrentClaims
@@ -60,13 +61,7 @@ async def clear_cart(claims: CurrentClaims, carts: CartServiceDep) -> Response:
     response_model=OrderRead,
     openapi_extra=IDEMPOTENCY_KEY_DOCUMENTED,
     responses=problem_answers(
-        {
-            400: "Idempotency-Key missing or malformed",
-            409: "Empty cart, or this Idempotency-Key is running",
-            422: "Invalid body, unknown product or payment token",
-            503: "A dependency is down; retry with the same key",
-            504: "A dependency timed out; retry with the same key",
-        }
+        {**CHECKOUT_ANSWERS, 409: "Empty cart, or this Idempotency-Key is running"}
     ),
 )
 async def check_out_cart(

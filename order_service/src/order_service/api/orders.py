@@ -30,6 +30,14 @@ from shared.schemas import Page, PageDep
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
+#: What a checkout may answer besides the order (`POST /v1/cart/checkout` too).
+CHECKOUT_ANSWERS = {
+    400: "Idempotency-Key missing or malformed",
+    409: "A request with this Idempotency-Key is running",
+    422: "Invalid body, unknown product or payment token",
+    503: "A dependency is down; retry with the same key",
+    504: "A dependency timed out; retry with the same key",
+}
 _NOT_YOURS = "No such order, or not yours"
 _WRONG_STATUS = "The order's status does not allow it"
 
@@ -39,15 +47,7 @@ _WRONG_STATUS = "The order's status does not allow it"
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
     openapi_extra=IDEMPOTENCY_KEY_DOCUMENTED,
-    responses=problem_answers(
-        {
-            400: "Idempotency-Key missing or malformed",
-            409: "A request with this Idempotency-Key is running",
-            422: "Invalid body, unknown product or payment token",
-            503: "A dependency is down; retry with the same key",
-            504: "A dependency timed out; retry with the same key",
-        }
-    ),
+    responses=problem_answers(CHECKOUT_ANSWERS),
 )
 async def place_order(
     data: OrderCreate, claims: CurrentClaims, key: IdempotencyKeyDep, orders: OrderServiceDep
