@@ -135,6 +135,8 @@ async def test_security_and_problem_answers(gateway: httpx.AsyncClient) -> None:
         operation = found[key]
         if key in PUBLIC:
             assert {"bearerAuth": []} not in operation.get("security", [{}])[:1], key
+            if {"bearerAuth": []} in operation.get("security", []):
+                assert "401" in operation["responses"], key  # a token sent must be valid
         else:
             assert operation["security"] == [{"bearerAuth": []}], key
             assert "401" in operation["responses"], key

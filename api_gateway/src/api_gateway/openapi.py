@@ -75,6 +75,7 @@ _GATEWAY_ANSWERS = {
     "504": "The service behind this route did not answer in time.",
 }
 _UNAUTHORIZED = "A bearer access token is missing, invalid or expired."
+_BAD_OPTIONAL_CREDENTIAL = "A bearer access token was sent and is invalid or expired."
 _TOO_LARGE = "The body is over the size limit (`MAX_BODY_BYTES`, 1 MiB by default)."
 
 
@@ -177,8 +178,10 @@ def _public_operation(
         operation["security"] = [{BEARER: []}]
         responses.setdefault("401", {"description": _UNAUTHORIZED})
     elif operation.get("security"):
-        # A public route that also reads a token (an admin sees more) keeps it optional.
+        # A public route that also reads a token (an admin sees more) keeps it optional;
+        # one that is sent must be valid.
         operation["security"] = [{}, {BEARER: []}]
+        responses.setdefault("401", {"description": _BAD_OPTIONAL_CREDENTIAL})
     for status, description in _GATEWAY_ANSWERS.items():
         responses.setdefault(status, {"description": description})
     _request_answers(operation, responses)
