@@ -57,7 +57,7 @@ async def resolve(url: str) -> ResolvedUrl:
     parts = urlsplit(url)
     host = parts.hostname
     if not host:
-        raise UnresolvedHost("the URL has no host")
+        raise ForbiddenHost("the URL has no host")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         literal: IPAddress | None = ipaddress.ip_address(host)
