@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -161,7 +162,9 @@ class TestCartLines:
 
         assert removed.status_code == 200
         assert [item["product_id"] for item in removed.json()["items"]] == [tea["id"]]
-        assert removed.json()["updated_at"] > before["updated_at"]
+        assert datetime.fromisoformat(removed.json()["updated_at"]) > datetime.fromisoformat(
+            before["updated_at"]
+        )
         assert missing.json() == removed.json()  # nothing changed, not even updated_at
         cleared = await client.delete("/v1/cart", headers=customer.auth)
         assert cleared.status_code == 204
