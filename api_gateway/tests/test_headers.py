@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from api_gateway.config import Settings
+
 
 def received(response) -> dict[str, list[str]]:
     """The headers the echo service received, by lower-case name."""
@@ -158,3 +160,47 @@ class TestNothingAdded:
         seen = received(response)
         for name in ("accept", "accept-encoding", "user-agent", "content-type"):
             assert name not in seen, (name, seen.get(name))
+
+
+class TestCors:
+    """Pages of the origins in `CORS_ALLOW_ORIGINS` may call the API from a browser."""
+
+    SHOP = "https://shop.example.com"
+
+    async def test_a_preflight_is_answered_without_a_token(self, make_gateway) -> None:
+        async with make_gateway(cors_allow_origins=self.SHOP) as gateway:
+            response = await gateway.options(
+                "/api/v1/orders",
+                headers={
+                    "Origin": self.SHOP,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization, idempotency-key",
+                },
+            )
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == self.SHOP
+        assert "POST" in response.headers["access-control-allow-methods"]
+        allowed = response.headers["access-control-allow-headers"].lower()
+        assert "authorization" in allowed
+        assert "idempotency-key" in allowed
+        assert "access-control-allow-credentials" not in response.headers
+
+    async def test_answers_say_who_may_read_them(self, make_gateway) -> None:
+        async with make_gateway(
+            cors_allow_origins=f"{self.SHOP}, https://admin.example.com/"
+        ) as gateway:
+            allowed = await gateway.get("/api/v1/products/1", headers={"Origin": self.SHOP})
+            other = await gateway.get(
+                "/api/v1/products/1", headers={"Origin": "https://evil.example.net"}
+            )
+        assert allowed.headers["access-control-allow-origin"] == self.SHOP
+        assert "x-request-id" in allowed.headers["access-control-expose-headers"].lower()
+        assert "access-control-allow-origin" not in other.headers
+
+    async def test_none_by_default(self, gateway) -> None:
+        response = await gateway.get("/api/v1/products/1", headers={"Origin": self.SHOP})
+        assert "access-control-allow-origin" not in response.headers
+
+    def test_an_origin_must_be_one(self) -> None:
+        with pytest.raises(ValueError, match="not an origin"):
+            Settings(_env_file=None, cors_allow_origins="shop.example.com")  # type: ignore[call-arg]

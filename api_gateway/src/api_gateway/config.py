@@ -77,6 +77,12 @@ class Settings(ServiceSettings):
     stream_max_connections: int = Field(default=2000, ge=1)
     stream_read_timeout_seconds: float = Field(default=45.0, gt=15)
 
+    #: Web origins whose pages may call the API from a browser (comma-separated, e.g.
+    #: `https://shop.example.com`; `*` for any): CORS, preflights answered by the
+    #: gateway without a token. None by default: the storefront is the gateway's own
+    #: origin and needs none. Credentials are bearer tokens, never cookies.
+    cors_allow_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
     #: Services `GET /health` checks (comma-separated). All of them by default: a
     #: deployment missing one is degraded. A partial deployment (say, only users and
     #: products while the rest is being built) lists what it runs.
@@ -98,6 +104,16 @@ class Settings(ServiceSettings):
             return tuple(
                 ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
             )
+        return value
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip().rstrip("/") for part in value.split(",") if part.strip())
+        for origin in value if isinstance(value, list | tuple) else ():
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or *")
         return value
 
     @field_validator("health_services", mode="before")

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute
 
 from api_gateway import docs, storefront
@@ -19,6 +20,11 @@ from api_gateway.ratelimit import RateLimiter
 from shared.auth import TokenVerifier
 from shared.http import ServiceClient
 from shared.service import ServiceBuilder
+
+#: What a page on an allowed origin may send and read (CORS).
+CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID")
+CORS_RESPONSE_HEADERS = ("X-Request-ID", "Retry-After", "Idempotent-Replayed", "Location")
 
 
 def create_app(
@@ -89,6 +95,16 @@ def create_app(
     )
     service.add_auth(None if token_verifier is None else lambda app: token_verifier)
     service.add_lifespan(lifespan)
+    if settings.cors_allow_origins:
+        # Outside the proxy: a preflight is answered here, before any token is asked for.
+        service.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
+            max_age=600,
+        )
     service.add_middleware(ProxiedPaths, proxy=proxy)
     service.add_routers(health_router)
     app = service.build()
