@@ -83,7 +83,7 @@ IDEMPOTENCY_KEY_DOCUMENTED: dict[str, Any] = {
             "required": True,
             "description": "A unique value per request (a UUID, say), sent again unchanged "
             "when the request is retried; 1..255 printable ASCII characters.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+            "schema": {"type": "string", "pattern": _IDEMPOTENCY_KEY.pattern},
         }
     ]
 }

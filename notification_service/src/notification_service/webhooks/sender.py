@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
+import aiodns
 import httpx
 from standardwebhooks.webhooks import Webhook
 
@@ -17,6 +18,7 @@ from notification_service.webhooks.url_guard import (
     IPAddress,
     ResolvedUrl,
     UnresolvedHost,
+    dns_resolver,
     resolve,
     resolve_public,
 )
@@ -68,9 +70,13 @@ class WebhookSender:
             ),
             trust_env=False,
         )
+        #: Made at the first attempt (it needs the running loop), kept for the next.
+        self._resolver: aiodns.DNSResolver | None = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._resolver is not None:
+            await self._resolver.close()
 
     async def send(self, url: str, secret: str, event_id: str, body: str) -> Attempt:
         started = time.perf_counter()
@@ -92,7 +98,10 @@ class WebhookSender:
         )
 
     async def _post(self, url: str, headers: dict[str, str], body: str) -> httpx.Response:
-        resolved = await (resolve_public(url) if self.block_private_hosts else resolve(url))
+        if self._resolver is None:
+            self._resolver = dns_resolver()
+        check = resolve_public if self.block_private_hosts else resolve
+        resolved = await check(url, self._resolver)
         *others, last = resolved.addresses
         for address in others:
             try:

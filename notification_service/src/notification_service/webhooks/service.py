@@ -21,7 +21,7 @@ from notification_service.schemas import (
 )
 from notification_service.webhooks.repository import DeliveryRepository, EndpointRepository
 from notification_service.webhooks.signing_secrets import SecretBox, new_secret
-from notification_service.webhooks.url_guard import ForbiddenHost, resolve_public
+from notification_service.webhooks.url_guard import ForbiddenHost, dns_resolver, resolve_public
 from shared.db import utcnow
 from shared.schemas import Page, PageParams
 
@@ -113,7 +113,8 @@ class WebhookService:
         if not self.block_private_hosts:
             return
         try:
-            await resolve_public(url)
+            async with dns_resolver() as resolver:
+                await resolve_public(url, resolver)
         except ForbiddenHost as error:
             raise ForbiddenWebhookUrl(
                 f"The URL's host is not allowed: {error}.",

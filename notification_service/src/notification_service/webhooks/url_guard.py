@@ -52,7 +52,13 @@ def is_public_address(address: IPAddress) -> bool:
     return address.is_global and not address.is_multicast
 
 
-async def resolve(url: str) -> ResolvedUrl:
+def dns_resolver() -> aiodns.DNSResolver:
+    """A c-ares resolver (`async with` it, or `close` it when done); one serves any
+    number of lookups at once."""
+    return aiodns.DNSResolver(timeout=DNS_TIMEOUT_SECONDS, tries=DNS_TRIES)
+
+
+async def resolve(url: str, resolver: aiodns.DNSResolver) -> ResolvedUrl:
     """The URL's host, port and the addresses of the host (a literal address: itself)."""
     parts = urlsplit(url)
     host = parts.hostname
@@ -66,8 +72,7 @@ async def resolve(url: str) -> ResolvedUrl:
     if literal is not None:
         return ResolvedUrl(host=host, port=port, addresses=(literal,))
     try:
-        async with aiodns.DNSResolver(timeout=DNS_TIMEOUT_SECONDS, tries=DNS_TRIES) as resolver:
-            found = await resolver.getaddrinfo(host, port=port, type=socket.SOCK_STREAM)
+        found = await resolver.getaddrinfo(host, port=port, type=socket.SOCK_STREAM)
     except (aiodns.error.DNSError, UnicodeError, ValueError) as error:
         raise UnresolvedHost(f"the host {host} does not resolve") from error
     addresses = tuple(
@@ -78,9 +83,9 @@ async def resolve(url: str) -> ResolvedUrl:
     return ResolvedUrl(host=host, port=port, addresses=addresses)
 
 
-async def resolve_public(url: str) -> ResolvedUrl:
+async def resolve_public(url: str, resolver: aiodns.DNSResolver) -> ResolvedUrl:
     """Resolve the URL's host; raise `ForbiddenHost` unless every address is public."""
-    resolved = await resolve(url)
+    resolved = await resolve(url, resolver)
     refused = [str(address) for address in resolved.addresses if not is_public_address(address)]
     if refused:
         raise ForbiddenHost(

@@ -156,10 +156,12 @@ async def _handle_problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    return _http_problem(exc, dict(exc.headers) if exc.headers else None)
+
+
+def _http_problem(exc: StarletteHTTPException, headers: dict[str, str] | None) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else None
-    return problem_response(
-        exc.status_code, detail=detail, headers=dict(exc.headers) if exc.headers else None
-    )
+    return problem_response(exc.status_code, detail=detail, headers=headers)
 
 
 def method_not_allowed(
@@ -181,8 +183,7 @@ def method_not_allowed(
         headers = dict(exc.headers or {})
         if allowed:
             headers["Allow"] = ", ".join(sorted(allowed))
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(exc.status_code, detail=detail, headers=headers)
+        return _http_problem(exc, headers)
 
     return handle
 
