@@ -3,6 +3,7 @@ every shape, and the exporter that sends it to a collector."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Iterator, Sequence
@@ -27,7 +28,7 @@ from opentelemetry.trace import (
 )
 
 from service_testing import OtlpReceiver
-from shared.otlp import SpanExporter, encode_spans
+from shared.otlp import LoopSpanProcessor, SpanExporter, encode_spans
 
 REMOTE_PARENT = SpanContext(
     trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
@@ -228,3 +229,86 @@ class TestExporter:
             sender = SpanExporter(endpoint=f"{collector.endpoint}/v1/traces", max_request_size=100)
             assert sender.export(exporter.get_finished_spans()) is SpanExportResult.FAILURE
         assert collector.received == 0
+
+
+def ended_spans(count: int, *, sampled: bool = True) -> list[ReadableSpan]:
+    flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+    return [
+        ReadableSpan(
+            f"span {n}",
+            SpanContext(random.getrandbits(128) | 1, random.getrandbits(64) | 1, False, flags),
+            resource=Resource.create({"service.name": "test"}),
+            start_time=1,
+            end_time=2,
+        )
+        for n in range(count)
+    ]
+
+
+async def received(collector: OtlpReceiver, count: int) -> set[str]:
+    """The names of what the collector has received, once it has `count` spans."""
+    for _ in range(200):
+        if collector.received >= count:
+            break
+        await asyncio.sleep(0.01)
+    return {span.name for span in collector.spans}
+
+
+class TestLoopSpanProcessor:
+    async def test_a_full_batch_leaves_at_once_the_rest_on_the_way_out(self) -> None:
+        with OtlpReceiver() as collector:
+            processor = LoopSpanProcessor(
+                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"),
+                max_batch=4,
+                schedule_delay=60,
+            )
+            async with processor.exporting():
+                for span in ended_spans(6):
+                    processor.on_end(span)
+                assert await received(collector, 4) == {f"span {n}" for n in range(4)}
+                await asyncio.sleep(0.05)
+                assert collector.received == 4  # the last two wait for a batch or the delay
+            assert collector.batches == 2
+            assert {span.name for span in collector.spans} == {f"span {n}" for n in range(6)}
+            processor.shutdown()
+
+    async def test_a_partial_batch_leaves_after_the_delay(self) -> None:
+        with OtlpReceiver() as collector:
+            processor = LoopSpanProcessor(
+                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"), schedule_delay=0.05
+            )
+            async with processor.exporting():
+                for span in ended_spans(2):
+                    processor.on_end(span)
+                assert await received(collector, 2) == {"span 0", "span 1"}
+            processor.shutdown()
+
+    async def test_spans_ended_on_other_threads_wake_the_loop(self) -> None:
+        with OtlpReceiver() as collector:
+            processor = LoopSpanProcessor(
+                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"),
+                max_batch=3,
+                schedule_delay=60,
+            )
+            async with processor.exporting():
+                spans = ended_spans(3)
+                await asyncio.to_thread(lambda: [processor.on_end(span) for span in spans])
+                assert len(await received(collector, 3)) == 3
+            processor.shutdown()
+
+    def test_without_a_loop_spans_wait_for_a_flush_and_a_full_queue_drops(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with OtlpReceiver() as collector:
+            processor = LoopSpanProcessor(
+                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"), max_queue=3, max_batch=2
+            )
+            for span in [*ended_spans(2, sampled=False), *ended_spans(5)]:
+                processor.on_end(span)
+            assert collector.received == 0
+            assert processor.force_flush()
+            processor.shutdown()
+        assert {span.name for span in collector.spans} == {"span 0", "span 1", "span 2"}
+        assert collector.batches == 2
+        assert processor.dropped == 2
+        assert "span queue full" in caplog.text

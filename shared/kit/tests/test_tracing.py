@@ -16,7 +16,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -24,7 +23,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from shared.config import ServiceSettings
 from shared.http import ServiceClient
 from shared.logging import JsonFormatter
-from shared.sampling import request_roots_sampler
 from shared.service import ServiceBuilder
 from shared.tracing import (
     client_span,
@@ -36,6 +34,8 @@ from shared.tracing import (
     message_traceparent,
     outgoing_traceparent,
     publish_span,
+    record_route,
+    server_span,
     trace_engine,
     traceparent_var,
     untraced,
@@ -43,14 +43,15 @@ from shared.tracing import (
 
 INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 _exporter = InMemorySpanExporter()
+_processor = SimpleSpanProcessor(_exporter)
 _provider = TracerProvider()
-_provider.add_span_processor(SimpleSpanProcessor(_exporter))
+_provider.add_span_processor(_processor)
 
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Tracing on, for one test, into memory."""
-    enable_tracing(_provider)
+    enable_tracing(_provider, _processor)
     _exporter.clear()
     try:
         yield _exporter
@@ -300,7 +301,7 @@ def sampled_share() -> Iterator[Callable[[float], InMemorySpanExporter]]:
     """Tracing on, keeping the given share of the traces requests start."""
 
     def enable(share: float) -> InMemorySpanExporter:
-        enable_tracing(_provider, sampled_share=share)
+        enable_tracing(_provider, _processor, sampled_share=share)
         _exporter.clear()
         return _exporter
 
@@ -372,17 +373,77 @@ class TestRequestSampling:
         assert kinds[SpanKind.CLIENT].parent.span_id == kinds[SpanKind.SERVER].context.span_id
 
 
-class TestSampler:
-    def test_request_roots_are_kept_other_roots_drawn(self) -> None:
-        sampler = request_roots_sampler(0.0)
-        trace_id = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+class TestRequestSpan:
+    """The SERVER span `shared.spans` makes behaves as the SDK's span would."""
 
-        server = sampler.should_sample(None, trace_id, "GET /x", SpanKind.SERVER)
-        consumer = sampler.should_sample(None, trace_id, "process x", SpanKind.CONSUMER)
-        everything = request_roots_sampler(1.0).should_sample(
-            None, trace_id, "process x", SpanKind.CONSUMER
+    def test_it_continues_the_callers_trace_or_starts_one(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        with server_span("GET", "/x", INCOMING) as child, server_span("GET", "/y", None) as root:
+            assert child is not None
+            assert root is not None
+        continued, new = spans.get_finished_spans()[::-1]
+
+        assert continued.parent is not None
+        assert continued.parent.is_remote
+        assert (continued.parent.trace_id, continued.parent.span_id) == (
+            int(parent_of(INCOMING)[0], 16),
+            int(parent_of(INCOMING)[1], 16),
         )
+        assert continued.context.trace_id == continued.parent.trace_id
+        assert new.parent is None
+        assert new.context.trace_id not in (0, continued.context.trace_id)
+        assert new.context.trace_flags.sampled
+        assert new.attributes == {"http.request.method": "GET", "url.path": "/y"}
+        assert new.start_time is not None
+        assert new.end_time is not None
+        assert new.start_time <= new.end_time
 
-        assert server.decision is Decision.RECORD_AND_SAMPLE
-        assert consumer.decision is Decision.DROP
-        assert everything.decision is Decision.RECORD_AND_SAMPLE
+    def test_an_escaping_exception_is_recorded_as_the_sdk_records_it(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        error = KeyError("gone")
+        with pytest.raises(KeyError), server_span("GET", "/x", None):
+            raise error
+        with _provider.get_tracer("reference").start_as_current_span("reference"):
+            trace.get_current_span().record_exception(error)
+            trace.get_current_span().set_status(StatusCode.ERROR, "KeyError: 'gone'")
+        request, reference = spans.get_finished_spans()
+
+        assert request.status.status_code is StatusCode.ERROR
+        assert request.status.description == reference.status.description
+        [event], [expected] = request.events, reference.events
+        assert event.name == expected.name == "exception"
+        recorded = dict(event.attributes or {})
+        reference_attributes = dict(expected.attributes or {})
+        # The same traceback, seen from where each was recorded.
+        stacktrace = recorded.pop("exception.stacktrace")
+        assert stacktrace.endswith("raise error\nKeyError: 'gone'\n")
+        reference_attributes.pop("exception.stacktrace")
+        assert recorded == reference_attributes
+
+    def test_once_ended_it_changes_no_more_and_ends_once(self, spans: InMemorySpanExporter) -> None:
+        with server_span("GET", "/x", None) as span:
+            assert span is not None
+            record_route(span, "GET", "/x/{id}", 503)
+            assert span.is_recording()
+        span.update_name("renamed")
+        span.set_attribute("late", 1)
+        span.end()
+        [ended] = spans.get_finished_spans()
+
+        assert not span.is_recording()
+        assert ended.name == "GET /x/{id}"
+        assert ended.attributes is not None
+        assert "late" not in ended.attributes
+        assert ended.attributes["http.response.status_code"] == 503
+        assert ended.status.status_code is StatusCode.ERROR
+
+    def test_an_ok_status_is_final(self, spans: InMemorySpanExporter) -> None:
+        with server_span("GET", "/x", None) as span:
+            assert span is not None
+            span.set_status(StatusCode.OK)
+            span.set_status(StatusCode.ERROR, "too late")
+        [ended] = spans.get_finished_spans()
+
+        assert ended.status.status_code is StatusCode.OK

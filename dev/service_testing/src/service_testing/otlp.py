@@ -50,14 +50,13 @@ class OtlpReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver._count(len(body))
                 if receiver.keep:
                     if self.headers.get("Content-Encoding") == "gzip":
                         body = gzip.decompress(body)
                     request = ExportTraceServiceRequest()
                     request.ParseFromString(body)
                     receiver._add(request)
-                else:
-                    receiver._count(len(body))
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")

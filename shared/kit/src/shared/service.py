@@ -46,7 +46,7 @@ from shared.service_auth import (
     ServiceKeys,
 )
 from shared.sweeps import RunningSweep, Sweeper
-from shared.tracing import configure_tracing, trace_engine
+from shared.tracing import configure_tracing, span_export, trace_engine
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 ReadyCheck = Callable[[FastAPI], Awaitable[None]]
@@ -100,7 +100,8 @@ class ServiceBuilder:
 
     def add_tracing(self) -> None:
         """OpenTelemetry traces, exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set."""
-        configure_tracing(self.settings)
+        if configure_tracing(self.settings):
+            self.add_lifespan(lambda app: span_export())
 
     def add_metrics(self) -> None:
         """`GET /metrics`: the process's Prometheus metrics."""

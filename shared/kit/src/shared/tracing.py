@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +35,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from shared.config import ServiceSettings
+    from shared.otlp import LoopSpanProcessor
+    from shared.spans import RequestSpans
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -79,6 +81,10 @@ _propagator = TraceContextTextMapPropagator()
 #: wraps every span in a context manager of its own: a tenth of a span's cost).
 _tracer: trace.Tracer = trace.get_tracer("shared")
 _enabled = False
+#: The SERVER spans of requests (`shared.spans`); set with `_enabled`.
+_request_spans: RequestSpans | None = None
+#: What exports this process's spans from its event loop (`configure_tracing`).
+_loop_processor: LoopSpanProcessor | None = None
 #: Share of new traces a request starts that are kept (`OTEL_TRACES_SAMPLER_ARG`).
 _sampled_share = 1.0
 
@@ -91,18 +97,19 @@ def configure_tracing(settings: ServiceSettings) -> bool:
 
     Once per process (OpenTelemetry has one global tracer provider); True when tracing is
     on. New traces are kept at `OTEL_TRACES_SAMPLER_ARG`; a request that arrives with a
-    sampling decision keeps it, so a trace is never cut in half.
+    sampling decision keeps it, so a trace is never cut in half. Spans leave while
+    `span_export` runs on the process's event loop.
     """
+    global _loop_processor
     endpoint = settings.otel_exporter_otlp_endpoint.strip()
     if _enabled or not endpoint:
         return _enabled
     # Imported here: a process that does not trace never loads the SDK and the exporter.
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-    from shared.otlp import SpanExporter
-    from shared.sampling import request_roots_sampler
+    from shared.otlp import LoopSpanProcessor, SpanExporter
 
     share = settings.otel_traces_sampler_arg
     provider = TracerProvider(
@@ -112,24 +119,41 @@ def configure_tracing(settings: ServiceSettings) -> bool:
                 "deployment.environment.name": settings.environment.value,
             }
         ),
-        sampler=request_roots_sampler(share),
+        # A request's root is drawn by the middleware (`trace_kept`); any other root
+        # (an event consumed without a trace, work in the background) here, by its id.
+        sampler=ParentBased(root=TraceIdRatioBased(share)),
     )
-    # Batches leave from a thread of the processor's own, never from the event loop,
-    # encoded by `shared.otlp` (a third of the cost of OpenTelemetry's encoder).
-    provider.add_span_processor(
-        BatchSpanProcessor(SpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"))
-    )
-    enable_tracing(provider, sampled_share=share)
+    _loop_processor = LoopSpanProcessor(SpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces"))
+    provider.add_span_processor(_loop_processor)
+    enable_tracing(provider, _loop_processor, sampled_share=share)
     return True
 
 
-def enable_tracing(provider: TracerProvider, *, sampled_share: float = 1.0) -> None:
+@asynccontextmanager
+async def span_export() -> AsyncIterator[None]:
+    """The process's spans exported from the running event loop while open (nothing to
+    do when tracing is off); a service's first lifespan part."""
+    if _loop_processor is None:
+        yield
+        return
+    async with _loop_processor.exporting():
+        yield
+
+
+def enable_tracing(
+    provider: TracerProvider, processor: SpanProcessor, *, sampled_share: float = 1.0
+) -> None:
     """Make `provider` this process's (`configure_tracing` calls it; a test may call it
-    with an in-memory exporter), keeping `sampled_share` of the traces requests start."""
-    global _enabled, _sampled_share, _tracer
+    with an in-memory exporter), keeping `sampled_share` of the traces requests start.
+    The SERVER spans of requests, made by `shared.spans` rather than the provider's
+    tracer, go to `processor`, one of the provider's."""
+    global _enabled, _sampled_share, _tracer, _request_spans
+    from shared.spans import RequestSpans
+
     if trace.get_tracer_provider() is not provider:
         trace.set_tracer_provider(provider)
     _tracer = provider.get_tracer("shared")
+    _request_spans = RequestSpans(processor, provider.resource)
     _sampled_share = sampled_share
     _enabled = True
 
@@ -268,21 +292,15 @@ def server_span(
     if not _enabled or not traced or not is_instrumentation_enabled():
         yield None
         return
-    with _current(
-        _tracer.start_span(
-            method,
-            context=_parent(traceparent),
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": path},
-        )
-    ) as span:
+    assert _request_spans is not None  # set with _enabled
+    with _current(_request_spans.start(method, path, traceparent)) as span:
         yield span
 
 
 def trace_kept(traceparent: str | None) -> bool:
     """Whether a request's trace is kept: as its caller decided (the `sampled` flag of
-    its `traceparent`), or for a new trace, drawn at the sampled share (the SERVER root
-    span it gets is then always sampled: see `shared.sampling`)."""
+    its `traceparent`), or for a new trace, drawn at the sampled share (the SERVER span
+    it then gets, `shared.spans.RequestSpan`, is sampled without asking again)."""
     if traceparent is not None:
         return _sampled(traceparent)
     return random.random() < _sampled_share  # noqa: S311 - sampling, not secrets
