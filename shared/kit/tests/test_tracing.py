@@ -13,6 +13,8 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as reference
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,6 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from shared.config import ServiceSettings
 from shared.http import ServiceClient
 from shared.logging import JsonFormatter
+from shared.otlp import encode_spans
 from shared.service import ServiceBuilder
 from shared.tracing import (
     client_span,
@@ -438,6 +441,18 @@ class TestRequestSpan:
         assert "late" not in ended.attributes
         assert ended.attributes["http.response.status_code"] == 503
         assert ended.status.status_code is StatusCode.ERROR
+
+    def test_it_is_encoded_as_opentelemetrys_encoder_encodes_it(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        with server_span("GET", "/x/1", INCOMING) as span:
+            record_route(span, "GET", "/x/{id}", 500)
+        with pytest.raises(ValueError, match="no"), server_span("POST", "/y", None):
+            raise ValueError("no")
+        finished = spans.get_finished_spans()
+
+        ours = ExportTraceServiceRequest.FromString(encode_spans(finished))
+        assert ours == reference(finished)
 
     def test_an_ok_status_is_final(self, spans: InMemorySpanExporter) -> None:
         with server_span("GET", "/x", None) as span:

@@ -181,45 +181,62 @@ def _link(link: Link) -> bytes:
     )
 
 
+#: Span.kind fields by the kind's value (a lookup by the enum member itself hashes it by
+#: a Python call).
+_KIND_FIELDS = {kind._value_: b"\x30" + code for kind, code in _KINDS.items()}
+#: Span.flags fields, by whether the parent is remote.
+_LOCAL_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+#: Status fields without a description, by the code's value.
+_STATUS_FIELDS = {0: b"\x7a\x00", 1: b"\x7a\x02\x18\x01", 2: b"\x7a\x02\x18\x02"}
+
+
 def _span(span: ReadableSpan) -> bytes:
-    context = span.get_span_context()
+    context = span.context
     assert context is not None  # an SDK span always has one
+    parent = span.parent
     parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
+        b"\x0a\x10"
+        + context.trace_id.to_bytes(16, "big")
+        + b"\x12\x08"
+        + context.span_id.to_bytes(8, "big")
     ]
     if context.trace_state:
         state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
         parts.append(_field(b"\x1a", state.encode()))
-    if span.parent is not None:
-        parts += (b"\x22\x08", span.parent.span_id.to_bytes(8, "big"))
-    if span.name:
-        parts.append(_field(b"\x2a", span.name.encode()))
-    parts += (b"\x30", _KINDS[span.kind])
-    if span.start_time:
-        parts += (b"\x39", _fixed64(span.start_time))
-    if span.end_time:
-        parts += (b"\x41", _fixed64(span.end_time))
+    if parent is not None:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    if name := span.name:
+        parts.append(_field(b"\x2a", name.encode()))
+    parts.append(_KIND_FIELDS[span.kind._value_])
+    if start := span.start_time:
+        parts.append(b"\x39" + _fixed64(start))
+    if end := span.end_time:
+        parts.append(b"\x41" + _fixed64(end))
     parts.append(_attributes(b"\x4a", span.attributes))
-    if span.dropped_attributes:
-        parts += (b"\x50", _varint(span.dropped_attributes))
-    parts.extend(_field(b"\x5a", _event(event)) for event in span.events)
-    if span.dropped_events:
-        parts += (b"\x60", _varint(span.dropped_events))
-    parts.extend(_field(b"\x6a", _link(link)) for link in span.links)
-    if span.dropped_links:
-        parts += (b"\x70", _varint(span.dropped_links))
+    if dropped := span.dropped_attributes:
+        parts.append(b"\x50" + _varint(dropped))
+    if events := span.events:
+        parts.extend(_field(b"\x5a", _event(event)) for event in events)
+    if dropped := span.dropped_events:
+        parts.append(b"\x60" + _varint(dropped))
+    if links := span.links:
+        parts.extend(_field(b"\x6a", _link(link)) for link in links)
+    if dropped := span.dropped_links:
+        parts.append(b"\x70" + _varint(dropped))
     status = span.status
-    parts.append(
-        _field(
-            b"\x7a",
-            (_field(b"\x12", status.description.encode()) if status.description else b"")
-            + (b"\x18" + _varint(status.status_code.value) if status.status_code.value else b""),
+    code = status.status_code._value_
+    if status.description:
+        parts.append(
+            _field(
+                b"\x7a",
+                _field(b"\x12", status.description.encode())
+                + (b"\x18" + _varint(code) if code else b""),
+            )
         )
-    )
-    parts += (b"\x85\x01", _flags(span.parent))
+    else:
+        parts.append(_STATUS_FIELDS[code])
+    parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(parts)
 
 

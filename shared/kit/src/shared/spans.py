@@ -64,6 +64,20 @@ class RequestSpan(trace.Span, ReadableSpan):
         self._attributes: dict[str, Any] = attributes
         self._processor = processor
 
+    # It keeps whatever it is given: nothing is dropped (the `ReadableSpan`'s own answers
+    # ask whether its collections are bounded, on every span the encoder writes).
+    @property
+    def dropped_attributes(self) -> int:
+        return 0
+
+    @property
+    def dropped_events(self) -> int:
+        return 0
+
+    @property
+    def dropped_links(self) -> int:
+        return 0
+
     def get_span_context(self) -> SpanContext:
         return self._context  # type: ignore[return-value]  # always given
 

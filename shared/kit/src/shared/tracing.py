@@ -34,6 +34,8 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -293,7 +295,7 @@ def server_span(
         yield None
         return
     assert _request_spans is not None  # set with _enabled
-    with _current(_request_spans.start(method, path, traceparent)) as span:
+    with _Current(_request_spans.start(method, path, traceparent)) as span:
         yield span
 
 
@@ -362,7 +364,7 @@ def client_span(upstream: str, method: str, url: Any, headers: Any) -> Iterator[
         "server.port": url.port or (443 if url.scheme == "https" else 80),
         "peer.service": upstream,
     }
-    with _current(_tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)) as span:
+    with _Current(_tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)) as span:
         carrier: dict[str, str] = {}
         _propagator.inject(carrier)
         for name, value in carrier.items():
@@ -423,7 +425,7 @@ def consume_span(
         finally:
             traceparent_var.reset(token)
         return
-    with _current(
+    with _Current(
         _tracer.start_span(
             f"process {event_type}",
             context=_parent(incoming),
@@ -434,20 +436,32 @@ def consume_span(
         yield
 
 
-@contextmanager
-def _current(span: Span) -> Iterator[Span]:
+class _Current:
     """`span` current inside and ended on the way out, an exception that escapes recorded
     on it: what the SDK's `start_as_current_span` does, without its two layers of context
-    managers (a tenth of the cost of a span)."""
-    token = otel_context.attach(trace.set_span_in_context(span))
-    try:
-        yield span
-    except Exception as error:
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        raise
-    finally:
-        otel_context.detach(token)
+    managers (a tenth of the cost of a span), and a class rather than a generator (half
+    the cost of one)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        span = self._span
+        if isinstance(error, Exception):
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        otel_context.detach(self._token)
         span.end()
 
 
