@@ -312,3 +312,27 @@ class TestLoopSpanProcessor:
         assert collector.batches == 2
         assert processor.dropped == 2
         assert "span queue full" in caplog.text
+
+    async def test_a_batch_that_fails_does_not_end_the_export(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        class Failing(SpanExporter):
+            failures = 1
+
+            def send(self, body: bytes, count: int) -> SpanExportResult:
+                if self.failures:
+                    self.failures -= 1
+                    raise ConnectionError("refused")
+                return super().send(body, count)
+
+        with OtlpReceiver() as collector:
+            processor = LoopSpanProcessor(
+                Failing(endpoint=f"{collector.endpoint}/v1/traces"), max_batch=2, schedule_delay=60
+            )
+            async with processor.exporting():
+                for span in ended_spans(4):
+                    processor.on_end(span)
+                    await asyncio.sleep(0.02)
+                assert await received(collector, 2) == {"span 2", "span 3"}
+            processor.shutdown()
+        assert "exporting 2 spans failed" in caplog.text

@@ -416,10 +416,21 @@ class LoopSpanProcessor(SpanProcessor):
     def _encoded_batch(self) -> tuple[bytes, int]:
         queue = self._queue
         batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
-        return encode_spans(batch), len(batch)
+        try:
+            return encode_spans(batch), len(batch)
+        except Exception:  # a value the encoder cannot write is left out, not raised
+            logger.exception("encoding %d spans failed", len(batch))
+            return b"", 0
 
     def _send(self, encoded: tuple[bytes, int]) -> None:
-        self._exporter.send(*encoded)
+        # The exporter retries and reports a failed post itself; anything else must not
+        # end the export for the rest of the process's life.
+        if not encoded[1]:
+            return
+        try:
+            self._exporter.send(*encoded)
+        except Exception:
+            logger.exception("exporting %d spans failed", encoded[1])
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export what waits, from the calling thread."""

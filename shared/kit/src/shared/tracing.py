@@ -439,8 +439,8 @@ def consume_span(
 class _Current:
     """`span` current inside and ended on the way out, an exception that escapes recorded
     on it: what the SDK's `start_as_current_span` does, without its two layers of context
-    managers (a tenth of the cost of a span), and a class rather than a generator (half
-    the cost of one)."""
+    managers (a tenth of the cost of a span), and a class rather than a generator (with
+    the context attached and detached, 0.75 us against 1.3 in a loop)."""
 
     __slots__ = ("_span", "_token")
 
