@@ -336,3 +336,32 @@ class TestLoopSpanProcessor:
                 assert await received(collector, 2) == {"span 2", "span 3"}
             processor.shutdown()
         assert "exporting 2 spans failed" in caplog.text
+
+    async def test_a_batch_is_encoded_in_slices_with_the_loop_free_between_them(
+        self,
+    ) -> None:
+        processor = LoopSpanProcessor(SpanExporter(endpoint="http://127.0.0.1:9/v1/traces"))
+        spans = ended_spans(150)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_turns())
+        await asyncio.sleep(0)
+        before = turns
+        body, count = await processor._encoded_in_slices(spans)
+        counter.cancel()
+        processor.shutdown()
+
+        assert turns - before >= 2  # the loop turned between the slices (64 + 64 + 22)
+        request = ExportTraceServiceRequest.FromString(body)
+        assert len(request.resource_spans) == 3
+        received = [
+            span.name for each in request.resource_spans for span in each.scope_spans[0].spans
+        ]
+        assert received == [span.name for span in spans]
+        assert count == 150

@@ -411,15 +411,33 @@ class LoopSpanProcessor(SpanProcessor):
             self._full.clear()
             self._woken = False
             while len(self._queue) >= least:
-                await loop.run_in_executor(self._sender, self._send, self._encoded_batch())
+                encoded = await self._encoded_in_slices(self._batch())
+                await loop.run_in_executor(self._sender, self._send, encoded)
+
+    def _batch(self) -> list[ReadableSpan]:
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+
+    async def _encoded_in_slices(self, batch: list[ReadableSpan]) -> tuple[bytes, int]:
+        """`batch` encoded `_SLICE` spans at a time, the loop free to serve in between
+        (a batch of 512 encoded at once held it 1.5 to 3 ms). One request after another
+        is one request: protobuf appends a repeated field's values (a ResourceSpans per
+        slice here)."""
+        slices = []
+        for start in range(0, len(batch), _SLICE):
+            if start:
+                await asyncio.sleep(0)
+            slices.append(self._encoded(batch[start : start + _SLICE]))
+        return b"".join(body for body, _ in slices), sum(count for _, count in slices)
 
     def _encoded_batch(self) -> tuple[bytes, int]:
-        queue = self._queue
-        batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+        return self._encoded(self._batch())
+
+    def _encoded(self, spans: list[ReadableSpan]) -> tuple[bytes, int]:
         try:
-            return encode_spans(batch), len(batch)
+            return encode_spans(spans), len(spans)
         except Exception:  # a value the encoder cannot write is left out, not raised
-            logger.exception("encoding %d spans failed", len(batch))
+            logger.exception("encoding %d spans failed", len(spans))
             return b"", 0
 
     def _send(self, encoded: tuple[bytes, int]) -> None:
@@ -442,6 +460,10 @@ class LoopSpanProcessor(SpanProcessor):
         self.force_flush()
         self._sender.shutdown()
         self._exporter.shutdown()  # type: ignore[no-untyped-call]
+
+
+#: Spans `LoopSpanProcessor` encodes between two turns of the event loop.
+_SLICE = 64
 
 
 def _environment(name: str, default: int) -> int:
