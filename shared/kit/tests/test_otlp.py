@@ -7,6 +7,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as reference
@@ -254,60 +255,58 @@ async def received(collector: OtlpReceiver, count: int) -> set[str]:
     return {span.name for span in collector.spans}
 
 
+@contextmanager
+def exporting_to_a_collector(
+    max_queue: int | None = None, max_batch: int | None = None, schedule_delay: float | None = None
+) -> Iterator[tuple[OtlpReceiver, LoopSpanProcessor]]:
+    """A collector, and a processor that exports to it (shut down on the way out)."""
+    with OtlpReceiver() as collector:
+        processor = LoopSpanProcessor(
+            SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"),
+            max_queue=max_queue,
+            max_batch=max_batch,
+            schedule_delay=schedule_delay,
+        )
+        try:
+            yield collector, processor
+        finally:
+            processor.shutdown()
+
+
 class TestLoopSpanProcessor:
     async def test_a_full_batch_leaves_at_once_the_rest_on_the_way_out(self) -> None:
-        with OtlpReceiver() as collector:
-            processor = LoopSpanProcessor(
-                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"),
-                max_batch=4,
-                schedule_delay=60,
-            )
+        with exporting_to_a_collector(max_batch=4, schedule_delay=60) as (collector, processor):
             async with processor.exporting():
                 for span in ended_spans(6):
                     processor.on_end(span)
                 assert await received(collector, 4) == {f"span {n}" for n in range(4)}
                 await asyncio.sleep(0.05)
                 assert collector.received == 4  # the last two wait for a batch or the delay
-            assert collector.batches == 2
-            assert {span.name for span in collector.spans} == {f"span {n}" for n in range(6)}
-            processor.shutdown()
+        assert collector.batches == 2
+        assert {span.name for span in collector.spans} == {f"span {n}" for n in range(6)}
 
     async def test_a_partial_batch_leaves_after_the_delay(self) -> None:
-        with OtlpReceiver() as collector:
-            processor = LoopSpanProcessor(
-                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"), schedule_delay=0.05
-            )
+        with exporting_to_a_collector(schedule_delay=0.05) as (collector, processor):
             async with processor.exporting():
                 for span in ended_spans(2):
                     processor.on_end(span)
                 assert await received(collector, 2) == {"span 0", "span 1"}
-            processor.shutdown()
 
     async def test_spans_ended_on_other_threads_wake_the_loop(self) -> None:
-        with OtlpReceiver() as collector:
-            processor = LoopSpanProcessor(
-                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"),
-                max_batch=3,
-                schedule_delay=60,
-            )
+        with exporting_to_a_collector(max_batch=3, schedule_delay=60) as (collector, processor):
             async with processor.exporting():
                 spans = ended_spans(3)
                 await asyncio.to_thread(lambda: [processor.on_end(span) for span in spans])
                 assert len(await received(collector, 3)) == 3
-            processor.shutdown()
 
     def test_without_a_loop_spans_wait_for_a_flush_and_a_full_queue_drops(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
-        with OtlpReceiver() as collector:
-            processor = LoopSpanProcessor(
-                SpanExporter(endpoint=f"{collector.endpoint}/v1/traces"), max_queue=3, max_batch=2
-            )
+        with exporting_to_a_collector(max_queue=3, max_batch=2) as (collector, processor):
             for span in [*ended_spans(2, sampled=False), *ended_spans(5)]:
                 processor.on_end(span)
             assert collector.received == 0
             assert processor.force_flush()
-            processor.shutdown()
         assert {span.name for span in collector.spans} == {"span 0", "span 1", "span 2"}
         assert collector.batches == 2
         assert processor.dropped == 2
