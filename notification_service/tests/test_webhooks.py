@@ -4,7 +4,10 @@ row, signed per Standard Webhooks, retried, replayed, and shared by several work
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import random
+import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +31,7 @@ from notification_service.config import Settings
 from notification_service.deps import get_webhook_service
 from notification_service.models import WebhookAttempt
 from notification_service.schemas import WebhookEventType
+from notification_service.webhooks import sender as sender_module
 from notification_service.webhooks.repository import DeliveryRepository, EndpointRepository
 from notification_service.webhooks.schedule import (
     Verdict,
@@ -39,6 +43,7 @@ from notification_service.webhooks.schedule import (
 from notification_service.webhooks.sender import WebhookSender
 from notification_service.webhooks.service import WebhookService
 from notification_service.webhooks.signing_secrets import SecretBox, SecretUnreadable
+from notification_service.webhooks.url_guard import ResolvedUrl
 from notification_service.webhooks.worker import DeliveryWorker
 from service_testing import (
     LocalTokens,
@@ -299,6 +304,39 @@ class TestHostLookup:
         assert (attempt.response_status, attempt.error) == (200, None)
         [hook] = receiver.at(path)
         assert hook.headers["host"] == urlsplit(url).netloc
+
+    async def test_an_address_that_never_answers_costs_only_its_share_of_the_attempt(
+        self, receiver: WebhookReceiver, path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        port = urlsplit(receiver.url(path)).port
+        assert port is not None
+        # 127.0.0.2 on the receiver's port drops connections, as a firewall would: a
+        # listener whose queue is full lets the kernel ignore new connections' SYNs.
+        with socket.socket() as blackhole, contextlib.ExitStack() as queued:
+            blackhole.bind(("127.0.0.2", port))
+            blackhole.listen(0)
+            for _ in range(3):
+                waiting = queued.enter_context(socket.socket())
+                waiting.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    waiting.connect(("127.0.0.2", port))
+
+            async def first_unanswered(url: str, resolver: object) -> ResolvedUrl:
+                addresses = (ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("127.0.0.1"))
+                return ResolvedUrl("hooks.test", port, addresses)
+
+            monkeypatch.setattr(sender_module, "resolve", first_unanswered)
+            sender = WebhookSender(timeout_seconds=3, block_private_hosts=False, max_connections=2)
+            try:
+                attempt = await sender.send(
+                    f"http://hooks.test:{port}{path}", "whsec_" + "A" * 44, "id", "{}"
+                )
+            finally:
+                await sender.aclose()
+        assert (attempt.response_status, attempt.error) == (200, None)
+        assert 1400 <= attempt.duration_ms < 3000  # a half for 127.0.0.2, then 127.0.0.1
+        [hook] = receiver.at(path)
+        assert hook.headers["host"] == f"hooks.test:{port}"
 
     async def test_a_host_that_does_not_resolve_is_a_failed_attempt(self) -> None:
         sender = WebhookSender(timeout_seconds=5, block_private_hosts=False, max_connections=1)

@@ -55,7 +55,8 @@ class WebhookSender:
     The request goes to an address of the host just resolved (`url_guard`), with the
     name in `Host` and in the TLS handshake (SNI and certificate check): the lookup is
     c-ares's, not the loop's, and in production the connection cannot land anywhere the
-    check did not see. The host's addresses are tried in turn until one connects."""
+    check did not see. The host's addresses are tried in turn until one connects, each
+    but the last with its share of the attempt to connect."""
 
     def __init__(
         self, *, timeout_seconds: float, block_private_hosts: bool, max_connections: int
@@ -103,12 +104,17 @@ class WebhookSender:
         check = resolve_public if self.block_private_hosts else resolve
         resolved = await check(url, self._resolver)
         *others, last = resolved.addresses
+        # An address that never answers (a firewall dropping the packets) has its share
+        # of the attempt to connect, not all of it: the next address gets the rest.
+        share = httpx.Timeout(
+            self.timeout_seconds, connect=self.timeout_seconds / len(resolved.addresses)
+        )
         for address in others:
             try:
-                return await self._post_to(address, resolved, url, headers, body)
-            except httpx.ConnectError:
+                return await self._post_to(address, resolved, url, headers, body, share)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 continue  # the next address of the host
-        return await self._post_to(last, resolved, url, headers, body)
+        return await self._post_to(last, resolved, url, headers, body, self.client.timeout)
 
     async def _post_to(
         self,
@@ -117,6 +123,7 @@ class WebhookSender:
         url: str,
         headers: dict[str, str],
         body: str,
+        limits: httpx.Timeout,
     ) -> httpx.Response:
         parts = urlsplit(url)
         literal = f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
@@ -129,6 +136,7 @@ class WebhookSender:
             headers={**headers, "host": parts.netloc.rsplit("@", 1)[-1]},
             content=body,
             extensions={"sni_hostname": resolved.host},
+            timeout=limits,
         )
         response = await self.client.send(request)
         await response.aclose()
