@@ -359,8 +359,6 @@ class TestLoopSpanProcessor:
         assert turns - before >= 2  # the loop turned between the slices (64 + 64 + 22)
         request = ExportTraceServiceRequest.FromString(body)
         assert len(request.resource_spans) == 3
-        received = [
-            span.name for each in request.resource_spans for span in each.scope_spans[0].spans
-        ]
-        assert received == [span.name for span in spans]
+        names = [span.name for each in request.resource_spans for span in each.scope_spans[0].spans]
+        assert names == [span.name for span in spans]
         assert count == 150
