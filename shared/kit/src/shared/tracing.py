@@ -16,7 +16,7 @@ import random
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -284,19 +284,16 @@ def tracing_enabled() -> bool:
     return _enabled
 
 
-@contextmanager
 def server_span(
     method: str, path: str, traceparent: str | None, *, traced: bool = True
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """The SERVER span of one request of a kept trace (`trace_kept`), current while it
     is served, continuing the caller's trace; `record_route` names it once the route is
-    known."""
+    known. (The span's own context manager, not one of a generator around it.)"""
     if not _enabled or not traced or not is_instrumentation_enabled():
-        yield None
-        return
+        return nullcontext()
     assert _request_spans is not None  # set with _enabled
-    with _Current(_request_spans.start(method, path, traceparent)) as span:
-        yield span
+    return _Current(_request_spans.start(method, path, traceparent))
 
 
 def trace_kept(traceparent: str | None) -> bool:
