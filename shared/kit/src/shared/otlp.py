@@ -333,7 +333,9 @@ class LoopSpanProcessor(SpanProcessor):
     spans it carries), or what waits once `schedule_delay` seconds pass; at most
     `max_queue` wait (more are dropped and counted); unless given, these are read from
     `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_SCHEDULE_DELAY` (milliseconds) and
-    `OTEL_BSP_MAX_QUEUE_SIZE`, with the SDK's defaults (512, 5 s, 2048).
+    `OTEL_BSP_MAX_QUEUE_SIZE`, by default 2048 spans, 5 s and 8192 spans: batches four
+    times the SDK's, as posts cost the same whatever they carry (at one trace in ten,
+    24.4 / 22.4 -> 20.3 / 18.5 us of CPU a kept trace in-process, bench/kept_trace.py).
     `exporting` runs it within the app's life; without it (no loop), spans wait for
     `force_flush` or `shutdown`, which export from the calling thread.
     """
@@ -347,9 +349,9 @@ class LoopSpanProcessor(SpanProcessor):
         schedule_delay: float | None = None,
     ) -> None:
         self._exporter = exporter
-        # Unless given, as the SDK's batch processor reads them.
-        self._max_queue = max_queue or _environment(OTEL_BSP_MAX_QUEUE_SIZE, 2048)
-        self._max_batch = max_batch or _environment(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512)
+        # Unless given, read as the SDK's batch processor reads them.
+        self._max_queue = max_queue or _environment(OTEL_BSP_MAX_QUEUE_SIZE, 8192)
+        self._max_batch = max_batch or _environment(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 2048)
         self._schedule_delay = (
             schedule_delay
             if schedule_delay is not None
