@@ -7,8 +7,9 @@ the exporter's thread took 6% of the service's CPU). `encode_spans` writes the s
 `ExportTraceServiceRequest` bytes directly (same fields, same grouping by resource and
 instrumentation scope, same values skipped) at a third of that; `SpanExporter` is
 OpenTelemetry's OTLP/HTTP exporter (endpoint, headers, compression, retries, its own
-metrics) with only the encoding swapped. The tests compare both encoders on spans of
-every shape.
+metrics) with only the encoding swapped, and `send` to post bytes already encoded;
+`LoopSpanProcessor` batches a process's ended spans, encodes them on its event loop and
+has one thread post them. The tests compare both encoders on spans of every shape.
 
 Wire format: https://protobuf.dev/programming-guides/encoding/, messages from
 opentelemetry/proto/collector/trace/v1/trace_service.proto.
