@@ -37,7 +37,6 @@ from shared.tracing import (
     message_traceparent,
     outgoing_traceparent,
     publish_span,
-    record_route,
     server_span,
     trace_engine,
     traceparent_var,
@@ -402,6 +401,29 @@ class TestRequestSpan:
         assert new.end_time is not None
         assert new.start_time <= new.end_time
 
+    def test_its_ids_are_made_once_whenever_first_asked(self, spans: InMemorySpanExporter) -> None:
+        with server_span("GET", "/x", None) as asked, server_span("GET", "/y", INCOMING):
+            assert asked is not None
+            during = asked.get_span_context()
+            assert trace.get_current_span().get_span_context() != during  # the inner one's
+        with server_span("GET", "/z", None) as child:
+            assert child is not None
+            child.set_attribute("shop.extra", 1)
+            child.update_name("renamed")
+        inner, outer, unasked = spans.get_finished_spans()
+
+        assert outer.context == during
+        assert inner.context.trace_id == int(parent_of(INCOMING)[0], 16)
+        assert inner.context.span_id not in (0, during.span_id)
+        assert unasked.context.is_valid
+        assert unasked.context.trace_id not in (during.trace_id, inner.context.trace_id)
+        assert unasked.name == "renamed"
+        assert unasked.attributes == {
+            "http.request.method": "GET",
+            "url.path": "/z",
+            "shop.extra": 1,
+        }
+
     def test_an_escaping_exception_is_recorded_as_the_sdk_records_it(
         self, spans: InMemorySpanExporter
     ) -> None:
@@ -428,7 +450,7 @@ class TestRequestSpan:
     def test_once_ended_it_changes_no_more_and_ends_once(self, spans: InMemorySpanExporter) -> None:
         with server_span("GET", "/x", None) as span:
             assert span is not None
-            record_route(span, "GET", "/x/{id}", 503)
+            span.served("/x/{id}", 503)
             assert span.is_recording()
         span.update_name("renamed")
         span.set_attribute("late", 1)
@@ -446,7 +468,8 @@ class TestRequestSpan:
         self, spans: InMemorySpanExporter
     ) -> None:
         with server_span("GET", "/x/1", INCOMING) as span:
-            record_route(span, "GET", "/x/{id}", 500)
+            assert span is not None
+            span.served("/x/{id}", 500)
         with pytest.raises(ValueError, match="no"), server_span("POST", "/y", None):
             raise ValueError("no")
         finished = spans.get_finished_spans()

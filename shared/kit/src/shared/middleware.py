@@ -7,8 +7,8 @@ import os
 import re
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from opentelemetry.trace import Span
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,7 +18,6 @@ from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from shared.tracing import (
     NewUnkeptTrace,
-    record_route,
     server_span,
     trace_kept,
     traceparent_var,
@@ -26,6 +25,9 @@ from shared.tracing import (
     unkept_traceparent,
     valid_traceparent,
 )
+
+if TYPE_CHECKING:
+    from shared.spans import RequestSpan
 
 access_logger = logging.getLogger("access")
 logger = logging.getLogger(__name__)
@@ -126,7 +128,7 @@ class RequestContextMiddleware:
         request_id: str,
         traceparent: str | NewUnkeptTrace | None,
         budget: float | None,
-        span: Span | None,
+        span: RequestSpan | None,
         quiet: bool,
     ) -> None:
         token = request_id_var.set(request_id)
@@ -170,7 +172,8 @@ class RequestContextMiddleware:
             route = route_template(scope)
             method = scope["method"]
             self.metrics.observe(method, route, status_code, elapsed)
-            record_route(span, method, route, status_code)
+            if span is not None:
+                span.served(route, status_code)
             if not quiet and access_logger.isEnabledFor(logging.INFO):
                 log_access(scope, method, route, status_code, elapsed)
             request_id_var.reset(token)

@@ -371,8 +371,11 @@ class LoopSpanProcessor(SpanProcessor):
         return
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is None or not span.context.trace_flags.sampled:
-            return
+        if span.context is not None and span.context.trace_flags.sampled:
+            self.queue(span)
+
+    def queue(self, span: ReadableSpan) -> None:
+        """Queue `span`, sampled, for export (or drop it when the queue is full)."""
         if len(self._queue) >= self._max_queue:
             if not self.dropped:
                 logger.warning("span queue full (%d): dropping spans", self._max_queue)

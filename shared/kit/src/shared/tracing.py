@@ -34,6 +34,7 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
+    from contextvars import Token
     from types import TracebackType
 
     from opentelemetry.context import Context
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
     from shared.config import ServiceSettings
     from shared.otlp import LoopSpanProcessor
-    from shared.spans import RequestSpans
+    from shared.spans import RequestSpan, RequestSpans
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -286,14 +287,14 @@ def tracing_enabled() -> bool:
 
 def server_span(
     method: str, path: str, traceparent: str | None, *, traced: bool = True
-) -> AbstractContextManager[Span | None]:
+) -> AbstractContextManager[RequestSpan | None]:
     """The SERVER span of one request of a kept trace (`trace_kept`), current while it
-    is served, continuing the caller's trace; `record_route` names it once the route is
-    known. (The span's own context manager, not one of a generator around it.)"""
+    is served, continuing the caller's trace; `RequestSpan.served` names it once the
+    route is known. (The span is its own context manager.)"""
     if not _enabled or not traced or not is_instrumentation_enabled():
         return nullcontext()
     assert _request_spans is not None  # set with _enabled
-    return _Current(_request_spans.start(method, path, traceparent))
+    return _request_spans.start(method, path, traceparent)
 
 
 def trace_kept(traceparent: str | None) -> bool:
@@ -319,15 +320,6 @@ def unkept_traceparent(traceparent: str | None) -> str | NewUnkeptTrace:
 
 def _sampled(traceparent: str) -> bool:
     return bool(int(traceparent[-2:], 16) & 0x01)
-
-
-def record_route(span: Span | None, method: str, route: str, status_code: int) -> None:
-    if span is None:
-        return
-    span.update_name(f"{method} {route}")
-    span.set_attributes({"http.route": route, "http.response.status_code": status_code})
-    if status_code >= 500:
-        span.set_status(Status(StatusCode.ERROR))
 
 
 @contextmanager
@@ -454,12 +446,17 @@ class _Current:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        span = self._span
-        if isinstance(error, Exception):
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        otel_context.detach(self._token)
-        span.end()
+        end_current(self._span, self._token, error)
+
+
+def end_current(span: Span, token: Token[Context], error: BaseException | None) -> None:
+    """End `span`, made current by `otel_context.attach` (which gave `token`), `error`
+    (an exception that escaped it) recorded on it."""
+    if isinstance(error, Exception):
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    otel_context.detach(token)
+    span.end()
 
 
 def _parent(traceparent: str | None) -> Context | None:
