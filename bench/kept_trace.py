@@ -3,14 +3,18 @@
 `bench/gateway.py` judges tracing by wrk's rate and the process's CPU per request, whose
 runs differ by 8% and more on a loaded machine: as much as the whole 10%-sampled cost.
 This drives product_service's app in-process instead (its cached GET /v1/products/{id},
-every middleware, no socket), one request per turn of the event loop as a server takes
-them, and reads the CPU of the whole process (the exporter's thread included, the
-collector left outside in this script's own process): runs agree within a few percent.
+every middleware, no socket), one request per turn of the event loop, each in a task of
+its own as uvicorn runs it, and reads the CPU of the whole process (the exporter's thread
+included, the collector left outside in this script's own process).
 
 For each share of traces kept it prints the CPU per request, its change from tracing off
 in the same round, and what that makes per kept trace: (traced - off) / share. Without
-uvicorn and the sockets a request costs a quarter of what it does over HTTP, so the
-percentages here are not the served figures; the microseconds per kept trace are.
+uvicorn and the sockets a request costs about half what it does over HTTP, so the
+percentages here are not the served figures, and neither quite are the microseconds per
+kept trace: served, a kept trace costs more still (about 28 us against 20-23 here on
+1952502). Requests awaited one after another in one task, as this driver ran them before,
+put a kept trace at 11-13 us: the cost of a kept trace depends on how much other code
+runs between two of them, so the closer the driver is to a server, the truer the figure.
 
     uv run python bench/kept_trace.py --shares 0.1 1.0 --rounds 3
 """
@@ -170,10 +174,9 @@ async def serve(job: dict[str, Any]) -> None:
 
     async def read(count: int) -> None:
         for _ in range(count):
-            await app(dict(scope), receive, send)
-            # A server's loop waits for sockets between requests, letting other threads
-            # (the span exporter's) take the interpreter there; so does this.
-            await asyncio.sleep(0)
+            # Awaiting the task turns the loop, which lets other threads (the span
+            # exporter's) take the interpreter, as a server's loop waiting for sockets does.
+            await asyncio.create_task(app(dict(scope), receive, send))
 
     async with app.router.lifespan_context(app):
         scope.update(path="/v1/products", raw_path=b"/v1/products", query_string=b"limit=1")
