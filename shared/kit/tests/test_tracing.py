@@ -122,6 +122,8 @@ class TestCallsToOtherServices:
         client = client_answering(200, seen)
         with untraced():
             await client.request("product", "GET", "/x")
+            with server_span("GET", "/y", None) as span:
+                assert span is None
         await client.aclose()
 
         assert spans.get_finished_spans() == ()

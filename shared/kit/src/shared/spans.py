@@ -28,6 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESSED
+from opentelemetry.instrumentation.utils import (
+    _SUPPRESS_INSTRUMENTATION_KEY_PLAIN as _SUPPRESSED_PLAIN,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -46,6 +50,8 @@ from shared.tracing import end_current
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from opentelemetry.context import Context
 
 _SCOPE = InstrumentationScope("shared")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -77,9 +83,15 @@ class RequestSpan(trace.Span, ReadableSpan):
 
     # ReadableSpan's __init__ is not called: each of its fields is a property here.
     def __init__(
-        self, spans: RequestSpans, method: str, path: str, traceparent: str | None
+        self,
+        spans: RequestSpans,
+        method: str,
+        path: str,
+        traceparent: str | None,
+        outer: Context,
     ) -> None:
         self._spans = spans
+        self._outer = outer
         self._method = method
         self._path = path
         self._traceparent = traceparent
@@ -164,7 +176,7 @@ class RequestSpan(trace.Span, ReadableSpan):
     # --- current while the request is served ----------------------------------------
 
     def __enter__(self) -> RequestSpan:
-        self._token = otel_context.attach(trace.set_span_in_context(self))
+        self._token = otel_context.attach(trace.set_span_in_context(self, self._outer))
         return self
 
     def __exit__(
@@ -257,10 +269,18 @@ class RequestSpans:
         )
         self._ids = RandomIdGenerator()
 
-    def start(self, method: str, path: str, traceparent: str | None) -> RequestSpan:
+    def start(self, method: str, path: str, traceparent: str | None) -> RequestSpan | None:
         """A request's span, continuing `traceparent` (valid, as `valid_traceparent`
-        returns it) or the root of a new trace."""
-        return RequestSpan(self, method, path, traceparent)
+        returns it) or the root of a new trace; None where instrumentation is suppressed
+        (`shared.tracing.untraced`).
+
+        What `is_instrumentation_enabled` asks, asked of the current context read once,
+        which the span is then made current in: each lookup of the current context is
+        two calls of the API's, and calls on a kept request's path run cold."""
+        current = otel_context.get_current()
+        if current.get(_SUPPRESSED) or current.get(_SUPPRESSED_PLAIN):
+            return None
+        return RequestSpan(self, method, path, traceparent, current)
 
     def span_context(self, traceparent: str | None) -> SpanContext:
         """The context of a new span continuing `traceparent`, or of a new trace's root."""

@@ -291,10 +291,11 @@ def server_span(
     """The SERVER span of one request of a kept trace (`trace_kept`), current while it
     is served, continuing the caller's trace; `RequestSpan.served` names it once the
     route is known. (The span is its own context manager.)"""
-    if not _enabled or not traced or not is_instrumentation_enabled():
+    if not _enabled or not traced:
         return nullcontext()
     assert _request_spans is not None  # set with _enabled
-    return _request_spans.start(method, path, traceparent)
+    span = _request_spans.start(method, path, traceparent)
+    return nullcontext() if span is None else span
 
 
 def trace_kept(traceparent: str | None) -> bool:
