@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar, copy_context
 from pathlib import Path
 
 import httpx
@@ -425,6 +427,25 @@ class TestRequestSpan:
             "url.path": "/z",
             "shop.extra": 1,
         }
+
+    def test_ended_it_holds_nothing_of_the_request(self, spans: InMemorySpanExporter) -> None:
+        class Marker:
+            pass
+
+        request_value: ContextVar[Marker] = ContextVar("request_value")
+
+        def serve() -> None:
+            request_value.set(Marker())
+            with server_span("GET", "/x", None):
+                pass
+
+        request_context = copy_context()
+        request_context.run(serve)
+        marker = weakref.ref(request_context[request_value])
+        del request_context
+
+        assert len(spans.get_finished_spans()) == 1  # the span outlives the request
+        assert marker() is None
 
     def test_an_escaping_exception_is_recorded_as_the_sdk_records_it(
         self, spans: InMemorySpanExporter

@@ -286,12 +286,12 @@ def tracing_enabled() -> bool:
 
 
 def server_span(
-    method: str, path: str, traceparent: str | None, *, traced: bool = True
+    method: str, path: str, traceparent: str | None
 ) -> AbstractContextManager[RequestSpan | None]:
     """The SERVER span of one request of a kept trace (`trace_kept`), current while it
     is served, continuing the caller's trace; `RequestSpan.served` names it once the
     route is known. (The span is its own context manager.)"""
-    if not _enabled or not traced:
+    if not _enabled:
         return nullcontext()
     assert _request_spans is not None  # set with _enabled
     span = _request_spans.start(method, path, traceparent)
