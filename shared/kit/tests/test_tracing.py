@@ -447,6 +447,24 @@ class TestRequestSpan:
         assert len(spans.get_finished_spans()) == 1  # the span outlives the request
         assert marker() is None
 
+    def test_it_writes_itself_as_json_as_the_sdks_span_does(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        with server_span("GET", "/x/1", INCOMING) as span:
+            assert span is not None
+            span.served("/x/{id}", 503)
+        [ended] = spans.get_finished_spans()
+
+        written = json.loads(ended.to_json())
+
+        assert written["name"] == "GET /x/{id}"
+        assert written["kind"] == "SpanKind.SERVER"
+        assert written["context"]["span_id"] == f"0x{ended.context.span_id:016x}"
+        assert written["parent_id"] == f"0x{parent_of(INCOMING)[1]}"
+        assert written["attributes"]["http.response.status_code"] == 503
+        assert written["status"]["status_code"] == "ERROR"
+        assert written["resource"]["attributes"] == dict(ended.resource.attributes)
+
     def test_an_escaping_exception_is_recorded_as_the_sdk_records_it(
         self, spans: InMemorySpanExporter
     ) -> None:
