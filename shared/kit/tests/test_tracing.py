@@ -508,9 +508,18 @@ class TestRequestSpan:
     def test_it_is_encoded_as_opentelemetrys_encoder_encodes_it(
         self, spans: InMemorySpanExporter
     ) -> None:
-        with server_span("GET", "/x/1", INCOMING) as span:
+        # A request's span writes itself: the same shape twice (its name, kind and
+        # attributes then encoded once), from a caller and as a root, a server error, and
+        # spans of other shapes (renamed, an attribute of its own, an exception).
+        for traceparent, status_code in ((INCOMING, 200), (None, 200), (None, 200), (None, 503)):
+            with server_span("GET", "/x/1", traceparent) as span:
+                assert span is not None
+                span.served("/x/{id}", status_code)
+        with server_span("GET", "/z", None) as span:
             assert span is not None
-            span.served("/x/{id}", 500)
+            span.update_name("renamed")
+            span.set_attribute("shop.extra", 1)
+            span.set_status(StatusCode.OK)
         with pytest.raises(ValueError, match="no"), server_span("POST", "/y", None):
             raise ValueError("no")
         finished = spans.get_finished_spans()

@@ -22,7 +22,7 @@ import logging
 import os
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind, StatusCode
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ _Scopes = dict[InstrumentationScope | None, list[bytes]]
 _fixed32 = struct.Struct("<I").pack
 _fixed64 = struct.Struct("<Q").pack
 _double = struct.Struct("<d").pack
+#: A span's start and end fields.
+_times = struct.Struct("<cQcQ").pack
 
 
 def _varint(value: int) -> bytes:
@@ -192,7 +194,8 @@ _REMOTE_FLAGS = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
 _STATUS_FIELDS = {0: b"\x7a\x00", 1: b"\x7a\x02\x18\x01", 2: b"\x7a\x02\x18\x02"}
 
 
-def _span(span: ReadableSpan) -> bytes:
+def encode_span(span: ReadableSpan) -> bytes:
+    """The Span message of `span`, read through `ReadableSpan`'s properties."""
     context = span.context
     assert context is not None  # an SDK span always has one
     parent = span.parent
@@ -241,6 +244,50 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
+def span_description(name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> bytes:
+    """The name, kind and attributes fields of a Span message, as `encode_span` writes
+    them: what spans of one shape share, for `span_message`."""
+    return (
+        (_field(b"\x2a", name.encode()) if name else b"")
+        + _KIND_FIELDS[kind._value_]
+        + _attributes(b"\x4a", attributes)
+    )
+
+
+def span_message(
+    trace_id: int,
+    span_id: int,
+    remote_parent_id: int | None,
+    description: bytes,
+    start_time: int,
+    end_time: int,
+    status_code: StatusCode,
+) -> bytes:
+    """The Span message `encode_span` writes for a span without trace state, events,
+    links or status description, whose parent (if any) is remote, made from its parts
+    (`description` is its `span_description`; both times are set). The times follow the
+    attributes here rather than precede them: a message's fields may come in any order."""
+    return b"".join(
+        (
+            b"\x0a\x10",
+            trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            span_id.to_bytes(8, "big"),
+            b"" if remote_parent_id is None else b"\x22\x08" + remote_parent_id.to_bytes(8, "big"),
+            description,
+            _times(b"\x39", start_time, b"\x41", end_time),
+            _STATUS_FIELDS[status_code._value_],
+            _LOCAL_FLAGS if remote_parent_id is None else _REMOTE_FLAGS,
+        )
+    )
+
+
+#: Span classes that write their own Span message (`shared.spans.RequestSpan`, with
+#: `span_message`): `encode_span` reads a dozen properties of a span, which cost a request
+#: span 2.4 us against 0.5 written from its fields.
+SPAN_ENCODERS: dict[type[ReadableSpan], Callable[[Any], bytes]] = {}
+
+
 # --- trace_service.proto: ExportTraceServiceRequest -------------------------------------
 
 
@@ -255,7 +302,8 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         entry = by_resource.get(id(resource))
         if entry is None:
             entry = by_resource[id(resource)] = (resource, {})
-        entry[1].setdefault(span.instrumentation_scope or None, []).append(_span(span))
+        encode = SPAN_ENCODERS.get(span.__class__, encode_span)
+        entry[1].setdefault(span.instrumentation_scope or None, []).append(encode(span))
     merged: list[tuple[Resource, _Scopes]] = []
     for resource, scopes in by_resource.values():
         same = next((entry for entry in merged if entry[0] == resource), None)

@@ -45,7 +45,13 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util.types import Attributes
 
-from shared.otlp import LoopSpanProcessor
+from shared.otlp import (
+    SPAN_ENCODERS,
+    LoopSpanProcessor,
+    encode_span,
+    span_description,
+    span_message,
+)
 from shared.tracing import end_current
 
 if TYPE_CHECKING:
@@ -192,6 +198,34 @@ class RequestSpan(trace.Span, ReadableSpan):
         ).to_json(indent)
         return written
 
+    def encoded(self) -> bytes:
+        """Its OTLP Span message, written from what the request gave (`shared.otlp`'s
+        encoder calls this): the name, kind and attributes of a request with the same
+        method, path, route and status encoded once."""
+        if self._extra or self._events or self._renamed is not None or self._status.description:
+            return encode_span(self)  # a span of another shape than a request's own
+        key = (self._method, self._path, self._route, self._status_code)
+        description = _descriptions.get(key)
+        if description is None:
+            if len(_descriptions) >= _DESCRIPTIONS_LIMIT:
+                _descriptions.clear()
+            description = span_description(self.name, SpanKind.SERVER, self.attributes)
+            _descriptions[key] = description
+        context = self.context
+        traceparent = self._traceparent
+        start, end = self._start_time, self._end_time
+        assert start is not None  # set when made
+        assert end is not None  # exported once ended
+        return span_message(
+            context.trace_id,
+            context.span_id,
+            None if traceparent is None else int(traceparent[36:52], 16),
+            description,
+            start,
+            end,
+            self._status.status_code,
+        )
+
     # --- current while the request is served ----------------------------------------
 
     def __enter__(self) -> RequestSpan:
@@ -279,6 +313,13 @@ class RequestSpan(trace.Span, ReadableSpan):
             return
         self._end_time = end_time or time.time_ns()
         self._spans.ended(self)
+
+
+#: The name, kind and attributes of request spans, encoded (`RequestSpan.encoded`), by
+#: method, path, route and status: most requests repeat one of a few.
+_descriptions: dict[tuple[str, str, str | None, int | None], bytes] = {}
+_DESCRIPTIONS_LIMIT = 4096
+SPAN_ENCODERS[RequestSpan] = RequestSpan.encoded
 
 
 class RequestSpans:
