@@ -24,6 +24,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusC
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from shared import otlp
+from shared import spans as request_spans
 from shared.config import ServiceSettings
 from shared.http import ServiceClient
 from shared.logging import JsonFormatter
@@ -508,17 +510,25 @@ class TestRequestSpan:
     def test_it_is_encoded_as_opentelemetrys_encoder_encodes_it(
         self, spans: InMemorySpanExporter
     ) -> None:
-        # A request's span writes itself: the same shape twice (its name, kind and
-        # attributes then encoded once), from a caller and as a root, a server error, and
-        # spans of other shapes (renamed, an attribute of its own, an exception).
-        for traceparent, status_code in ((INCOMING, 200), (None, 200), (None, 200), (None, 503)):
-            with server_span("GET", "/x/1", traceparent) as span:
+        # A request's span writes itself: requests of one method, route and status (what
+        # they share then encoded once) on two paths, from a caller and as a root, a
+        # server error, and spans of other shapes (renamed, an attribute of its own, an
+        # exception).
+        long_path = "/x/" + "a" * 1000
+        for path, traceparent, status_code in (
+            ("/x/1", INCOMING, 200),
+            ("/x/1", None, 200),
+            ("/x/2", None, 200),
+            ("/x/2", None, 503),
+            (long_path, None, 200),
+        ):
+            with server_span("GET", path, traceparent) as span:
                 assert span is not None
                 span.served("/x/{id}", status_code)
         with server_span("GET", "/z", None) as span:
             assert span is not None
             span.update_name("renamed")
-            span.set_attribute("shop.extra", 1)
+            span.set_attributes({"shop.extra": 1, "shop.long": long_path})
             span.set_status(StatusCode.OK)
         with pytest.raises(ValueError, match="no"), server_span("POST", "/y", None):
             raise ValueError("no")
@@ -526,6 +536,10 @@ class TestRequestSpan:
 
         ours = ExportTraceServiceRequest.FromString(encode_spans(finished))
         assert ours == reference(finished)
+        # A long value (a path is the client's to choose) is written, not remembered.
+        assert "/x/1" in request_spans._paths
+        assert long_path not in request_spans._paths
+        assert all(long_path not in memo for memo in otlp._encoded)
 
     def test_an_ok_status_is_final(self, spans: InMemorySpanExporter) -> None:
         with server_span("GET", "/x", None) as span:

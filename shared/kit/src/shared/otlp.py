@@ -115,9 +115,12 @@ def _key_value(key: str, value: Any) -> bytes:
 
 #: Encoded attributes by (field tag, key, value type, value): most repeat from span to
 #: span (a method, a route, a status, a peer), and a lookup is a tenth of encoding one.
-#: Not floats: 0.0 and -0.0 are equal keys yet encode differently.
+#: Not floats: 0.0 and -0.0 are equal keys yet encode differently. Nor long values (a
+#: path is the client's to choose): at most `_ENCODED_LIMIT` fields of at most
+#: `MEMO_MAX_BYTES` each are kept.
 _encoded: dict[tuple[bytes, str, type, Any], bytes] = {}
 _ENCODED_LIMIT = 4096
+MEMO_MAX_BYTES = 512
 _REPEATABLE = (str, bool, int)
 
 
@@ -136,7 +139,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
             except (TypeError, ValueError) as error:
                 logger.exception("Failed to encode key %s: %s", key, error)
                 continue
-            if memo is not None:
+            if memo is not None and len(field) <= MEMO_MAX_BYTES:
                 if len(_encoded) >= _ENCODED_LIMIT:
                     _encoded.clear()
                 _encoded[memo] = field
@@ -244,14 +247,21 @@ def encode_span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-def span_description(name: str, kind: SpanKind, attributes: Mapping[str, Any]) -> bytes:
-    """The name, kind and attributes fields of a Span message, as `encode_span` writes
-    them: what spans of one shape share, for `span_message`."""
-    return (
-        (_field(b"\x2a", name.encode()) if name else b"")
-        + _KIND_FIELDS[kind._value_]
-        + _attributes(b"\x4a", attributes)
-    )
+def span_name_and_kind(name: str, kind: SpanKind) -> bytes:
+    """The name and kind fields of a Span message, as `encode_span` writes them (for
+    `span_message`)."""
+    return (_field(b"\x2a", name.encode()) if name else b"") + _KIND_FIELDS[kind._value_]
+
+
+def span_attribute(key: str, value: str) -> bytes:
+    """One string attribute's field of a Span message, as `encode_span` writes it."""
+    return _field(b"\x4a", _key_value(key, value))
+
+
+def span_attributes(attributes: Mapping[str, Any]) -> bytes:
+    """The attributes fields of a Span message, as `encode_span` writes them (for
+    `span_message`); a message may carry several runs of them, kept in order."""
+    return _attributes(b"\x4a", attributes)
 
 
 def span_message(
@@ -265,8 +275,9 @@ def span_message(
 ) -> bytes:
     """The Span message `encode_span` writes for a span without trace state, events,
     links or status description, whose parent (if any) is remote, made from its parts
-    (`description` is its `span_description`; both times are set). The times follow the
-    attributes here rather than precede them: a message's fields may come in any order."""
+    (`description` is its `span_name_and_kind` and `span_attributes`; both times are
+    set). The times follow the attributes here rather than precede them: a message's
+    fields may come in any order."""
     return b"".join(
         (
             b"\x0a\x10",

@@ -46,11 +46,14 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import Attributes
 
 from shared.otlp import (
+    MEMO_MAX_BYTES,
     SPAN_ENCODERS,
     LoopSpanProcessor,
     encode_span,
-    span_description,
+    span_attribute,
+    span_attributes,
     span_message,
+    span_name_and_kind,
 )
 from shared.tracing import end_current
 
@@ -109,7 +112,7 @@ class RequestSpan(trace.Span, ReadableSpan):
     def name(self) -> str:
         if self._renamed is not None:
             return self._renamed
-        return self._method if self._route is None else f"{self._method} {self._route}"
+        return _name(self._method, self._route)
 
     @property
     def context(self) -> SpanContext:
@@ -200,17 +203,25 @@ class RequestSpan(trace.Span, ReadableSpan):
 
     def encoded(self) -> bytes:
         """Its OTLP Span message, written from what the request gave (`shared.otlp`'s
-        encoder calls this): the name, kind and attributes of a request with the same
-        method, path, route and status encoded once."""
+        encoder calls this): what requests with the same method, route and status share
+        (the name, kind and all attributes but the path) encoded once."""
         if self._extra or self._events or self._renamed is not None or self._status.description:
             return encode_span(self)  # a span of another shape than a request's own
-        key = (self._method, self._path, self._route, self._status_code)
-        description = _descriptions.get(key)
-        if description is None:
-            if len(_descriptions) >= _DESCRIPTIONS_LIMIT:
-                _descriptions.clear()
-            description = span_description(self.name, SpanKind.SERVER, self.attributes)
-            _descriptions[key] = description
+        key = (self._method, self._route, self._status_code)
+        shape = _shapes.get(key)
+        if shape is None:
+            if len(_shapes) >= _MEMO_LIMIT:  # the method is the client's to choose
+                _shapes.clear()
+            shape = _shapes[key] = _shape(self._method, self._route, self._status_code)
+        path = _paths.get(self._path)
+        if path is None:
+            path = span_attribute("url.path", self._path)
+            if len(path) <= MEMO_MAX_BYTES:
+                if len(_paths) >= _MEMO_LIMIT:
+                    _paths.clear()
+                _paths[self._path] = path
+        # The attributes in the order `attributes` gives them.
+        description = shape[0] + path + shape[1]
         context = self.context
         traceparent = self._traceparent
         start, end = self._start_time, self._end_time
@@ -315,10 +326,28 @@ class RequestSpan(trace.Span, ReadableSpan):
         self._spans.ended(self)
 
 
-#: The name, kind and attributes of request spans, encoded (`RequestSpan.encoded`), by
-#: method, path, route and status: most requests repeat one of a few.
-_descriptions: dict[tuple[str, str, str | None, int | None], bytes] = {}
-_DESCRIPTIONS_LIMIT = 4096
+def _name(method: str, route: str | None) -> str:
+    """A request span's name: its method, and its route once known."""
+    return method if route is None else f"{method} {route}"
+
+
+def _shape(method: str, route: str | None, status_code: int | None) -> tuple[bytes, bytes]:
+    """What the Span message of a request span has before its path (its name, kind and
+    method) and after it (its route and status), encoded."""
+    before = span_name_and_kind(_name(method, route), SpanKind.SERVER) + span_attributes(
+        {"http.request.method": method}
+    )
+    if route is None:
+        return before, b""
+    return before, span_attributes({"http.route": route, "http.response.status_code": status_code})
+
+
+#: `_shape` by method, route and status (requests repeat a few of them), and the path's
+#: attribute by path (the same few are read most; not a long one), for
+#: `RequestSpan.encoded`.
+_shapes: dict[tuple[str, str | None, int | None], tuple[bytes, bytes]] = {}
+_paths: dict[str, bytes] = {}
+_MEMO_LIMIT = 4096
 SPAN_ENCODERS[RequestSpan] = RequestSpan.encoded
 
 
