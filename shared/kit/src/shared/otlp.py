@@ -294,8 +294,8 @@ def span_message(
 
 
 #: Span classes that write their own Span message (`shared.spans.RequestSpan`, with
-#: `span_message`): `encode_span` reads a dozen properties of a span, which cost a request
-#: span 2.4 us against 0.5 written from its fields.
+#: `span_message`): `encode_span` reads a dozen properties of a span, and a request span
+#: cost 3.6 us of batch work that way against 2.1 written from its fields (ids included).
 SPAN_ENCODERS: dict[type[ReadableSpan], Callable[[Any], bytes]] = {}
 
 
