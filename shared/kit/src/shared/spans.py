@@ -63,6 +63,10 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
 
 _SCOPE = InstrumentationScope("shared")
+#: The attributes every request span has, first and in this order (`RequestSpan.encoded`
+#: writes them as `attributes` gives them).
+_METHOD = "http.request.method"
+_PATH = "url.path"
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 
@@ -140,10 +144,8 @@ class RequestSpan(trace.Span, ReadableSpan):
 
     @property
     def attributes(self) -> dict[str, Any]:
-        attributes: dict[str, Any] = {"http.request.method": self._method, "url.path": self._path}
-        if self._route is not None:
-            attributes["http.route"] = self._route
-            attributes["http.response.status_code"] = self._status_code
+        attributes: dict[str, Any] = {_METHOD: self._method, _PATH: self._path}
+        attributes.update(_served_attributes(self._route, self._status_code))
         if self._extra:
             attributes.update(self._extra)
         return attributes
@@ -215,7 +217,7 @@ class RequestSpan(trace.Span, ReadableSpan):
             shape = _shapes[key] = _shape(self._method, self._route, self._status_code)
         path = _paths.get(self._path)
         if path is None:
-            path = span_attribute("url.path", self._path)
+            path = span_attribute(_PATH, self._path)
             if len(path) <= MEMO_MAX_BYTES:
                 if len(_paths) >= _MEMO_LIMIT:
                     _paths.clear()
@@ -331,15 +333,21 @@ def _name(method: str, route: str | None) -> str:
     return method if route is None else f"{method} {route}"
 
 
+def _served_attributes(route: str | None, status_code: int | None) -> dict[str, Any]:
+    """The attributes a request span gains once served (`RequestSpan.served`)."""
+    if route is None:
+        return {}
+    return {"http.route": route, "http.response.status_code": status_code}
+
+
 def _shape(method: str, route: str | None, status_code: int | None) -> tuple[bytes, bytes]:
     """What the Span message of a request span has before its path (its name, kind and
     method) and after it (its route and status), encoded."""
-    before = span_name_and_kind(_name(method, route), SpanKind.SERVER) + span_attributes(
-        {"http.request.method": method}
+    before = span_name_and_kind(_name(method, route), SpanKind.SERVER)
+    return (
+        before + span_attributes({_METHOD: method}),
+        span_attributes(_served_attributes(route, status_code)),
     )
-    if route is None:
-        return before, b""
-    return before, span_attributes({"http.route": route, "http.response.status_code": status_code})
 
 
 #: `_shape` by method, route and status (requests repeat a few of them), and the path's
