@@ -8,8 +8,12 @@ import logging
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import ClassVar
 
+import httpx
 import pytest
+import requests
+from opentelemetry.exporter.otlp.common.http import Compression
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as reference
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -318,6 +322,9 @@ class TestLoopSpanProcessor:
         class Failing(SpanExporter):
             failures = 1
 
+            async def post(self, client: httpx.AsyncClient, body: bytes, count: int) -> bool:
+                return False if self.failures else await super().post(client, body, count)
+
             def send(self, body: bytes, count: int) -> SpanExportResult:
                 if self.failures:
                     self.failures -= 1
@@ -335,6 +342,68 @@ class TestLoopSpanProcessor:
                 assert await received(collector, 2) == {"span 2", "span 3"}
             processor.shutdown()
         assert "exporting 2 spans failed" in caplog.text
+
+    async def test_a_batch_being_posted_when_the_export_stops_still_arrives(self) -> None:
+        with exporting_to_a_collector(max_batch=2, schedule_delay=60) as (collector, processor):
+            async with processor.exporting():
+                for span in ended_spans(2):
+                    processor.on_end(span)
+                for _ in range(100):  # until it is taken from the queue: on its way
+                    if not processor._queue:
+                        break
+                    await asyncio.sleep(0)
+                assert not processor._queue
+                assert collector.received == 0
+            assert collector.received == 2
+
+    async def test_the_loop_posts_and_a_post_that_fails_goes_to_the_exporters_thread(
+        self,
+    ) -> None:
+        def overloaded(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(503)
+
+        class Counting(SpanExporter):
+            posts: ClassVar[list[bool]] = []
+            sent: ClassVar[list[int]] = []
+
+            async def post(self, client: httpx.AsyncClient, body: bytes, count: int) -> bool:
+                if not self.posts:  # the first post meets a collector that is overloaded
+                    client = httpx.AsyncClient(transport=httpx.MockTransport(overloaded))
+                posted = await super().post(client, body, count)
+                self.posts.append(posted)
+                return posted
+
+            def send(self, body: bytes, count: int) -> SpanExportResult:
+                self.sent.append(count)
+                return super().send(body, count)
+
+        with OtlpReceiver() as collector:
+            exporter = Counting(endpoint=f"{collector.endpoint}/v1/traces")
+            assert exporter.posts_from_loop
+            processor = LoopSpanProcessor(exporter, max_batch=2, schedule_delay=60)
+            async with processor.exporting():
+                for span in ended_spans(6):
+                    processor.on_end(span)
+                    await asyncio.sleep(0.02)
+                assert len(await received(collector, 6)) == 6
+            processor.shutdown()
+        assert Counting.posts == [False, True, True]
+        assert Counting.sent == [2]  # only the batch the loop could not post
+        assert collector.batches == 3
+
+    def test_a_batch_to_an_endpoint_that_needs_the_exporters_session_is_not_posted_by_the_loop(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        assert SpanExporter(endpoint="http://collector:4318/v1/traces").posts_from_loop
+        assert not SpanExporter(endpoint="https://collector:4318/v1/traces").posts_from_loop
+        assert not SpanExporter(
+            endpoint="http://collector:4318/v1/traces", compression=Compression.GZIP
+        ).posts_from_loop
+        session = requests.Session()
+        session.auth = ("user", "secret")
+        assert not SpanExporter(
+            endpoint="http://collector:4318/v1/traces", session=session
+        ).posts_from_loop
 
     async def test_a_batch_is_encoded_in_slices_with_the_loop_free_between_them(
         self,
