@@ -378,9 +378,10 @@ class SpanExporter(OTLPSpanExporter):
         return httpx.AsyncClient(headers=self._client._headers, timeout=self._client._timeout)
 
     async def post(self, client: httpx.AsyncClient, body: bytes, count: int) -> bool:
-        """Post `count` spans already encoded once, from the event loop (`loop_client`,
-        where `posts_from_loop`); False when that failed, for `send` to post them again
-        with the exporter's retries. A batch over the size limit is left to `send` too."""
+        """Post the `count` spans encoded in `body` from the event loop, with a client from
+        `loop_client` (only where `posts_from_loop`); False when that failed, and `send`
+        then posts them with the exporter's retries. A batch over the size limit is left
+        to `send` too, which drops and counts it."""
         if self._shutdown or 0 < self._max_request_size < len(body):
             return False
         with self._metrics.export_operation(count) as result:
