@@ -392,7 +392,7 @@ class TestLoopSpanProcessor:
         assert collector.batches == 3
 
     def test_a_batch_to_an_endpoint_that_needs_the_exporters_session_is_not_posted_by_the_loop(
-        self, monkeypatch: pytest.MonkeyPatch
+        self,
     ) -> None:
         assert SpanExporter(endpoint="http://collector:4318/v1/traces").posts_from_loop
         assert not SpanExporter(endpoint="https://collector:4318/v1/traces").posts_from_loop
