@@ -368,8 +368,12 @@ class TestLoopSpanProcessor:
 
             async def post(self, client: httpx.AsyncClient, body: bytes, count: int) -> bool:
                 if not self.posts:  # the first post meets a collector that is overloaded
-                    client = httpx.AsyncClient(transport=httpx.MockTransport(overloaded))
-                posted = await super().post(client, body, count)
+                    async with httpx.AsyncClient(
+                        transport=httpx.MockTransport(overloaded)
+                    ) as overloaded_collector:
+                        posted = await super().post(overloaded_collector, body, count)
+                else:
+                    posted = await super().post(client, body, count)
                 self.posts.append(posted)
                 return posted
 

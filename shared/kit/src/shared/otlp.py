@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import requests
+from opentelemetry.exporter.otlp.common._exporter_metrics import ExportResult
 from opentelemetry.exporter.otlp.common.http import Compression
 from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -382,22 +383,20 @@ class SpanExporter(OTLPSpanExporter):
         `loop_client` (only where `posts_from_loop`); False when that failed, and `send`
         then posts them with the exporter's retries. A batch over the size limit is left
         to `send` too, which drops and counts it."""
-        if self._shutdown or 0 < self._max_request_size < len(body):
+        if self._shutdown or self._too_large(body):
             return False
         with self._metrics.export_operation(count) as result:
             try:
                 response = await client.post(self._endpoint, content=body)
             except httpx.HTTPError as error:
-                result.error = error
-                return False
+                return _failed(result, error)
             if not 200 <= response.status_code < 400:
-                result.error = httpx.HTTPStatusError(
+                refused = httpx.HTTPStatusError(
                     f"{response.status_code} {response.reason_phrase}",
                     request=response.request,
                     response=response,
                 )
-                result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: response.status_code}
-                return False
+                return _failed(result, refused, response.status_code)
         return True
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -409,7 +408,7 @@ class SpanExporter(OTLPSpanExporter):
             logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(count) as result:
-            if 0 < self._max_request_size < len(body):
+            if self._too_large(body):
                 logger.warning(
                     "Dropping span batch: serialized size %d bytes exceeds max_request_size "
                     "%d bytes.",
@@ -423,11 +422,20 @@ class SpanExporter(OTLPSpanExporter):
                 return SpanExportResult.FAILURE
             sent = self._client.export(body)
             if not sent.success:
-                result.error = sent.error
-                if sent.status_code is not None:
-                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
+                _failed(result, sent.error, sent.status_code)
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    def _too_large(self, body: bytes) -> bool:
+        return 0 < self._max_request_size < len(body)
+
+
+def _failed(result: ExportResult, error: Exception | None, status_code: int | None = None) -> bool:
+    """Record a failed export on the exporter's metrics: its error and the response's status."""
+    result.error = error
+    if status_code is not None:
+        result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: status_code}
+    return False
 
 
 class LoopSpanProcessor(SpanProcessor):
