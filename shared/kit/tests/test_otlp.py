@@ -296,6 +296,40 @@ class TestLoopSpanProcessor:
                     processor.on_end(span)
                 assert await received(collector, 2) == {"span 0", "span 1"}
 
+    async def test_spans_that_end_while_a_due_batch_is_posted_wait_for_the_next(
+        self,
+    ) -> None:
+        class Busy(SpanExporter):
+            """A server under load: another span ends while each batch is posted."""
+
+            processor: LoopSpanProcessor
+            busy = True
+            posts = 0
+
+            async def post(self, client: httpx.AsyncClient, body: bytes, count: int) -> bool:
+                self.posts += 1
+                if self.busy:
+                    self.processor.on_end(ended_spans(1)[0])
+                return await super().post(client, body, count)
+
+        delay = 0.05
+        with OtlpReceiver() as collector:
+            exporter = Busy(endpoint=f"{collector.endpoint}/v1/traces")
+            processor = exporter.processor = LoopSpanProcessor(
+                exporter, max_batch=100, schedule_delay=delay
+            )
+            loop = asyncio.get_running_loop()
+            async with processor.exporting():
+                started = loop.time()
+                processor.on_end(ended_spans(1)[0])
+                await asyncio.sleep(6 * delay)
+                delays = (loop.time() - started) / delay
+                posts = exporter.posts
+                exporter.busy = False
+            processor.shutdown()
+        # One post when each delay is up, not one for every span that ended meanwhile.
+        assert 1 <= posts <= delays + 1
+
     async def test_spans_ended_on_other_threads_wake_the_loop(self) -> None:
         with exporting_to_a_collector(max_batch=3, schedule_delay=60) as (collector, processor):
             async with processor.exporting():

@@ -553,6 +553,10 @@ class LoopSpanProcessor(SpanProcessor):
                 # meanwhile: `exporting` waits for it.
                 self._exported = asyncio.ensure_future(self._export(self._batch()))
                 await asyncio.shield(self._exported)
+                # What ended while it was posted waits for a full batch or the next delay:
+                # under load spans keep ending, and going on while any waits posted a few
+                # at a time, back to back (0.5 ms of CPU a post).
+                least = self._max_batch
 
     async def _export(self, batch: list[ReadableSpan]) -> None:
         await self._post(await self._encoded_in_slices(batch))
