@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 UV = $(shell ./scripts/bootstrap.sh)
 
-.PHONY: help run test test-fast test-compose lint format bench bench-checkout bench-catalog load soak migrate clean
+.PHONY: help run test test-fast test-compose lint format bench bench-checkout bench-catalog bench-tracing load soak migrate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,11 @@ bench-catalog: ## Catalog list, search and deep pages at 100,000 products vs 20,
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-rabbitmq.sh
 	$(UV) run python bench/catalog.py
+
+bench-tracing: ## What 10% of traces kept costs the product read: traced and untraced side by side
+	./scripts/ensure-wrk.sh
+	./scripts/ensure-rabbitmq.sh
+	$(UV) run python bench/traced_read.py
 
 migrate: ## Apply every service's migrations and seed the demo catalog
 	$(UV) run python -m devstack migrate
