@@ -14,7 +14,7 @@ outside both).
     uv run python bench/traced_read.py                     # 10% of traces kept, 20 sets
     uv run python bench/traced_read.py --sampler-arg 1.0 --sets 10 --burst 5
 
-Target (issue: tracing with 10% of traces sampled costs <= 5%): the summed change.
+Target: tracing with 10% of traces kept costs the read <= 5%, judged by the summed change.
 """
 
 from __future__ import annotations
