@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from wrk import WrkResult, run_wrk
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 POSTGRESQL = "postgresql"
@@ -332,3 +333,30 @@ def summarise(directory: Path, top: int = 5) -> list[str]:
     lines.append(f"  top {top} functions:")
     lines += [f"    {n / samples:6.1%}  {name}" for name, n in functions.most_common(top)]
     return lines
+
+
+def measured(
+    url: str,
+    pids: dict[str, int],
+    connections: int,
+    duration: int,
+    profile: Path | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[WrkResult, dict[str, float]]:
+    """A wrk run and the CPU (microseconds) each of the `pids` spent per request
+    meanwhile; with `profile`, py-spy records each of them into that folder and the top
+    costs are printed."""
+    profiler = None if profile is None else Profiler(profile, pids, duration)
+    before = [cpu_seconds(pid) or 0.0 for pid in pids.values()]
+    if profiler is not None:
+        profiler.start()
+    result = run_wrk(url, connections=connections, duration=duration, headers=headers)
+    used = {
+        name: ((cpu_seconds(pid) or 0.0) - start) * 1e6 / max(result.requests, 1)
+        for (name, pid), start in zip(pids.items(), before, strict=True)
+    }
+    if profiler is not None and profile is not None:
+        profiler.wait()
+        print(f"  py-spy profiles in {profile} (the profiler's own cost is in these figures)")
+        print("\n".join(summarise(profile, top=8)))
+    return result, used

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cost import Profiler, cpu_seconds, summarise
+from cost import measured
 from tracing import add_tracing_options, report_collector, spread, tracing_env, tracing_label
 from wrk import WrkResult, run_wrk
 
@@ -68,33 +68,6 @@ def line(label: str, result: WrkResult, cpu_us: dict[str, float]) -> str:
     if len(cpu_us) > 1:
         text += " (" + ", ".join(f"{name} {cpu:.0f}" for name, cpu in cpu_us.items()) + ")"
     return text
-
-
-def measured(
-    url: str,
-    pids: dict[str, int],
-    connections: int,
-    duration: int,
-    profile: Path | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[WrkResult, dict[str, float]]:
-    """A wrk run and the CPU (microseconds) each of the `pids` spent per request
-    meanwhile; with `profile`, py-spy records each of them into that folder and the top
-    costs are printed."""
-    profiler = None if profile is None else Profiler(profile, pids, duration)
-    before = [cpu_seconds(pid) or 0.0 for pid in pids.values()]
-    if profiler is not None:
-        profiler.start()
-    result = run_wrk(url, connections=connections, duration=duration, headers=headers)
-    used = {
-        name: ((cpu_seconds(pid) or 0.0) - start) * 1e6 / max(result.requests, 1)
-        for (name, pid), start in zip(pids.items(), before, strict=True)
-    }
-    if profiler is not None and profile is not None:
-        profiler.wait()
-        print(f"  py-spy profiles in {profile} (the profiler's own cost is in these figures)")
-        print("\n".join(summarise(profile, top=8)))
-    return result, used
 
 
 def start_bare_app(stack: Stack) -> tuple[subprocess.Popen[bytes], str]:

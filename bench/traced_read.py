@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cost import cpu_seconds
+from cost import measured
 from wrk import run_wrk
 
 from devstack import (
@@ -106,7 +106,7 @@ def run_sets(
     processes: dict[str, subprocess.Popen[bytes]],
 ) -> list[dict[str, tuple[float, int]]]:
     """Each set: a burst at each process, the one first alternating; per mode, the CPU
-    seconds it used and the requests it served."""
+    per request (microseconds) and the requests served."""
     for mode in MODES:
         wait_ready(f"http://127.0.0.1:{ports[mode]}", process=processes[mode])
     base = f"http://127.0.0.1:{ports['off']}/v1/products"
@@ -121,16 +121,16 @@ def run_sets(
     )
     sets = []
     for number in range(args.sets):
-        measured: dict[str, tuple[float, int]] = {}
+        per_mode: dict[str, tuple[float, int]] = {}
         for mode in MODES if number % 2 == 0 else MODES[::-1]:
-            pid = processes[mode].pid
-            before = cpu_seconds(pid) or 0.0
-            result = run_wrk(urls[mode], connections=args.connections, duration=args.burst)
+            result, cpu_us = measured(
+                urls[mode], {mode: processes[mode].pid}, args.connections, args.burst
+            )
             if result.errors:
                 raise SystemExit(f"{result.errors} errors reading {urls[mode]}")
-            measured[mode] = ((cpu_seconds(pid) or 0.0) - before, result.requests)
-        sets.append(measured)
-        off, on = (per_request(measured[mode]) for mode in MODES)
+            per_mode[mode] = (cpu_us[mode], result.requests)
+        sets.append(per_mode)
+        off, on = (per_mode[mode][0] for mode in MODES)
         print(
             f"  set {number + 1:2}: CPU off {off:6.1f} us/request, on {on:6.1f}"
             f"  {on / off - 1:+6.1%}",
@@ -139,19 +139,15 @@ def run_sets(
     return sets
 
 
-def per_request(measured: tuple[float, int]) -> float:
-    seconds, requests = measured
-    return seconds * 1e6 / max(requests, 1)
-
-
 def report(sets: list[dict[str, tuple[float, int]]], collector: OtlpReceiver) -> None:
+    """Per mode the CPU per request over all sets (each set's weighted by its requests),
+    and the spread of the sets' changes."""
     totals = {
-        mode: per_request(
-            (sum(each[mode][0] for each in sets), sum(each[mode][1] for each in sets))
-        )
+        mode: sum(cpu * requests for cpu, requests in (each[mode] for each in sets))
+        / sum(each[mode][1] for each in sets)
         for mode in MODES
     }
-    changes = [per_request(each["on"]) / per_request(each["off"]) - 1 for each in sets]
+    changes = [each["on"][0] / each["off"][0] - 1 for each in sets]
     low, median, high = statistics.quantiles(changes, n=4)
     print(
         f"\nCPU per read, summed over the sets: off {totals['off']:.1f} us, "
