@@ -69,7 +69,7 @@ bench-catalog: ## Catalog list, search and deep pages at 100,000 products vs 20,
 	./scripts/ensure-rabbitmq.sh
 	$(UV) run python bench/catalog.py
 
-bench-tracing: ## What 10% of traces kept costs the product read: traced and untraced side by side
+bench-tracing: ## What 10% of traces kept costs the direct and the gateway read, traced and untraced on one core
 	./scripts/ensure-wrk.sh
 	./scripts/ensure-rabbitmq.sh
 	$(UV) run python bench/traced_read.py

@@ -1,20 +1,27 @@
-"""What tracing costs the served product read, with the machine's drift taken out: an
-untraced and a traced product_service run side by side on one database, and wrk reads
-from each in short bursts, alternated, so that both meet the machine in the same state.
+"""What tracing costs the served product read: an untraced and a traced process of the
+same service, side by side on one database, read at the same moment and sharing one core,
+so that whatever the machine does meanwhile it does to both.
 
 `bench/gateway.py --tracing off on --rounds N` starts a stack per mode and measures each
 for its whole duration, minutes apart; on a machine whose speed wanders (one day the same
-untraced read cost 55 to 87 us of CPU from one run to the next) the rounds then differ by
-more than the 5% tracing is allowed. Here each set reads both processes within seconds,
-in turn first, and the change is judged by the CPU per request summed over all sets and by
-the median of the sets' changes (with their quartiles, to show the spread that remains).
-CPU is read from /proc for each process (the collector runs in this script's process,
-outside both).
+untraced read cost 55 to 87 us of CPU from one run to the next) the rounds differ by more
+than the 5% tracing is allowed, and so did bursts at each process in turn, seconds apart
+(each set's change spread from -10% to +12%). Here both processes of a pair are pinned to
+the same CPU and each set is one burst: two wrk runs at once, one per process, with half
+the connections each, on the other CPUs; each process's CPU per request is read from /proc
+over the same seconds. Two pairs are read: product_service's direct read (`direct`) and
+the gateway's read of the same product answered from its response cache (`gateway`; both
+gateways forward to the untraced product_service). `--control` runs the second process of
+each pair untraced as well: the change it prints is the method's own error.
 
-    uv run python bench/traced_read.py                     # 10% of traces kept, 20 sets
-    uv run python bench/traced_read.py --sampler-arg 1.0 --sets 10 --burst 5
+    make bench-tracing                                     # 10% of traces kept, 20 sets
+    uv run python bench/traced_read.py --control           # both untraced: should be ~0
+    uv run python bench/traced_read.py --sampler-arg 1.0 --targets direct --sets 10
 
-Target: tracing with 10% of traces kept costs the read <= 5%, judged by the summed change.
+The change is judged by the CPU per request summed over all sets, with a 95% interval from
+the sets resampled, and the sets' median and quartiles.
+
+Target: tracing with 10% of traces kept costs each read <= 5%, judged by the summed change.
 """
 
 from __future__ import annotations
@@ -22,16 +29,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeAlias
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cost import measured
+from cost import cpu_seconds
 from wrk import run_wrk
 
 from devstack import (
@@ -45,7 +56,17 @@ from eventbus.broker import Topology
 from service_testing import OtlpReceiver, delete_topology, free_port, unique_topology
 
 PRODUCT = next(spec for spec in SERVICES if spec.name == "product_service")
+GATEWAY = next(spec for spec in SERVICES if spec.name == "api_gateway")
 MODES = ("off", "on")
+TARGET = 0.05
+#: What each pair serves: product_service's read, and the gateway's read of the same
+#: product answered from its response cache (its own work, no hop).
+TARGETS = {"direct": PRODUCT, "gateway": GATEWAY}
+#: Resamples of the sets for the interval of the summed change.
+RESAMPLES = 2000
+
+#: One set of a pair: per mode, the CPU per request (microseconds) and the requests served.
+Set: TypeAlias = dict[str, tuple[float, int]]
 
 
 def main() -> int:
@@ -53,108 +74,184 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sampler-arg", type=float, default=0.1, help="share of traces kept")
-    parser.add_argument("--sets", type=int, default=20, help="bursts per process")
-    parser.add_argument("--burst", type=int, default=3, help="seconds per wrk burst")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--sets", type=int, default=20, help="bursts per pair")
+    parser.add_argument("--burst", type=int, default=3, help="seconds per burst")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="per burst, half to each process"
+    )
+    parser.add_argument(
+        "--targets", nargs="+", choices=tuple(TARGETS), default=list(TARGETS), help="pairs"
+    )
+    parser.add_argument(
+        "--control", action="store_true", help="the second process untraced too (A/A)"
+    )
     args = parser.parse_args()
     if args.sets < 2:
         parser.error("--sets must be 2 or more (the spread needs two)")
+    if args.connections < 2:
+        parser.error("--connections must be 2 or more (half go to each process)")
 
     topology = unique_topology("bench-traced-read")
     try:
-        measure(args, topology)
+        return 0 if measure(args, topology) else 1
     finally:
         asyncio.run(delete_topology(topology, (PRODUCT.name,)))
-    return 0
 
 
-def measure(args: argparse.Namespace, topology: Topology) -> None:
+def measure(args: argparse.Namespace, topology: Topology) -> bool:
+    """Starts the pairs, runs the sets and reports; whether every target was met."""
     with tempfile.TemporaryDirectory() as data_dir, OtlpReceiver(keep=False) as collector:
+        ports = {(target, mode): free_port() for target in TARGETS for mode in MODES}
         env = stack_environment(
-            {spec.name: 1 for spec in SERVICES},  # only product_service is started
+            # The gateways forward to the untraced product_service; nothing else runs.
+            {spec.name: ports["direct", "off"] for spec in SERVICES},
             Path(data_dir),
             {
                 "LOG_LEVEL": "WARNING",
+                "RATE_LIMIT_PER_MINUTE": "0",
+                "HEALTH_SERVICES": PRODUCT.name,
                 "EVENTS_EXCHANGE": topology.exchange,
                 "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
             },
         )
         migrate_and_seed(env)
-        traced_env = {
+        traced = {
             **env,
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
             "OTEL_TRACES_SAMPLER_ARG": str(args.sampler_arg),
         }
-        ports = {mode: free_port() for mode in MODES}
-        processes = {
-            "off": start_process(PRODUCT, ports["off"], env),
-            "on": start_process(PRODUCT, ports["on"], traced_env),
-        }
+        envs = {"off": env, "on": env if args.control else traced}
+        processes: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
         try:
-            per_set = run_sets(args, ports, processes)
+            for target in ("direct", *args.targets):  # the gateways need the service
+                for mode in MODES:
+                    if (target, mode) not in processes:
+                        processes[target, mode] = start_process(
+                            TARGETS[target], ports[target, mode], envs[mode]
+                        )
+                        wait_ready(
+                            f"http://127.0.0.1:{ports[target, mode]}",
+                            process=processes[target, mode],
+                        )
+            pin({key: process.pid for key, process in processes.items()})
+            sets = run_sets(args, ports, processes)
         finally:
             for process in processes.values():
                 process.terminate()
             for process in processes.values():
                 process.wait()
-        report(per_set, collector)
+        return report(sets, collector)
+
+
+def pin(pids: dict[tuple[str, str], int]) -> None:
+    """Every served process on the last CPU, this script (and so wrk and the collector)
+    on the others: the two processes of a pair then take turns on one core, and each
+    meets whatever that core does in the same moments. (With one CPU, nothing to pin.)"""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return
+    for pid in pids.values():
+        os.sched_setaffinity(pid, {cpus[-1]})
+    os.sched_setaffinity(0, set(cpus[:-1]))
 
 
 def run_sets(
     args: argparse.Namespace,
-    ports: dict[str, int],
-    processes: dict[str, subprocess.Popen[bytes]],
-) -> list[dict[str, tuple[float, int]]]:
-    """Each set: a burst at each process, the one first alternating; per mode, the CPU
-    per request (microseconds) and the requests served."""
-    for mode in MODES:
-        wait_ready(f"http://127.0.0.1:{ports[mode]}", process=processes[mode])
-    base = f"http://127.0.0.1:{ports['off']}/v1/products"
+    ports: dict[tuple[str, str], int],
+    processes: dict[tuple[str, str], subprocess.Popen[bytes]],
+) -> dict[str, list[Set]]:
+    """Per pair, the sets: each a burst at both of its processes at once."""
+    base = f"http://127.0.0.1:{ports['direct', 'off']}/v1/products"
     with urllib.request.urlopen(f"{base}?limit=1") as response:  # noqa: S310
         product_id = json.load(response)["items"][0]["id"]
-    urls = {mode: f"http://127.0.0.1:{ports[mode]}/v1/products/{product_id}" for mode in MODES}
+    paths = {"direct": f"/v1/products/{product_id}", "gateway": f"/api/v1/products/{product_id}"}
+    urls = {key: f"http://127.0.0.1:{ports[key]}{paths[key[0]]}" for key in processes}
     for url in urls.values():  # warm up caches and pools
         run_wrk(url, connections=8, duration=2)
+    second = "untraced (control)" if args.control else f"{args.sampler_arg:.0%} of traces kept"
     print(
-        f"product_service untraced and traced ({args.sampler_arg:.0%} of traces kept) side by "
-        f"side, {args.sets} sets of {args.burst} s bursts, {args.connections} connections"
+        f"untraced and {second}, side by side on one core: {', '.join(args.targets)}; "
+        f"{args.sets} sets of {args.burst} s bursts, {args.connections} connections"
     )
-    sets = []
+    sets: dict[str, list[Set]] = {target: [] for target in args.targets}
     for number in range(args.sets):
-        per_mode: dict[str, tuple[float, int]] = {}
-        for mode in MODES if number % 2 == 0 else MODES[::-1]:
-            result, cpu_us = measured(
-                urls[mode], {mode: processes[mode].pid}, args.connections, args.burst
+        for target in args.targets:
+            pair = {mode: (urls[target, mode], processes[target, mode].pid) for mode in MODES}
+            per_mode = burst(pair, args.connections // 2, args.burst)
+            sets[target].append(per_mode)
+            off, on = (per_mode[mode][0] for mode in MODES)
+            print(
+                f"  set {number + 1:2} {target:8} CPU off {off:6.1f} us/request, on {on:6.1f}"
+                f"  {on / off - 1:+6.1%}",
+                flush=True,
             )
-            if result.errors:
-                raise SystemExit(f"{result.errors} errors reading {urls[mode]}")
-            per_mode[mode] = (cpu_us[mode], result.requests)
-        sets.append(per_mode)
-        off, on = (per_mode[mode][0] for mode in MODES)
-        print(
-            f"  set {number + 1:2}: CPU off {off:6.1f} us/request, on {on:6.1f}"
-            f"  {on / off - 1:+6.1%}",
-            flush=True,
-        )
     return sets
 
 
-def report(sets: list[dict[str, tuple[float, int]]], collector: OtlpReceiver) -> None:
-    """Per mode the CPU per request over all sets (each set's weighted by its requests),
-    and the spread of the sets' changes."""
-    totals = {
+def burst(pair: dict[str, tuple[str, int]], connections: int, duration: int) -> Set:
+    """Both processes of a pair read at once, `connections` each: per mode, the CPU per
+    request (microseconds) over the same seconds and the requests served."""
+    before = {mode: cpu_seconds(pid) or 0.0 for mode, (_, pid) in pair.items()}
+    with ThreadPoolExecutor(len(pair)) as pool:
+        runs = {
+            mode: pool.submit(run_wrk, url, connections=connections, duration=duration, threads=1)
+            for mode, (url, _) in pair.items()
+        }
+        results = {mode: run.result() for mode, run in runs.items()}
+    per_mode: Set = {}
+    for mode, (url, pid) in pair.items():
+        result = results[mode]
+        if result.errors or not result.requests:
+            raise SystemExit(f"{result.errors} errors, {result.requests} requests reading {url}")
+        used = (cpu_seconds(pid) or 0.0) - before[mode]
+        per_mode[mode] = (used * 1e6 / result.requests, result.requests)
+    return per_mode
+
+
+def summed(sets: list[Set]) -> dict[str, float]:
+    """Each mode's CPU per request over all the sets (each set's weighted by its
+    requests)."""
+    return {
         mode: sum(cpu * requests for cpu, requests in (each[mode] for each in sets))
         / sum(each[mode][1] for each in sets)
         for mode in MODES
     }
-    changes = [each["on"][0] / each["off"][0] - 1 for each in sets]
-    low, median, high = statistics.quantiles(changes, n=4)
-    print(
-        f"\nCPU per read, summed over the sets: off {totals['off']:.1f} us, "
-        f"on {totals['on']:.1f} us: {totals['on'] / totals['off'] - 1:+.1%}"
-        f"\nchange by set: median {median:+.1%}, quartiles {low:+.1%} to {high:+.1%}"
-        f"\ncollector: {collector.batches} posts, {collector.bytes_received / 1e6:.1f} MB"
-    )
+
+
+def summed_change(sets: list[Set]) -> float:
+    """Traced against untraced, by the CPU per request summed over the sets."""
+    cpu = summed(sets)
+    return cpu["on"] / cpu["off"] - 1
+
+
+def interval(sets: list[Set]) -> tuple[float, float]:
+    """The 95% interval of the summed change, from the sets resampled with replacement:
+    where another run of as many sets on this machine would likely land."""
+    draw = random.Random(0)
+    changes = sorted(summed_change(draw.choices(sets, k=len(sets))) for _ in range(RESAMPLES))
+    return changes[int(0.025 * RESAMPLES)], changes[int(0.975 * RESAMPLES) - 1]
+
+
+def report(sets: dict[str, list[Set]], collector: OtlpReceiver) -> bool:
+    """Per pair, the summed change with its interval, and the spread of the sets'
+    changes; whether each summed change is within the target."""
+    met = True
+    for target, target_sets in sets.items():
+        cpu = summed(target_sets)
+        change = cpu["on"] / cpu["off"] - 1
+        low, high = interval(target_sets)
+        first, median, third = statistics.quantiles(
+            [each["on"][0] / each["off"][0] - 1 for each in target_sets], n=4
+        )
+        met = met and change <= TARGET
+        print(
+            f"\n{target}: CPU per read, summed over the sets: off {cpu['off']:.1f} us, "
+            f"on {cpu['on']:.1f} us: {change:+.1%} (95% interval {low:+.1%} to {high:+.1%};"
+            f" target <= {TARGET:.0%})"
+            f"\n  change by set: median {median:+.1%}, quartiles {first:+.1%} to {third:+.1%}"
+        )
+    print(f"\ncollector: {collector.batches} posts, {collector.bytes_received / 1e6:.1f} MB")
+    return met
 
 
 if __name__ == "__main__":
