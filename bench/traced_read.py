@@ -9,14 +9,17 @@ than the 5% tracing is allowed, and so did bursts at each process in turn, secon
 (each set's change spread from -10% to +12%). Here both processes of a pair are pinned to
 the same CPU and each set is one burst: two wrk runs at once, one per process, with half
 the connections each, on the other CPUs; each process's CPU per request is read from /proc
-over the same seconds. Two pairs are read: product_service's direct read (`direct`) and
+over the same seconds. A process also draws a small advantage of its own when it starts
+(its memory layout, its hash seed: 1% between two untraced ones for a whole run), so the
+sets run in rounds, every process started afresh for each, which one first and which wrk
+first by turns. Two pairs are read: product_service's direct read (`direct`) and
 the gateway's read of the same product answered from its response cache (`gateway`; both
 gateways forward to the untraced product_service). `--control` runs the second process of
 each pair untraced as well: the change it prints is the method's own error.
 
-    make bench-tracing                                     # 10% of traces kept, 20 sets
+    make bench-tracing                                     # 10% kept, 4 rounds of 5 sets
     uv run python bench/traced_read.py --control           # both untraced: should be ~0
-    uv run python bench/traced_read.py --sampler-arg 1.0 --targets direct --sets 10
+    uv run python bench/traced_read.py --sampler-arg 1.0 --targets direct --rounds 2
 
 The change is judged by the CPU per request summed over all sets, with a 95% interval from
 the sets resampled, and the sets' median and quartiles.
@@ -47,6 +50,7 @@ from wrk import run_wrk
 
 from devstack import (
     SERVICES,
+    ServiceSpec,
     migrate_and_seed,
     stack_environment,
     start_process,
@@ -74,7 +78,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sampler-arg", type=float, default=0.1, help="share of traces kept")
-    parser.add_argument("--sets", type=int, default=20, help="bursts per pair")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="each with every process started afresh"
+    )
+    parser.add_argument("--sets", type=int, default=5, help="bursts per pair and round")
     parser.add_argument("--burst", type=int, default=3, help="seconds per burst")
     parser.add_argument(
         "--connections", type=int, default=32, help="per burst, half to each process"
@@ -86,8 +93,8 @@ def main() -> int:
         "--control", action="store_true", help="the second process untraced too (A/A)"
     )
     args = parser.parse_args()
-    if args.sets < 2:
-        parser.error("--sets must be 2 or more (the spread needs two)")
+    if args.rounds * args.sets < 2:
+        parser.error("--rounds times --sets must be 2 or more (the spread needs two)")
     if args.connections < 2:
         parser.error("--connections must be 2 or more (half go to each process)")
 
@@ -99,48 +106,64 @@ def main() -> int:
 
 
 def measure(args: argparse.Namespace, topology: Topology) -> bool:
-    """Starts the pairs, runs the sets and reports; whether every target was met."""
+    """Runs the rounds and reports; whether every target was met."""
     with tempfile.TemporaryDirectory() as data_dir, OtlpReceiver(keep=False) as collector:
-        ports = {(target, mode): free_port() for target in TARGETS for mode in MODES}
-        env = stack_environment(
-            # The gateways forward to the untraced product_service; nothing else runs.
-            {spec.name: ports["direct", "off"] for spec in SERVICES},
-            Path(data_dir),
-            {
-                "LOG_LEVEL": "WARNING",
-                "RATE_LIMIT_PER_MINUTE": "0",
-                "HEALTH_SERVICES": PRODUCT.name,
-                "EVENTS_EXCHANGE": topology.exchange,
-                "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
-            },
-        )
-        migrate_and_seed(env)
-        traced = {
-            **env,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
-            "OTEL_TRACES_SAMPLER_ARG": str(args.sampler_arg),
+        extra = {
+            "LOG_LEVEL": "WARNING",
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "HEALTH_SERVICES": PRODUCT.name,
+            "EVENTS_EXCHANGE": topology.exchange,
+            "EVENTS_QUEUE_PREFIX": topology.queue_prefix,
         }
-        envs = {"off": env, "on": env if args.control else traced}
-        processes: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
-        try:
-            for target in ("direct", *args.targets):  # the gateways need the service
-                for mode in MODES:
-                    if (target, mode) not in processes:
-                        processes[target, mode] = start_process(
-                            TARGETS[target], ports[target, mode], envs[mode]
-                        )
-                        wait_ready(
-                            f"http://127.0.0.1:{ports[target, mode]}",
-                            process=processes[target, mode],
-                        )
-            pin({key: process.pid for key, process in processes.items()})
-            sets = run_sets(args, ports, processes)
-        finally:
-            for process in processes.values():
-                process.terminate()
-            for process in processes.values():
-                process.wait()
+        migrate_and_seed(stack_environment({spec.name: 0 for spec in SERVICES}, Path(data_dir)))
+        second = "untraced (control)" if args.control else f"{args.sampler_arg:.0%} of traces kept"
+        print(
+            f"untraced and {second}, side by side on one core: {', '.join(args.targets)}; "
+            f"{args.rounds} rounds of {args.sets} sets of {args.burst} s bursts, "
+            f"{args.connections} connections"
+        )
+        sets: dict[str, list[Set]] = {target: [] for target in args.targets}
+        for number in range(args.rounds):
+            ports = {(target, mode): free_port() for target in TARGETS for mode in MODES}
+            env = stack_environment(
+                # The gateways forward to the untraced product_service; nothing else runs.
+                {spec.name: ports["direct", "off"] for spec in SERVICES},
+                Path(data_dir),
+                extra,
+            )
+            traced = {
+                **env,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+                "OTEL_TRACES_SAMPLER_ARG": str(args.sampler_arg),
+            }
+            envs = {"off": env, "on": env if args.control else traced}
+            # Which of a pair starts first, by turns.
+            order = MODES if number % 2 == 0 else MODES[::-1]
+            processes: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+            try:
+                for target in ("direct", *args.targets):  # the gateways need the service
+                    for mode in order:
+                        if (target, mode) not in processes:
+                            processes[target, mode] = started(
+                                TARGETS[target], ports[target, mode], envs[mode]
+                            )
+                pin({key: process.pid for key, process in processes.items()})
+                print(f" round {number + 1}")
+                for target, found in run_sets(args, ports, processes).items():
+                    sets[target] += found
+                    print(f"  round {number + 1} {target:8} {summed_change(found):+6.1%}")
+            finally:
+                for process in processes.values():
+                    process.terminate()
+                for process in processes.values():
+                    process.wait()
         return report(sets, collector)
+
+
+def started(spec: ServiceSpec, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = start_process(spec, port, env)
+    wait_ready(f"http://127.0.0.1:{port}", process=process)
+    return process
 
 
 def pin(pids: dict[tuple[str, str], int]) -> None:
@@ -168,15 +191,12 @@ def run_sets(
     urls = {key: f"http://127.0.0.1:{ports[key]}{paths[key[0]]}" for key in processes}
     for url in urls.values():  # warm up caches and pools
         run_wrk(url, connections=8, duration=2)
-    second = "untraced (control)" if args.control else f"{args.sampler_arg:.0%} of traces kept"
-    print(
-        f"untraced and {second}, side by side on one core: {', '.join(args.targets)}; "
-        f"{args.sets} sets of {args.burst} s bursts, {args.connections} connections"
-    )
     sets: dict[str, list[Set]] = {target: [] for target in args.targets}
     for number in range(args.sets):
         for target in args.targets:
-            pair = {mode: (urls[target, mode], processes[target, mode].pid) for mode in MODES}
+            # The wrk of either process starts first, by turns.
+            order = MODES if number % 2 == 0 else MODES[::-1]
+            pair = {mode: (urls[target, mode], processes[target, mode].pid) for mode in order}
             per_mode = burst(pair, args.connections // 2, args.burst)
             sets[target].append(per_mode)
             off, on = (per_mode[mode][0] for mode in MODES)
