@@ -342,6 +342,7 @@ def measured(
     duration: int,
     profile: Path | None = None,
     headers: dict[str, str] | None = None,
+    threads: int = 2,
 ) -> tuple[WrkResult, dict[str, float]]:
     """A wrk run and the CPU (microseconds) each of the `pids` spent per request
     meanwhile; with `profile`, py-spy records each of them into that folder and the top
@@ -350,7 +351,9 @@ def measured(
     before = [cpu_seconds(pid) or 0.0 for pid in pids.values()]
     if profiler is not None:
         profiler.start()
-    result = run_wrk(url, connections=connections, duration=duration, headers=headers)
+    result = run_wrk(
+        url, connections=connections, duration=duration, threads=threads, headers=headers
+    )
     used = {
         name: ((cpu_seconds(pid) or 0.0) - start) * 1e6 / max(result.requests, 1)
         for (name, pid), start in zip(pids.items(), before, strict=True)

@@ -45,7 +45,7 @@ from typing import TypeAlias
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cost import cpu_seconds
+from cost import measured
 from wrk import run_wrk
 
 from devstack import (
@@ -210,21 +210,19 @@ def run_sets(
 
 def burst(pair: dict[str, tuple[str, int]], connections: int, duration: int) -> Set:
     """Both processes of a pair read at once, `connections` each: per mode, the CPU per
-    request (microseconds) over the same seconds and the requests served."""
-    before = {mode: cpu_seconds(pid) or 0.0 for mode, (_, pid) in pair.items()}
+    request (microseconds) over its own wrk run and the requests served."""
     with ThreadPoolExecutor(len(pair)) as pool:
         runs = {
-            mode: pool.submit(run_wrk, url, connections=connections, duration=duration, threads=1)
-            for mode, (url, _) in pair.items()
+            mode: pool.submit(measured, url, {mode: pid}, connections, duration, threads=1)
+            for mode, (url, pid) in pair.items()
         }
-        results = {mode: run.result() for mode, run in runs.items()}
+        done = {mode: run.result() for mode, run in runs.items()}
     per_mode: Set = {}
-    for mode, (url, pid) in pair.items():
-        result = results[mode]
+    for mode, (result, cpu_us) in done.items():
         if result.errors or not result.requests:
+            url = pair[mode][0]
             raise SystemExit(f"{result.errors} errors, {result.requests} requests reading {url}")
-        used = (cpu_seconds(pid) or 0.0) - before[mode]
-        per_mode[mode] = (used * 1e6 / result.requests, result.requests)
+        per_mode[mode] = (cpu_us[mode], result.requests)
     return per_mode
 
 
