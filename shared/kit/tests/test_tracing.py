@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as reference
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode
@@ -32,6 +32,8 @@ from shared.logging import JsonFormatter
 from shared.otlp import encode_spans
 from shared.service import ServiceBuilder
 from shared.tracing import (
+    KEPT,
+    NewUnkeptTrace,
     client_span,
     consume_span,
     current_span_id,
@@ -41,6 +43,7 @@ from shared.tracing import (
     message_traceparent,
     outgoing_traceparent,
     publish_span,
+    request_trace,
     server_span,
     trace_engine,
     traceparent_var,
@@ -80,6 +83,16 @@ def client_answering(status: int, seen: list[httpx.Request]) -> ServiceClient:
 def parent_of(traceparent: str) -> tuple[str, str]:
     _, trace_id, span_id, _ = traceparent.split("-")
     return trace_id, span_id
+
+
+class EndedSpans(SpanProcessor):
+    """Keeps the spans that end, as they are (asking nothing of them)."""
+
+    def __init__(self, ended: list[ReadableSpan]) -> None:
+        self.ended = ended
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
 
 
 class TestCallsToOtherServices:
@@ -320,6 +333,27 @@ def sampled_share() -> Iterator[Callable[[float], InMemorySpanExporter]]:
 
 
 class TestRequestSampling:
+    def test_each_request_is_kept_or_served_under_a_traceparent(
+        self, sampled_share: Callable[[float], InMemorySpanExporter]
+    ) -> None:
+        unsampled = INCOMING[:-2] + "00"
+        # Off, a request is served under what came in, as it came.
+        assert [request_trace(t) for t in (None, INCOMING, unsampled)] == [
+            None,
+            INCOMING,
+            unsampled,
+        ]
+        sampled_share(0.0)
+        new = request_trace(None)
+        assert isinstance(new, NewUnkeptTrace)
+        assert new.traceparent == new.traceparent  # made once, when first asked for
+        assert new.traceparent.endswith("-00")
+        assert request_trace(None) is not new
+        assert request_trace(INCOMING) is KEPT  # the caller's decision either way
+        assert request_trace(unsampled) == unsampled
+        sampled_share(1.0)
+        assert request_trace(None) is KEPT
+
     async def test_a_trace_not_kept_makes_no_span_yet_travels_on(
         self, sampled_share: Callable[[float], InMemorySpanExporter]
     ) -> None:
@@ -429,6 +463,35 @@ class TestRequestSpan:
             "url.path": "/z",
             "shop.extra": 1,
         }
+
+    def test_its_ids_are_those_it_is_exported_with_when_asked_after(self) -> None:
+        # Exported (`LoopSpanProcessor` writes it) before anything asked for its context.
+        ended: list[ReadableSpan] = []
+        made = request_spans.RequestSpans(EndedSpans(ended), _provider.resource)
+        for traceparent in (None, INCOMING):
+            span = made.start("GET", "/x", traceparent)
+            assert span is not None
+            with span:
+                pass
+        written = ExportTraceServiceRequest.FromString(encode_spans(ended))
+
+        exported = written.resource_spans[0].scope_spans[0].spans
+        assert [(s.trace_id, s.span_id) for s in exported] == [
+            (span.context.trace_id.to_bytes(16, "big"), span.context.span_id.to_bytes(8, "big"))
+            for span in ended
+        ]
+        assert exported[1].trace_id.hex() == parent_of(INCOMING)[0]
+
+    def test_while_open_it_is_opentelemetrys_current_span(
+        self, spans: InMemorySpanExporter
+    ) -> None:
+        # Set on OpenTelemetry's context variable itself: the pinned version has the
+        # standard runtime context (else the span would go through its API).
+        assert request_spans._CONTEXT is not None
+        outside = trace.get_current_span()
+        with server_span("GET", "/x", None) as span:
+            assert trace.get_current_span() is span
+        assert trace.get_current_span() is outside
 
     def test_ended_it_holds_nothing_of_the_request(self, spans: InMemorySpanExporter) -> None:
         class Marker:

@@ -17,12 +17,11 @@ from shared.errors import PayloadTooLarge, ProblemError, problem_for, problem_re
 from shared.logging import request_id_var
 from shared.metrics import HTTP_IN_FLIGHT, HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 from shared.tracing import (
+    KEPT,
     NewUnkeptTrace,
+    request_trace,
     server_span,
-    trace_kept,
     traceparent_var,
-    tracing_enabled,
-    unkept_traceparent,
     valid_traceparent,
 )
 
@@ -109,16 +108,14 @@ class RequestContextMiddleware:
         request_id, traceparent, budget = incoming_context(scope["headers"])
         quiet = scope["path"] in self.quiet_paths
         # Polled routes (health, metrics) make no spans: they would bury the real traces.
-        if quiet or not tracing_enabled():
-            await self._serve(scope, receive, send, request_id, traceparent, budget, None, quiet)
-        elif trace_kept(traceparent):
+        served_under = traceparent if quiet else request_trace(traceparent)
+        if served_under is KEPT:
             with server_span(scope["method"], scope["path"], traceparent) as span:
                 await self._serve(
                     scope, receive, send, request_id, traceparent, budget, span, quiet
                 )
         else:
-            unkept = unkept_traceparent(traceparent)
-            await self._serve(scope, receive, send, request_id, unkept, budget, None, quiet)
+            await self._serve(scope, receive, send, request_id, served_under, budget, None, quiet)
 
     async def _serve(
         self,

@@ -18,7 +18,8 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -51,20 +52,21 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 class NewUnkeptTrace:
     """The `traceparent` of a request that starts a trace which is not kept, made the
     first time something asks for it: a log line, a call, an event. Most such requests
-    (a cached read) never do, and making the ids cost 2 us of the gateway's 95."""
+    (a cached read) never do, and making the ids cost 2 us of the gateway's 95. (No
+    `__init__`: making one is then as cheap as making an `object()`.)"""
 
     __slots__ = ("_traceparent",)
-
-    def __init__(self) -> None:
-        self._traceparent: str | None = None
+    _traceparent: str
 
     @property
     def traceparent(self) -> str:
-        if self._traceparent is None:
-            self._traceparent = (
+        try:
+            return self._traceparent
+        except AttributeError:
+            made = self._traceparent = (
                 f"00-{random.getrandbits(128):032x}-{random.getrandbits(64):016x}-00"
             )
-        return self._traceparent
+            return made
 
 
 #: The `traceparent` of the work in progress when it has no span (tracing off, or a
@@ -122,7 +124,7 @@ def configure_tracing(settings: ServiceSettings) -> bool:
                 "deployment.environment.name": settings.environment.value,
             }
         ),
-        # A request's root is drawn by the middleware (`trace_kept`); any other root
+        # A request's root is drawn by the middleware (`request_trace`); any other root
         # (an event consumed without a trace, work in the background) here, by its id.
         sampler=ParentBased(root=TraceIdRatioBased(share)),
     )
@@ -288,7 +290,7 @@ def tracing_enabled() -> bool:
 def server_span(
     method: str, path: str, traceparent: str | None
 ) -> AbstractContextManager[RequestSpan | None]:
-    """The SERVER span of one request of a kept trace (`trace_kept`), current while it
+    """The SERVER span of one request of a kept trace (`request_trace`), current while it
     is served, continuing the caller's trace; `RequestSpan.served` names it once the
     route is known. (The span is its own context manager.)"""
     if not _enabled:
@@ -298,25 +300,37 @@ def server_span(
     return nullcontext() if span is None else span
 
 
-def trace_kept(traceparent: str | None) -> bool:
-    """Whether a request's trace is kept: as its caller decided (the `sampled` flag of
-    its `traceparent`), or for a new trace, drawn at the sampled share (the SERVER span
-    it then gets, `shared.spans.RequestSpan`, is sampled without asking again)."""
-    if traceparent is not None:
-        return _sampled(traceparent)
-    return random.random() < _sampled_share  # noqa: S311 - sampling, not secrets
+class Kept(Enum):
+    """What `request_trace` answers for a request whose trace is kept."""
+
+    KEPT = "kept"
 
 
-def unkept_traceparent(traceparent: str | None) -> str | NewUnkeptTrace:
-    """The `traceparent` a request whose trace is not kept is served under: the caller's
-    (not sampled), or that of a new trace not kept (made when first needed).
+KEPT: Final = Kept.KEPT
 
-    Such a request gets no span and no OpenTelemetry context, only this in
+
+def request_trace(traceparent: str | None) -> str | NewUnkeptTrace | Literal[Kept.KEPT] | None:
+    """How a request is traced, given its caller's `traceparent` (valid, or None): `KEPT`
+    when its trace is kept, as its caller decided (the `sampled` flag of its `traceparent`)
+    or, for a new trace, drawn at the sampled share; it then gets a SERVER span
+    (`server_span`, sampled without asking again). Otherwise the `traceparent` it is
+    served under with no span: with tracing off, its caller's as it came (or None); on,
+    its caller's (not sampled), or that of a new trace not kept (made when first needed).
+
+    A request not kept gets no span and no OpenTelemetry context, only this in
     `traceparent_var`, as when tracing is off: its log lines, calls, events and queries
     stay in the trace and make no spans either (a span the SDK makes only to drop cost
     about 20 us, a context made current for it 3 to 5, against 30 for the rest of the
-    gateway's cached read)."""
-    return traceparent if traceparent is not None else NewUnkeptTrace()
+    gateway's cached read). One call on every request's path, whichever the answer: on a
+    kept request's path and a cold one, each call of Python's costs several times what it
+    does in a loop."""
+    if not _enabled:
+        return traceparent
+    if traceparent is None:
+        if random.random() < _sampled_share:  # noqa: S311 - sampling, not secrets
+            return KEPT
+        return NewUnkeptTrace()
+    return KEPT if _sampled(traceparent) else traceparent
 
 
 def _sampled(traceparent: str) -> bool:
@@ -334,7 +348,7 @@ def client_span(upstream: str, method: str, url: Any, headers: Any) -> Iterator[
         return
     current = trace.get_current_span().get_span_context()
     if not current.is_valid and (incoming := incoming_traceparent()) and not _sampled(incoming):
-        # A request whose trace is not kept (`unkept_traceparent`): the callee keeps
+        # A request whose trace is not kept (`request_trace`): the callee keeps
         # none either.
         headers["traceparent"] = incoming
         yield None
