@@ -282,11 +282,6 @@ def outgoing_traceparent() -> str:
 # route, the status and the upstream.
 
 
-def tracing_enabled() -> bool:
-    """Whether this process makes spans (a request's middleware skips them all if not)."""
-    return _enabled
-
-
 def server_span(
     method: str, path: str, traceparent: str | None
 ) -> AbstractContextManager[RequestSpan | None]:
