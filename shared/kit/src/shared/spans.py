@@ -428,7 +428,7 @@ class RequestSpans:
         self.ended = (
             processor.queue if isinstance(processor, LoopSpanProcessor) else processor.on_end
         )
-        self._ids = RandomIdGenerator()
+        self._id_generator = RandomIdGenerator()
 
     def start(self, method: str, path: str, traceparent: str | None) -> RequestSpan | None:
         """A request's span, continuing `traceparent` (valid, as `valid_traceparent`
@@ -447,6 +447,8 @@ class RequestSpans:
         """The trace and span ids of a new span continuing `traceparent`, or of a new
         trace's root."""
         trace_id = (
-            self._ids.generate_trace_id() if traceparent is None else int(traceparent[3:35], 16)
+            self._id_generator.generate_trace_id()
+            if traceparent is None
+            else int(traceparent[3:35], 16)
         )
-        return trace_id, self._ids.generate_span_id()
+        return trace_id, self._id_generator.generate_span_id()
